@@ -1,0 +1,90 @@
+"""Decoding device messages: bytes in, a valid wire object or a DecodeError naming the field."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from shared.exceptions import DecodeError
+from shared.schemas import DeviceStatus, Telemetry
+from shared.sensors import PROFILES
+
+MAX_PAYLOAD_BYTES = 16_384
+
+
+def _explain(exc: ValidationError) -> DecodeError:
+    """Turn pydantic's error list into one message that names the first bad field."""
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "json_invalid":
+        return DecodeError(f"payload is not valid JSON: {err['msg']}")
+    if err["type"] in {"model_type", "model_attributes_type"}:
+        return DecodeError("payload must be a JSON object")
+    if err["type"] == "missing":
+        return DecodeError(f"missing field {loc!r}", field=loc)
+    if err["type"] == "extra_forbidden":
+        return DecodeError(f"unknown field {loc!r}", field=loc)
+    return DecodeError(f"field {loc!r}: {err['msg']}", field=loc or None)
+
+
+def _check_size(payload: bytes) -> None:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise DecodeError(f"payload is {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}")
+
+
+def decode_telemetry(payload: bytes, topic_device: str | None = None) -> Telemetry:
+    """Decode and validate a telemetry payload against its sensor profile's physical ranges.
+
+    ``topic_device`` is the device id taken from the topic; a payload claiming another id is
+    rejected, so a device cannot write readings for another one.
+    """
+    _check_size(payload)
+    try:
+        msg = Telemetry.model_validate_json(payload)
+    except ValidationError as exc:
+        raise _explain(exc) from exc
+    if topic_device is not None and msg.device != topic_device:
+        raise DecodeError(
+            f"device {msg.device!r} published on the topic of device {topic_device!r}",
+            field="device",
+        )
+    prof = PROFILES.get(msg.type)
+    if prof is None:
+        raise DecodeError(
+            f"unknown sensor type {msg.type!r}; known: {', '.join(sorted(PROFILES))}",
+            field="type",
+        )
+    expected = prof.metric_names
+    for name, value in msg.metrics.items():
+        if name not in expected:
+            raise DecodeError(
+                f"metric {name!r} is not part of sensor type {msg.type!r} ({', '.join(expected)})",
+                field=f"metrics.{name}",
+            )
+        metric = prof.metric(name)
+        if not metric.in_range(value):
+            raise DecodeError(
+                f"metric {name!r} = {value!r} {metric.unit} is outside the physical range "
+                f"[{metric.low:g}, {metric.high:g}] {metric.unit}",
+                field=f"metrics.{name}",
+            )
+    return msg
+
+
+def decode_status(payload: bytes, topic_device: str | None = None) -> DeviceStatus:
+    """Decode a device status (online/offline) message."""
+    _check_size(payload)
+    try:
+        msg = DeviceStatus.model_validate_json(payload)
+    except ValidationError as exc:
+        raise _explain(exc) from exc
+    if topic_device is not None and msg.device != topic_device:
+        raise DecodeError(
+            f"device {msg.device!r} published on the topic of device {topic_device!r}",
+            field="device",
+        )
+    return msg
+
+
+def encode(msg: Telemetry | DeviceStatus) -> bytes:
+    """Serialise a device message exactly as a device would send it (compact JSON)."""
+    return msg.model_dump_json(exclude_none=True).encode()

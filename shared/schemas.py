@@ -1,0 +1,142 @@
+"""Versioned wire schemas, defined once: device messages, stored readings, alerts, sync batches.
+
+Device messages are strict: a number sent as a string, a missing field or an unknown field is an
+error, because a device that sends them is misconfigured and someone must be told.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.topics import ID_PATTERN
+
+DeviceId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$", description="device id")]
+GatewayId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$", description="gateway id")]
+BootId = Annotated[
+    str,
+    Field(
+        pattern="^[0-9a-f]{8,32}$",
+        description="random id a device draws at every boot, so seq restarting is not a duplicate",
+    ),
+]
+Seq = Annotated[int, Field(ge=0, le=2**32 - 1, description="per-boot message counter, from 0")]
+EpochMs = Annotated[int, Field(ge=0, le=2**53, description="milliseconds since the Unix epoch")]
+MetricName = Annotated[str, Field(pattern="^[a-z][a-z0-9_]{0,63}$")]
+# Room for a few dozen channels; more than that is a corrupt or hostile message.
+Metrics = Annotated[dict[MetricName, float], Field(min_length=1, max_length=64)]
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise ValueError(f"metric {name!r} is not a finite number")
+    return metrics
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Telemetry(_Wire):
+    """One reading as a device publishes it on ``smaint/v1/dev/<device>/telemetry``."""
+
+    v: Literal[1] = Field(description="wire version")
+    device: DeviceId
+    boot: BootId
+    seq: Seq
+    ts_ms: EpochMs = Field(description="device clock at sampling; meaningless if synced is false")
+    uptime_ms: int = Field(ge=0, le=2**53, description="milliseconds since the device booted")
+    synced: bool = Field(description="true once the device clock was set by NTP")
+    type: str = Field(max_length=32, description="sensor profile name (shared.sensors)")
+    metrics: Metrics = Field(description="metric name -> value, in the profile's units")
+
+    _check_finite = field_validator("metrics")(_finite)
+
+
+class DeviceStatus(_Wire):
+    """A device's online/offline state, retained on ``.../status`` and used as its last will."""
+
+    v: Literal[1] = Field(description="wire version")
+    device: DeviceId
+    boot: BootId
+    state: Literal["online", "offline"] = Field(description="offline is the last will")
+    ts_ms: EpochMs = Field(description="device clock when sent (0 if not yet synced)")
+    type: str | None = Field(default=None, max_length=32, description="sensor profile name")
+    fw: str | None = Field(default=None, max_length=32, description="firmware version")
+    interval_ms: int | None = Field(
+        default=None, ge=10, le=86_400_000, description="sample interval the device runs"
+    )
+
+
+Scorer = Literal["onnx", "stat", "none"]
+
+
+class Reading(BaseModel):
+    """A validated reading as the gateway stores it and syncs it upstream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: DeviceId
+    boot: BootId
+    seq: Seq
+    type: str = Field(max_length=32, description="sensor profile name")
+    ts_ms: EpochMs = Field(description="best-known sampling time (device clock or re-timed)")
+    device_ts_ms: EpochMs | None = Field(description="device clock as sent; null if unsynced")
+    received_ms: EpochMs = Field(description="gateway clock on receipt")
+    metrics: Metrics
+    score: float | None = Field(description="anomaly score; higher is more anomalous")
+    scorer: Scorer = Field(description="which detector produced the score")
+    model_version: str | None = Field(default=None, description="model version, if a model")
+    anomalous: bool = Field(description="score crossed the detector's threshold")
+    replay: bool = Field(default=False, description="sent again by a backfill or catch-up")
+
+    _check_finite = field_validator("metrics")(_finite)
+
+
+class Alert(BaseModel):
+    """An alert raised by a gateway, with the metrics that drove it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alert_id: str = Field(pattern="^[0-9a-f-]{8,64}$", description="gateway-unique id")
+    device: DeviceId
+    opened_ms: EpochMs
+    resolved_ms: EpochMs | None = None
+    severity: Literal["low", "medium", "high"]
+    state: Literal["open", "acknowledged", "resolved"]
+    score: float = Field(description="peak anomaly score while open")
+    scorer: Scorer
+    model_version: str | None = None
+    explanation: dict[str, float] = Field(
+        default_factory=dict, description="metric -> contribution to the score"
+    )
+    updated_ms: EpochMs = Field(description="last state change, for last-writer-wins upserts")
+
+
+class SyncBatch(BaseModel):
+    """What a gateway uploads: applied exactly once per (gateway, batch_seq)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    gateway: GatewayId
+    batch_seq: int = Field(ge=1, description="gateway's upload counter; retries reuse it")
+    created_ms: EpochMs
+    readings: list[Reading] = Field(default_factory=list, max_length=50_000)
+    alerts: list[Alert] = Field(default_factory=list, max_length=10_000)
+
+
+class SyncAck(BaseModel):
+    """The cloud's answer, sent only after the batch is committed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: GatewayId
+    batch_seq: int
+    first_time: bool = Field(description="false when this batch had been applied before")
+    readings_inserted: int = Field(description="rows new to the cloud")
+    readings_duplicate: int = Field(description="rows the cloud already had")
+    alerts_upserted: int = 0

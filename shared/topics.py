@@ -1,0 +1,59 @@
+"""The MQTT topic tree: one subtree per device so Mosquitto ACLs can pin a device to its own id.
+
+    smaint/v1/dev/<device>/telemetry   device -> gateway, QoS 1
+    smaint/v1/dev/<device>/status      device -> gateway, QoS 1, retained, also the last will
+    smaint/v1/dev/<device>/config      gateway -> device, QoS 1, retained
+    smaint/v1/gw/<gateway>/alerts      gateway -> local consumers, QoS 1
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from shared.exceptions import TopicError
+
+ROOT = "smaint/v1"
+ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
+_ID = re.compile(ID_PATTERN)
+_DEVICE_TOPIC = re.compile(rf"^{ROOT}/dev/({ID_PATTERN})/(telemetry|status)$")
+
+DeviceChannel = Literal["telemetry", "status"]
+
+TELEMETRY_SUBSCRIPTION = f"{ROOT}/dev/+/telemetry"
+STATUS_SUBSCRIPTION = f"{ROOT}/dev/+/status"
+
+
+def _checked(kind: str, ident: str) -> str:
+    if not _ID.fullmatch(ident):
+        raise ValueError(f"{kind} id {ident!r} must match {ID_PATTERN}")
+    return ident
+
+
+def telemetry(device: str) -> str:
+    """Topic a device publishes readings on."""
+    return f"{ROOT}/dev/{_checked('device', device)}/telemetry"
+
+
+def status(device: str) -> str:
+    """Topic a device publishes its online/offline status (and last will) on."""
+    return f"{ROOT}/dev/{_checked('device', device)}/status"
+
+
+def config(device: str) -> str:
+    """Retained topic the gateway publishes a device's desired configuration on."""
+    return f"{ROOT}/dev/{_checked('device', device)}/config"
+
+
+def alerts(gateway: str) -> str:
+    """Topic a gateway publishes alert changes on for local consumers."""
+    return f"{ROOT}/gw/{_checked('gateway', gateway)}/alerts"
+
+
+def parse_device_topic(topic: str) -> tuple[str, DeviceChannel]:
+    """Split a device topic into (device id, channel); TopicError if it is not one."""
+    m = _DEVICE_TOPIC.match(topic)
+    if m is None:
+        raise TopicError(f"topic {topic!r} is not {ROOT}/dev/<device>/(telemetry|status)")
+    channel: DeviceChannel = "telemetry" if m.group(2) == "telemetry" else "status"
+    return m.group(1), channel
