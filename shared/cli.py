@@ -1,12 +1,51 @@
-"""The ``smaint`` command: one entry point for every part of the system."""
+"""The ``smaint`` command: one entry point for every part of the system.
+
+Each part is imported only when its subcommand runs, so ``smaint gateway`` on a Pi never
+imports the cloud's dependencies (which the edge install does not have).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable
+from typing import cast
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("shared.devstack.demo", "run the whole system on this machine and show every hop"),
+    "gateway": ("edge.cli", "the edge gateway service (ingest, store, score, alert, sync)"),
+    "cloud": ("cloud.cli", "the cloud API service and its administration"),
+    "simulate": ("shared.simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
+}
+
+USAGE = "usage: smaint <command> [options]\n\ncommands:\n" + "\n".join(
+    f"  {name:<10}{help_}" for name, (_, help_) in COMMANDS.items()
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``smaint <command>``."""
+    """Dispatch ``smaint <command> ...`` to the part that implements it."""
     args = sys.argv[1:] if argv is None else argv
-    print("usage: smaint <command>", args)
-    return 0
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"smaint: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module_name = COMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        print(
+            f"smaint {name}: missing dependency {exc.name!r}; install the matching extra, "
+            f"e.g. pip install '.[edge]' or '.[cloud]'",
+            file=sys.stderr,
+        )
+        return 2
+    entry = cast(Callable[[list[str]], int], module.main)
+    return entry(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

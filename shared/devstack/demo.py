@@ -1,0 +1,304 @@
+"""``smaint demo``: the whole system on one machine, with a live progress line per hop.
+
+Starts a private Mosquitto and PostgreSQL (free ports, temp dirs), the cloud API, the gateway
+and a simulated fleet, then prints once a second how many readings each hop has seen.
+``DEMO_SECONDS=N`` runs N seconds, stops the devices, waits for the pipeline to drain and
+prints one JSON summary as the last line. Ctrl-C stops everything cleanly at any time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.devstack.mosquitto import PrivateMosquitto
+from shared.devstack.ports import free_port, wait_for_port
+from shared.devstack.postgres import PrivatePostgres
+from shared.simulator.fleet import Fleet
+
+GATEWAY_ID = "gw-demo"
+
+
+@dataclass
+class Hops:
+    """Counters of every hop, as last read."""
+
+    published: int = 0
+    received: int = 0
+    stored: int = 0
+    dead_letters: int = 0
+    scored: int = 0
+    synced: int = 0
+    cloud: int = 0
+    cloud_distinct: int = 0
+    alerts: int = 0
+    gateway_duplicates: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def line(self, elapsed: float) -> str:
+        """One human-readable progress line."""
+        return (
+            f"[{elapsed:6.1f}s] published {self.published:>7} -> gateway received "
+            f"{self.received:>7} stored {self.stored:>7} scored {self.scored:>7} "
+            f"(dead-letter {self.dead_letters}) -> synced {self.synced:>7} -> cloud "
+            f"{self.cloud:>7} | alerts {self.alerts}"
+        )
+
+
+class Demo:
+    """Owns every process of the demo and stops them in reverse order."""
+
+    def __init__(self, workdir: Path, devices: int, rate_hz: float) -> None:
+        self.workdir = workdir
+        self.devices = devices
+        self.rate_hz = rate_hz
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.broker: PrivateMosquitto | None = None
+        self.pg: PrivatePostgres | None = None
+        self.fleet: Fleet | None = None
+        self.cloud_port = free_port()
+        self.gateway_port = free_port()
+        self.http = httpx.Client(timeout=5.0)
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = (self.workdir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, *args], env={**os.environ, **env}, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append((name, proc))
+
+    def _cloud_cli(self, dsn: str, *args: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-m", "cloud", *args], env={**os.environ, "SMAINT_CLOUD_DB_DSN": dsn},
+            capture_output=True, text=True, check=False,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"smaint cloud {' '.join(args)} failed:\n{res.stderr}")
+        return res.stdout.strip()
+
+    def start(self) -> None:
+        """Start broker, database, cloud, gateway and fleet, in data-flow order."""
+        step("broker", "starting a private Mosquitto with mosquitto/mosquitto.conf")
+        self.broker = PrivateMosquitto(self.workdir / "mosquitto").start()
+        step("broker", f"mqtt://127.0.0.1:{self.broker.port}")
+
+        step("cloud db", "initdb of a private PostgreSQL cluster")
+        self.pg = PrivatePostgres(self.workdir / "postgres").start()
+        import psycopg  # cloud-side dependency; the edge-only install never runs the demo
+
+        with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE smaint")
+        dsn = f"host=127.0.0.1 port={self.pg.port} user=postgres dbname=smaint"
+        self._cloud_cli(dsn, "migrate")
+        token = self._cloud_cli(dsn, "gateway", "add", GATEWAY_ID).splitlines()[-1].strip()
+        step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
+
+        self._spawn("cloud", ["-m", "cloud", "serve"], {
+            "SMAINT_CLOUD_DB_DSN": dsn,
+            "SMAINT_CLOUD_HOST": "127.0.0.1",
+            "SMAINT_CLOUD_PORT": str(self.cloud_port),
+        })
+        wait_for_port(self.cloud_port, timeout_s=60)
+        step("cloud", f"API http://127.0.0.1:{self.cloud_port}/docs")
+
+        self._spawn("gateway", ["-m", "edge", "run"], {
+            "SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
+            "SMAINT_GATEWAY_MQTT_HOST": "127.0.0.1",
+            "SMAINT_GATEWAY_MQTT_PORT": str(self.broker.port),
+            "SMAINT_GATEWAY_DB_PATH": str(self.workdir / "gateway.db"),
+            "SMAINT_GATEWAY_CLOUD_URL": f"http://127.0.0.1:{self.cloud_port}",
+            "SMAINT_GATEWAY_CLOUD_TOKEN": token,
+            "SMAINT_GATEWAY_HTTP_HOST": "127.0.0.1",
+            "SMAINT_GATEWAY_HTTP_PORT": str(self.gateway_port),
+        })
+        wait_for_port(self.gateway_port, timeout_s=60)
+        self._wait_gateway_subscribed()
+        step("gateway", f"status http://127.0.0.1:{self.gateway_port}/api/status, "
+             f"metrics /metrics, database {self.workdir / 'gateway.db'}")
+
+        self.fleet = Fleet(
+            host="127.0.0.1", port=self.broker.port, n_devices=self.devices,
+            rate_hz=self.rate_hz, profile="mix", seed=7,
+        )
+        self.fleet.start()
+        step("devices", f"{self.devices} simulated ESP32 nodes at {self.rate_hz:g} readings/s each")
+
+    def _wait_gateway_subscribed(self) -> None:
+        # The gateway's persistent session must exist before devices publish, or the
+        # broker has nobody to queue their first readings for.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                status = self.http.get(self._gw("/api/status")).json()
+                if status.get("mqtt_connected"):
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("the gateway did not connect to the broker; see gateway.log")
+
+    def _gw(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}{path}"
+
+    def poll(self) -> Hops:
+        """Read every hop's counters."""
+        hops = Hops()
+        if self.fleet is not None:
+            hops.published = self.fleet.published
+        try:
+            gw: dict[str, Any] = self.http.get(self._gw("/api/status")).json()
+            hops.received = int(gw.get("received", 0))
+            hops.stored = int(gw.get("stored", 0))
+            hops.dead_letters = int(gw.get("dead_letters", 0))
+            hops.scored = int(gw.get("scored", 0))
+            hops.synced = int(gw.get("synced", 0))
+            hops.alerts = int(gw.get("alerts", 0))
+            hops.gateway_duplicates = int(gw.get("duplicates", 0))
+        except httpx.HTTPError as exc:
+            hops.errors.append(f"gateway: {exc}")
+        try:
+            cl: dict[str, Any] = self.http.get(
+                f"http://127.0.0.1:{self.cloud_port}/api/v1/stats"
+            ).json()
+            hops.cloud = int(cl.get("readings", 0))
+            hops.cloud_distinct = int(cl.get("distinct_readings", 0))
+        except httpx.HTTPError as exc:
+            hops.errors.append(f"cloud: {exc}")
+        return hops
+
+    def check_alive(self) -> None:
+        """Raise if a service process died (its log says why)."""
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                log = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log}")
+
+    def stop(self) -> None:
+        """Stop the fleet, then every process, then broker and database."""
+        if self.fleet is not None:
+            self.fleet.stop()
+            self.fleet = None
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        self.http.close()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.pg is not None:
+            self.pg.stop()
+
+
+def step(stage: str, text: str) -> None:
+    """Print one set-up step."""
+    print(f"  {stage:<9} {text}", flush=True)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[threading.Event]:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    old_int = signal.signal(signal.SIGINT, handler)
+    old_term = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def run(seconds: float, devices: int, rate_hz: float, keep: bool) -> int:
+    """Run the demo; returns the process exit code."""
+    workdir = Path(tempfile.mkdtemp(prefix="smaint-demo-"))
+    print(f"Smart Maintenance demo (work dir {workdir})", flush=True)
+    demo = Demo(workdir, devices, rate_hz)
+    started = time.monotonic()
+    ok = True
+    with _interruptible() as stop:
+        try:
+            demo.start()
+            started = time.monotonic()
+            print("  running   Ctrl-C to stop" + (f"; ends after {seconds:g}s" if seconds else ""))
+            while not stop.is_set():
+                if seconds and time.monotonic() - started >= seconds:
+                    break
+                demo.check_alive()
+                print(demo.poll().line(time.monotonic() - started), flush=True)
+                stop.wait(1.0)
+            summary = drain(demo, started, stop)
+            ok = summary["cloud_stored"] == summary["published"] and summary["duplicates"] == 0
+            print(json.dumps(summary), flush=True)
+        except RuntimeError as exc:
+            print(f"demo failed: {exc}", file=sys.stderr)
+            ok = False
+        finally:
+            demo.stop()
+            if not keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+def drain(demo: Demo, started: float, stop: threading.Event) -> dict[str, Any]:
+    """Stop the devices, wait until the cloud holds everything published, summarise."""
+    fleet = demo.fleet
+    if fleet is not None:
+        print("  draining  devices stopped; waiting for gateway and cloud to catch up", flush=True)
+        fleet.stop()
+        published = fleet.published
+        demo.fleet = None
+    else:
+        published = 0
+    deadline = time.monotonic() + 90
+    hops = demo.poll()
+    while time.monotonic() < deadline and not stop.is_set():
+        hops = demo.poll()
+        hops.published = published
+        print(hops.line(time.monotonic() - started), flush=True)
+        if hops.cloud_distinct >= published and hops.stored >= published:
+            break
+        demo.check_alive()
+        time.sleep(1.0)
+    return {
+        "published": published,
+        "gateway_stored": hops.stored,
+        "cloud_stored": hops.cloud_distinct,
+        "duplicates": hops.cloud - hops.cloud_distinct,
+        "alerts": hops.alerts,
+        "dead_letters": hops.dead_letters,
+        "gateway_redeliveries_dropped": hops.gateway_duplicates,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def main(argv: list[str]) -> int:
+    """``smaint demo``: options also come from DEMO_SECONDS, DEMO_DEVICES, DEMO_RATE."""
+    parser = argparse.ArgumentParser(prog="smaint demo", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", 0)))
+    parser.add_argument("--devices", type=int, default=int(os.environ.get("DEMO_DEVICES", 12)))
+    parser.add_argument("--rate", type=float, default=float(os.environ.get("DEMO_RATE", 5)))
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
+    args = parser.parse_args(argv)
+    return run(args.seconds, args.devices, args.rate, args.keep)
