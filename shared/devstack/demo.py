@@ -100,7 +100,7 @@ class Demo:
 
         step("cloud db", "initdb of a private PostgreSQL cluster")
         self.pg = PrivatePostgres(self.workdir / "postgres").start()
-        import psycopg  # cloud-side dependency; the edge-only install never runs the demo
+        import psycopg  # noqa: PLC0415 - cloud-side dependency, imported only when the demo runs
 
         with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
             conn.execute("CREATE DATABASE smaint")
@@ -296,9 +296,9 @@ def drain(demo: Demo, started: float, stop: threading.Event) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     """``smaint demo``: options also come from DEMO_SECONDS, DEMO_DEVICES, DEMO_RATE."""
     parser = argparse.ArgumentParser(prog="smaint demo", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", 0)))
-    parser.add_argument("--devices", type=int, default=int(os.environ.get("DEMO_DEVICES", 12)))
-    parser.add_argument("--rate", type=float, default=float(os.environ.get("DEMO_RATE", 5)))
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", "0")))
+    parser.add_argument("--devices", type=int, default=int(os.environ.get("DEMO_DEVICES", "12")))
+    parser.add_argument("--rate", type=float, default=float(os.environ.get("DEMO_RATE", "5")))
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
     args = parser.parse_args(argv)
     return run(args.seconds, args.devices, args.rate, args.keep)

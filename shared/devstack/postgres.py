@@ -52,7 +52,7 @@ class PrivatePostgres:
             pw = pwd.getpwnam("postgres")
             os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
             # mkdtemp makes 0700 dirs under /tmp; the postgres user must be able to enter it.
-            os.chmod(self.workdir, 0o755)
+            os.chmod(self.workdir, 0o755)  # noqa: S103 - a private temp dir, readable is fine
 
     @property
     def dsn(self) -> str:

@@ -1,0 +1,107 @@
+"""Train an Isolation Forest for one sensor profile and export it as a signed ONNX bundle.
+
+The features come from :mod:`shared.features`, the code the gateway runs; each view of the
+score (shared.anomaly) is calibrated at a high quantile of the (normal) training windows, so
+the false alarm rate on data like the training data is about ``1 - quantile`` per window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from skl2onnx import to_onnx
+from sklearn.ensemble import IsolationForest
+
+from shared.anomaly import combine, support_z
+from shared.bundle import Manifest, write_bundle
+from shared.features import DEFAULT_WINDOW, FeatureSpec, series_features
+from shared.sensors import profile as get_profile
+
+ONNX_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+
+class TrainingDataError(ValueError):
+    """The training series are too short or malformed to fit a model."""
+
+
+def training_matrix(series: Sequence[npt.ArrayLike], spec: FeatureSpec) -> npt.NDArray[np.float32]:
+    """Stack the feature windows of every device series (each shaped time x metrics)."""
+    blocks = []
+    for s in series:
+        arr = np.asarray(s, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != len(spec.metrics):
+            raise TrainingDataError(
+                f"series shaped {arr.shape}, expected (time, {len(spec.metrics)}) for "
+                f"metrics {spec.metrics}")
+        blocks.append(series_features(arr, spec.window))
+    x = np.concatenate(blocks) if blocks else np.empty((0, 0), dtype=np.float32)
+    if x.shape[0] < 200:
+        raise TrainingDataError(f"only {x.shape[0]} feature windows; need at least 200")
+    return x
+
+
+def train_bundle(
+    profile_name: str,
+    series: Sequence[npt.ArrayLike],
+    key: Ed25519PrivateKey,
+    *,
+    window: int = DEFAULT_WINDOW,
+    n_estimators: int = 100,
+    quantile: float = 0.999,
+    seed: int = 0,
+    version: str | None = None,
+    extra: dict[str, object] | None = None,
+) -> tuple[Manifest, bytes]:
+    """Fit, export and sign: returns (manifest, bundle zip bytes)."""
+    prof = get_profile(profile_name)
+    spec = FeatureSpec.for_profile(prof, window=window)
+    x = training_matrix(series, spec)
+    forest = IsolationForest(n_estimators=n_estimators, max_samples=256, random_state=seed)
+    forest.fit(x)
+    # decision_function is high for normal points; the gateway's convention is "higher is
+    # more anomalous", so scores and the threshold are negated decision values.
+    forest_scores = -forest.decision_function(x)
+    median = np.median(x, axis=0)
+    mad = np.median(np.abs(x - median), axis=0)
+    z = support_z(x, median, mad)
+    forest_threshold = float(np.quantile(forest_scores, quantile))
+    z_threshold = float(np.quantile(z, quantile))
+    train_scores = combine(forest_scores, z, forest_threshold, z_threshold)
+    onnx_model = to_onnx(forest, x[:1], target_opset=ONNX_OPSET)
+    onnx_bytes = onnx_model.SerializeToString()
+    created_ms = int(time.time() * 1000)
+    manifest = Manifest(
+        profile=prof.name,
+        version=version or f"{prof.name}-{created_ms}",
+        spec=spec,
+        # Both views are normalised to their own threshold (shared.anomaly), so the combined
+        # score's threshold is 1 by construction.
+        threshold=1.0,
+        created_ms=created_ms,
+        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        extra={
+            "algorithm": "IsolationForest",
+            "score": "shared.anomaly.combine of the negated decision_function and the "
+                     "support z-score; above 1.0 is anomalous",
+            "training": {"windows": int(x.shape[0]), "series": len(series),
+                         "n_estimators": n_estimators, "quantile": quantile, "seed": seed,
+                         **(extra or {})},
+            "reference": {
+                "feature_names": spec.names,
+                "feature_median": [float(v) for v in median],
+                "feature_mad": [float(v) for v in mad],
+                "forest_threshold": forest_threshold,
+                "z_threshold": z_threshold,
+                "score_quantiles": {
+                    str(q): round(float(np.quantile(train_scores, q)), 6)
+                    for q in (0.5, 0.9, 0.99, 0.999)
+                },
+            },
+        },
+    )
+    return manifest, write_bundle(manifest, onnx_bytes, key)

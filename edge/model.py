@@ -1,0 +1,100 @@
+"""An anomaly model on the gateway: a verified bundle turned into an onnxruntime session."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from shared.anomaly import combine, support_z
+from shared.bundle import BundleError, Manifest
+
+log = logging.getLogger(__name__)
+
+
+class OnnxModel:
+    """Scores feature vectors with the bundle's ONNX model; higher scores are more anomalous."""
+
+    def __init__(self, manifest: Manifest, onnx_bytes: bytes) -> None:
+        self.manifest = manifest
+        opts = ort.SessionOptions()
+        # One intra-op thread costs ~10 % per call (LIMITS.md) and leaves the second core to
+        # ingest and SQLite on a two-core Pi.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors on bad models
+            raise BundleError(f"model {manifest.version} does not load: {exc}") from exc
+        inputs = self.session.get_inputs()
+        n_features = len(manifest.spec.names)
+        if len(inputs) != 1 or inputs[0].shape[-1] not in (n_features, None, "None"):
+            raise BundleError(
+                f"model {manifest.version} takes {[(i.name, i.shape) for i in inputs]}, "
+                f"its manifest promises {n_features} features")
+        self._input = inputs[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        if "scores" not in outputs:
+            raise BundleError(f"model {manifest.version} has no 'scores' output ({outputs})")
+        self._median, self._mad, self._forest_t, self._z_t = _reference(manifest, n_features)
+        # Fail now, not on the first reading: a model that cannot score a vector is corrupt.
+        self.score(np.zeros((1, n_features), dtype=np.float32))
+
+    @property
+    def version(self) -> str:
+        """The model version from its manifest."""
+        return self.manifest.version
+
+    @property
+    def threshold(self) -> float:
+        """Scores above this are anomalous."""
+        return self.manifest.threshold
+
+    def score(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Anomaly scores of a (n, features) batch (shared.anomaly; above 1.0 is anomalous)."""
+        x = features.astype(np.float32)
+        (raw,) = self.session.run(["scores"], {self._input: x})
+        forest = -np.asarray(raw, dtype=np.float64).reshape(-1)
+        return combine(forest, support_z(x, self._median, self._mad), self._forest_t, self._z_t)
+
+    def explain(self, features: npt.NDArray[np.float32]) -> dict[str, float]:
+        """Per-metric share of one vector's score: how much it drops with the metric reset.
+
+        Each metric's features are replaced by the training medians in turn; the drop in
+        score is that metric's contribution (occlusion), normalised to sum to 1.
+        """
+        spec = self.manifest.spec
+        per = len(spec.names) // len(spec.metrics)
+        row = features.reshape(1, -1).astype(np.float32)
+        batch = np.repeat(row, len(spec.metrics) + 1, axis=0)
+        for i in range(len(spec.metrics)):
+            batch[i + 1, i * per:(i + 1) * per] = self._median[i * per:(i + 1) * per]
+        scores = self.score(batch)
+        drops = np.clip(scores[0] - scores[1:], 0.0, None)
+        total = float(drops.sum())
+        if total <= 0.0:
+            return dict.fromkeys(spec.metrics, 0.0)
+        return {m: round(float(d) / total, 4) for m, d in zip(spec.metrics, drops, strict=True)}
+
+
+def _reference(
+    manifest: Manifest, n_features: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float, float]:
+    """The training reference a model is scored against; BundleError if it is incomplete."""
+    ref = manifest.extra.get("reference")
+    try:
+        if not isinstance(ref, dict):
+            raise TypeError("no 'reference' object")
+        median = np.asarray(ref["feature_median"], dtype=np.float32)
+        mad = np.asarray(ref["feature_mad"], dtype=np.float32)
+        forest_t, z_t = float(ref["forest_threshold"]), float(ref["z_threshold"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(
+            f"model {manifest.version}: manifest reference unusable: {exc!r}") from exc
+    if median.shape != (n_features,) or mad.shape != (n_features,):
+        raise BundleError(f"model {manifest.version}: reference has the wrong feature count")
+    return median, mad, forest_t, z_t
