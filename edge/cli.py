@@ -1,0 +1,69 @@
+"""``smaint gateway`` / ``python -m edge``: run the gateway service, inspect or fix its database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from edge.exceptions import GatewayError
+from edge.outbox import Outbox
+from edge.settings import load_settings
+from edge.store import Store
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smaint gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway (settings from SMAINT_GATEWAY_* too)")
+    run.add_argument("--gateway-id", help="gateway id, also its MQTT client id")
+    run.add_argument("--mqtt-host", help="MQTT broker host")
+    run.add_argument("--mqtt-port", type=int, help="MQTT broker port")
+    run.add_argument("--db", dest="db_path", help="SQLite database path")
+    run.add_argument("--cloud-url", help="cloud API base URL")
+    run.add_argument("--token", dest="cloud_token",
+                     help="cloud bearer token (prefer SMAINT_GATEWAY_CLOUD_TOKEN: argv is public)")
+    run.add_argument("--http-host", help="status/metrics server host")
+    run.add_argument("--http-port", type=int, help="status/metrics server port")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    for name, help_ in (("status", "print the database's counters as JSON"),
+                        ("requeue-rejected", "send readings of rejected batches again")):
+        cmd = sub.add_parser(name, help=help_)
+        cmd.add_argument("--db", dest="db_path", help="SQLite database path")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``smaint gateway ...``; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k not in {"command", "log_level"}}
+    try:
+        settings = load_settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        print(f"smaint gateway: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+        from edge.service import run_gateway  # noqa: PLC0415  (keeps `status` light)
+
+        try:
+            asyncio.run(run_gateway(settings))
+        except GatewayError as exc:
+            logging.getLogger("edge").error("%s", exc)
+            return 1
+        return 0
+    store = Store.open(settings.db_path, synchronous=settings.db_synchronous)
+    try:
+        if args.command == "status":
+            counters = dict(store.counters)
+            counters["sync_backlog"] = Outbox(store).backlog()
+            print(json.dumps(counters, indent=2, sort_keys=True))
+        else:
+            print(f"requeued {Outbox(store).requeue_rejected()} readings")
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,198 @@
+"""MQTT ingest: a persistent QoS 1 session, micro-batched commits, acks only after the commit.
+
+The broker keeps every reading it has not had a PUBACK for, across our crashes and restarts
+(fixed client id, clean_session=False). We PUBACK a message only once the SQLite transaction
+holding it has committed, so a kill -9 at any instant loses nothing: unacked messages come back
+on reconnect and the store drops the ones it already has.
+
+Backpressure: aiomqtt's incoming queue is bounded (``queue_max``). When it is full aiomqtt
+discards the message without acking it, which is safe (the broker still owns it) but it will
+only be resent on reconnect (PROBES.md §2), so after an overflow we finish the batch at hand
+and reconnect to have the broker redeliver what we shed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+
+from edge.metrics import GatewayMetrics
+from edge.pipeline import Pipeline
+from edge.settings import GatewaySettings
+from edge.store import now_ms
+from edge.validate import Incoming
+from shared.topics import STATUS_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION
+
+log = logging.getLogger(__name__)
+
+
+class _OverflowError(Exception):
+    """The incoming queue overflowed: reconnect so the broker resends what was shed."""
+
+
+class _BoundedQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's queue, bounded, remembering whether it ever had to refuse a message."""
+
+    overflowed = False
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        try:
+            super().put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            raise
+
+
+class Ingestor:
+    """Keeps an MQTT session alive and feeds its messages through the pipeline."""
+
+    def __init__(self, settings: GatewaySettings, pipeline: Pipeline,
+                 metrics: GatewayMetrics | None = None,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.clock = clock
+        self.connected = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, consume and reconnect with jittered exponential back-off until ``stop``."""
+        s = self.settings
+        delay = 0.5
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._session(stop)
+            except aiomqtt.MqttError as exc:
+                log.warning("gateway=%s broker %s:%d unavailable or lost: %s", s.gateway_id,
+                            s.mqtt_host, s.mqtt_port, exc)
+            except sqlite3.Error:
+                # Nothing of the failed batch was acked: the broker resends it on reconnect.
+                log.exception("gateway=%s database error; reconnecting after a pause",
+                              s.gateway_id)
+            except _OverflowError:
+                log.warning("gateway=%s incoming queue full (%d); reconnecting to shed load",
+                            s.gateway_id, s.queue_max)
+                delay = 0.0
+            finally:
+                self.connected = False
+            if stop.is_set():
+                break
+            if time.monotonic() - started > 30:
+                delay = 0.5  # the last session was healthy: start the back-off afresh
+            pause = delay * random.uniform(0.5, 1.0)  # jitter: a fleet must not reconnect at once
+            log.info("gateway=%s reconnecting in %.1f s", s.gateway_id, pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause)
+            delay = min(max(delay * 2, 0.5), 30.0)
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        client = aiomqtt.Client(
+            s.mqtt_host, s.mqtt_port, identifier=s.gateway_id, clean_session=False,
+            keepalive=s.mqtt_keepalive_s, queue_type=_BoundedQueue,
+            max_queued_incoming_messages=s.queue_max,
+        )
+        # aiomqtt has no manual-ack option; set it on the paho client it wraps, before
+        # connecting (aiomqtt is pinned to 2.5.1 in pyproject.toml for this reason).
+        client._client.manual_ack_set(True)
+        return client
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        client = self._client()
+        async with client:
+            await client.subscribe([(TELEMETRY_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
+            self.connected = True
+            log.info("gateway=%s connected to %s:%d, subscribed (persistent session)",
+                     self.settings.gateway_id, self.settings.mqtt_host, self.settings.mqtt_port)
+            queue = client._queue
+            while True:
+                batch = await self._next_batch(client, stop)
+                if not batch:
+                    return
+                self._commit(batch)
+                for m in batch:
+                    if m.qos > 0:
+                        # After the commit: from here on the broker may forget the message.
+                        client._client.ack(m.mid, m.qos)
+                if isinstance(queue, _BoundedQueue) and queue.overflowed:
+                    raise _OverflowError
+
+    async def _next_batch(self, client: aiomqtt.Client, stop: asyncio.Event
+                          ) -> list[aiomqtt.Message]:
+        """Wait for one message (or ``stop``), then gather up to batch_max for batch_wait_ms."""
+        # We read aiomqtt's queue directly instead of ``client.messages``: cancelling that
+        # iterator (on a timeout or on stop) can drop a message it had already dequeued, and
+        # an unacked, dropped message stays stuck in flight until the next reconnect.
+        # asyncio.Queue.get() only removes an item when it returns, so it is cancel-safe.
+        s = self.settings
+        queue = client._queue
+        first = await self._first(client, queue, stop)
+        if first is None:
+            return []
+        batch = [first]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.batch_wait_ms / 1000
+        while len(batch) < s.batch_max:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    @staticmethod
+    async def _first(client: aiomqtt.Client, queue: asyncio.Queue[aiomqtt.Message],
+                     stop: asyncio.Event) -> aiomqtt.Message | None:
+        """The next message; None once ``stop`` is set; MqttError if the connection drops."""
+        if not queue.empty():
+            return queue.get_nowait()
+        getter = asyncio.ensure_future(queue.get())
+        stopping = asyncio.ensure_future(stop.wait())
+        disconnected = client._disconnected
+        waiting: set[asyncio.Future[Any]] = {getter, stopping, disconnected}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            getter.cancel()  # no-op if it already holds a message
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        if disconnected.done():
+            cause = disconnected.exception()  # retrieving it also keeps asyncio from warning
+            raise aiomqtt.MqttError(f"disconnected from the broker: {cause}") from cause
+        return None
+
+    def _commit(self, batch: list[aiomqtt.Message]) -> None:
+        received = self.clock()
+        incoming = [Incoming(str(m.topic), _payload_bytes(m.payload), received) for m in batch]
+        t0 = time.perf_counter()
+        result = self.pipeline.handle(incoming)
+        elapsed = time.perf_counter() - t0
+        if self.metrics is not None:
+            self.metrics.observe_batch(len(batch), elapsed)
+        log.debug("gateway=%s batch n=%d stored=%d dup=%d dead=%d in %.1f ms",
+                  self.settings.gateway_id, result.received, result.stored, result.duplicates,
+                  result.dead_letters, elapsed * 1000)
+
+
+def _payload_bytes(payload: object) -> bytes:
+    """aiomqtt hands payloads as bytes already; anything else is turned into bytes verbatim."""
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode()

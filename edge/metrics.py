@@ -1,0 +1,69 @@
+"""Prometheus metrics of one gateway, in a registry of its own (tests run several at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_COUNTER_HELP = {
+    "received": "MQTT messages received",
+    "stored": "readings stored (new)",
+    "duplicates": "redelivered readings dropped",
+    "dead_letters": "messages refused and dead-lettered",
+    "statuses": "device status messages applied",
+    "scored": "readings given an anomaly score",
+    "anomalous": "readings over the detector threshold",
+    "alerts_opened": "alerts opened",
+    "alerts_resolved": "alerts resolved",
+    "synced": "readings acknowledged by the cloud",
+    "sync_batches": "batches acknowledged by the cloud",
+    "sync_rejected_batches": "batches the cloud refused for good",
+    "sync_failures": "failed upload attempts",
+}
+
+
+class _StoreCollector(Collector):
+    """Reads the committed counters at scrape time, so metrics never drift from the database."""
+
+    def __init__(self, counters: Callable[[], Mapping[str, int]],
+                 gauges: Callable[[], Mapping[str, float]]) -> None:
+        self._counters = counters
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        values = self._counters()
+        for name, help_ in _COUNTER_HELP.items():
+            fam = CounterMetricFamily(f"smaint_gateway_{name}", help_)
+            fam.add_metric([], float(values.get(name, 0)))
+            yield fam
+        for name, value in self._gauges().items():
+            gauge = GaugeMetricFamily(f"smaint_gateway_{name}", name.replace("_", " "))
+            gauge.add_metric([], float(value))
+            yield gauge
+
+
+class GatewayMetrics:
+    """The gateway's registry: store counters, live gauges and batch timing histograms."""
+
+    def __init__(self, counters: Callable[[], Mapping[str, int]],
+                 gauges: Callable[[], Mapping[str, float]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_StoreCollector(counters, gauges))
+        self.batch_seconds = Histogram(
+            "smaint_gateway_batch_commit_seconds",
+            "validate + score + store + commit time of one micro-batch",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "smaint_gateway_batch_messages", "messages per micro-batch",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000), registry=self.registry,
+        )
+
+    def observe_batch(self, n: int, seconds: float) -> None:
+        """Record one committed micro-batch."""
+        self.batch_seconds.observe(seconds)
+        self.batch_size.observe(n)

@@ -1,0 +1,138 @@
+"""The gateway service: ingest, sync and the local HTTP server on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from edge.alerts import AlertTracker
+from edge.exceptions import GatewayError
+from edge.http import EmbeddedServer, build_app, make_server
+from edge.ingest import Ingestor
+from edge.metrics import GatewayMetrics
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline
+from edge.score import RobustZScorer
+from edge.settings import GatewaySettings
+from edge.store import Store
+from edge.sync import Uploader
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """The parts of a running gateway, wired together (start with :func:`run_gateway`)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        s = settings
+        self.settings = s
+        self.started = time.monotonic()
+        self.store = Store.open(s.db_path, synchronous=s.db_synchronous)
+        self.scorer = RobustZScorer(window=s.score_window, warmup=s.score_warmup,
+                                    threshold=s.score_threshold)
+        self.alerts = AlertTracker(open_after=s.alert_open_after,
+                                   resolve_after=s.alert_resolve_after,
+                                   threshold=s.score_threshold)
+        self.alerts.load(self.store.open_alerts())
+        self.outbox = Outbox(self.store)
+        self.metrics = GatewayMetrics(lambda: self.store.counters, self.gauges)
+        self.pipeline = Pipeline(self.store, self.scorer, self.alerts, s.gateway_id)
+        self.ingestor = Ingestor(s, self.pipeline, self.metrics)
+        self.uploader = Uploader(s, self.outbox)
+
+    def gauges(self) -> Mapping[str, float]:
+        """Live values for /metrics."""
+        return {"sync_backlog": self.outbox.backlog(), "alerts_open": self.alerts.open_count,
+                "mqtt_connected": float(self.ingestor.connected)}
+
+    def status(self) -> dict[str, Any]:
+        """The /api/status document: committed counters plus live state."""
+        c = self.store.counters
+        return {
+            "gateway": self.settings.gateway_id,
+            "mqtt_connected": self.ingestor.connected,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "received": c["received"],
+            "stored": c["stored"],
+            "duplicates": c["duplicates"],
+            "dead_letters": c["dead_letters"],
+            "statuses": c["statuses"],
+            "scored": c["scored"],
+            "anomalous": c["anomalous"],
+            "synced": c["synced"],
+            "sync_backlog": self.outbox.backlog(),
+            "sync_batches": c["sync_batches"],
+            "sync_rejected_batches": c["sync_rejected_batches"],
+            "sync_failures": c["sync_failures"],
+            "sync_enabled": self.uploader.enabled,
+            "last_sync_ack_ms": self.uploader.last_ack_ms,
+            "last_sync_error": self.uploader.last_error,
+            "alerts": c["alerts_opened"],
+            "alerts_open": self.alerts.open_count,
+            "devices": self.store.count("devices"),
+        }
+
+    def healthy(self) -> bool:
+        """Healthy while the broker session is up (the database is local and always there)."""
+        return self.ingestor.connected
+
+
+async def _serve_http(server: EmbeddedServer, host: str, port: int) -> None:
+    """Serve HTTP; uvicorn's sys.exit on a failed bind becomes an ordinary error here."""
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        # Left as SystemExit it would tear through the event loop past our clean shutdown.
+        raise GatewayError(f"HTTP server could not start on {host}:{port}") from exc
+
+
+async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = None) -> None:
+    """Run the gateway until ``stop`` is set or SIGINT/SIGTERM; GatewayError if a part failed."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Only possible in the main thread; tests running us elsewhere use ``stop`` instead.
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    gw = Gateway(settings)
+    s = settings
+    server = make_server(build_app(gw.status, gw.metrics, gw.healthy), s.http_host, s.http_port)
+    log.info("gateway=%s starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",
+             s.gateway_id, s.mqtt_host, s.mqtt_port, s.db_path, s.cloud_url, s.http_host,
+             s.http_port)
+    tasks = {
+        asyncio.create_task(gw.ingestor.run(stop), name="ingest"),
+        asyncio.create_task(gw.uploader.run(stop), name="sync"),
+        asyncio.create_task(_serve_http(server, s.http_host, s.http_port), name="http"),
+    }
+    waiter = asyncio.create_task(stop.wait(), name="stop")
+    failed: list[str] = []
+    try:
+        done, _ = await asyncio.wait(tasks | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done - {waiter} if waiter not in done else ():
+            # A part ending on its own is a bug or a fatal error (e.g. port in use): stop all.
+            failed.append(f"{task.get_name()}: {task.exception()!r}")
+    finally:
+        stop.set()
+        server.should_exit = True
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, res in zip(tasks, results, strict=True):
+            if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
+                failed.append(f"{task.get_name()}: {res!r}")
+        waiter.cancel()
+        await gw.uploader.aclose()
+        gw.store.close()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        log.info("gateway=%s stopped: %s", s.gateway_id,
+                 {k: v for k, v in gw.store.counters.items() if v})
+    if failed:
+        raise GatewayError(f"gateway {s.gateway_id} stopped because a part failed: "
+                           + "; ".join(sorted(set(failed))))

@@ -1,0 +1,270 @@
+"""The gateway's SQLite database: readings, dead letters, devices, alerts, outbox and counters.
+
+One connection, used only from the event loop's thread: every write is a short synchronous
+transaction with no ``await`` inside, so ingest and sync never interleave half-transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.validate import DeadLetter
+from shared.schemas import Alert, DeviceStatus
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+COUNTERS = (
+    "received", "stored", "duplicates", "dead_letters", "statuses", "scored", "anomalous",
+    "alerts_opened", "alerts_resolved", "synced", "sync_batches", "sync_rejected_batches",
+    "sync_rejected_readings", "sync_failures",
+)
+
+ReadingKey = tuple[str, str, int]
+# device, boot, seq, type, ts_ms, device_ts_ms, received_ms, metrics JSON, score, scorer,
+# model_version, anomalous: the column order of READING_COLUMNS.
+ReadingRow = tuple[str, str, int, str, int, int | None, int, str, float | None, str,
+                   str | None, int]
+READING_COLUMNS = ("device", "boot", "seq", "type", "ts_ms", "device_ts_ms", "received_ms",
+                   "metrics", "score", "scorer", "model_version", "anomalous")
+
+
+def now_ms() -> int:
+    """The gateway clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def _create_schema(db: sqlite_utils.Database) -> None:
+    """Create missing tables and indexes (idempotent, so start-up doubles as migration)."""
+    db.table("readings").create(
+        {"device": str, "boot": str, "seq": int, "type": str, "ts_ms": int,
+         "device_ts_ms": int, "received_ms": int, "metrics": str, "score": float,
+         "scorer": str, "model_version": str, "anomalous": int, "batch_seq": int},
+        pk=("device", "boot", "seq"),
+        not_null=("type", "ts_ms", "received_ms", "metrics", "scorer", "anomalous"),
+        if_not_exists=True,
+    )
+    # NULL batch_seq sorts first, then by rowid (arrival order): "oldest unsent first" is an
+    # index range scan, and loading a batch's rows for a retry is one too.
+    db.table("readings").create_index(["batch_seq"], if_not_exists=True)
+    db.table("dead_letters").create(
+        {"id": int, "received_ms": int, "topic": str, "payload": bytes, "reason": str,
+         "field": str},
+        pk="id", not_null=("received_ms", "topic", "payload", "reason"), if_not_exists=True,
+    )
+    db.table("devices").create(
+        {"device": str, "type": str, "boot": str, "state": str, "last_seen_ms": int,
+         "status_ms": int, "fw": str, "interval_ms": int},
+        pk="device", if_not_exists=True,
+    )
+    db.table("alerts").create(
+        {"alert_id": str, "device": str, "opened_ms": int, "resolved_ms": int,
+         "severity": str, "state": str, "score": float, "scorer": str, "model_version": str,
+         "explanation": str, "updated_ms": int, "dirty": int},
+        pk="alert_id", not_null=("device", "opened_ms", "severity", "state", "updated_ms"),
+        if_not_exists=True,
+    )
+    db.table("alerts").create_index(["dirty"], if_not_exists=True)
+    db.table("sync_batches").create(
+        {"batch_seq": int, "created_ms": int, "state": str, "n_readings": int, "n_alerts": int,
+         "attempts": int, "acked_ms": int, "last_error": str},
+        pk="batch_seq", not_null=("created_ms", "state", "n_readings", "n_alerts"),
+        defaults={"attempts": 0}, if_not_exists=True,
+    )
+    db.table("sync_batches").create_index(["state"], if_not_exists=True)
+    # The exact alert versions a batch carries, so a retry re-sends the identical batch even if
+    # the alert changed since (the change goes in a later batch).
+    db.table("sync_batch_alerts").create(
+        {"batch_seq": int, "alert_id": str, "body": str},
+        pk=("batch_seq", "alert_id"), not_null=("body",), if_not_exists=True,
+    )
+    db.table("sync_dead_letters").create(
+        {"id": int, "batch_seq": int, "at_ms": int, "status": int, "reason": str},
+        pk="id", not_null=("batch_seq", "at_ms", "reason"), if_not_exists=True,
+    )
+    db.table("counters").create({"name": str, "value": int}, pk="name", not_null=("value",),
+                          if_not_exists=True)
+
+
+class Store:
+    """Typed access to the gateway database; counters are mirrored in memory after each commit."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._db: sqlite_utils.Database | None = None
+        self._pending: dict[str, int] = {}
+        self._counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+
+    @classmethod
+    def open(cls, path: str | Path, synchronous: str = "NORMAL") -> Store:
+        """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly
+        # one micro-batch and the broker ack follows its COMMIT.
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit is durable once it returns against a crash or kill -9 of this
+        # process (the WAL is in the OS page cache), and costs no fsync; only a power cut can
+        # lose the last commits before a checkpoint. fsync per batch on an SD card would cap
+        # ingest; FULL is one setting away (SMAINT_GATEWAY_DB_SYNCHRONOUS=FULL).
+        if synchronous not in {"NORMAL", "FULL"}:
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        store = cls(conn)
+        _create_schema(store.db)
+        for name, value in conn.execute("SELECT name, value FROM counters"):
+            store._counters[name] = int(value)
+        return store
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils over the same connection, for schema work and inspection."""
+        if self._db is None:
+            # Imported on first use, not with this module: sqlite-utils imports pandas whenever
+            # it is installed (a dev venv), and importing the gateway must not pull it in.
+            import sqlite_utils  # noqa: PLC0415
+
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return self._db
+
+    def close(self) -> None:
+        """Close the connection (checkpoints the WAL)."""
+        self.conn.close()
+
+    # -- transactions and counters ---------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; counters bumped inside become visible after the commit."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._pending = {}
+        try:
+            yield
+            if self._pending:
+                self.conn.executemany(
+                    "INSERT INTO counters (name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    list(self._pending.items()),
+                )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._pending = {}
+            raise
+        for name, delta in self._pending.items():
+            self._counters[name] = self._counters.get(name, 0) + delta
+        self._pending = {}
+
+    def bump(self, name: str, delta: int = 1) -> None:
+        """Add to a persistent counter, as part of the current transaction."""
+        if delta:
+            self._pending[name] = self._pending.get(name, 0) + delta
+
+    @property
+    def counters(self) -> Mapping[str, int]:
+        """Committed counter values (a copy)."""
+        return dict(self._counters)
+
+    # -- ingest side -------------------------------------------------------------------------
+
+    def existing_keys(self, keys: Sequence[ReadingKey]) -> set[ReadingKey]:
+        """Which of these (device, boot, seq) are stored already: redeliveries to drop."""
+        found: set[ReadingKey] = set()
+        chunk = 300  # 900 parameters: under SQLite's oldest default limit of 999
+        for i in range(0, len(keys), chunk):
+            part = keys[i:i + chunk]
+            values = ",".join("(?,?,?)" for _ in part)
+            params = [v for k in part for v in k]
+            rows = self.conn.execute(
+                f"SELECT device, boot, seq FROM readings WHERE (device, boot, seq) IN "
+                f"(VALUES {values})", params)
+            found.update((d, b, int(s)) for d, b, s in rows)
+        return found
+
+    def insert_readings(self, rows: Sequence[ReadingRow]) -> int:
+        """INSERT OR IGNORE readings; returns how many were new."""
+        # Raw executemany, not sqlite-utils insert_all: ~3x faster on this hot path (LIMITS.md).
+        cur = self.conn.executemany(
+            f"INSERT OR IGNORE INTO readings ({', '.join(READING_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(READING_COLUMNS))})", rows)
+        return max(cur.rowcount, 0)
+
+    def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Keep refused messages, payload verbatim, for someone to look at."""
+        self.conn.executemany(
+            "INSERT INTO dead_letters (received_ms, topic, payload, reason, field) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(d.received_ms, d.topic, d.payload, d.reason, d.field) for d in letters])
+
+    def touch_devices(self, seen: Iterable[tuple[str, str, str, int]]) -> None:
+        """Record (device, type, boot, received_ms) of telemetry: last seen, current boot."""
+        self.conn.executemany(
+            "INSERT INTO devices (device, type, boot, state, last_seen_ms) "
+            "VALUES (?, ?, ?, 'online', ?) ON CONFLICT(device) DO UPDATE SET "
+            "type = excluded.type, boot = excluded.boot, "
+            "last_seen_ms = max(coalesce(last_seen_ms, 0), excluded.last_seen_ms)",
+            list(seen))
+
+    def apply_statuses(self, statuses: Iterable[tuple[DeviceStatus, int]]) -> None:
+        """Apply online/offline status messages (with their receipt time) in arrival order."""
+        self.conn.executemany(
+            "INSERT INTO devices (device, type, boot, state, last_seen_ms, status_ms, fw, "
+            "interval_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device) DO UPDATE SET "
+            "type = coalesce(excluded.type, type), boot = excluded.boot, state = excluded.state,"
+            " last_seen_ms = max(coalesce(last_seen_ms, 0), excluded.last_seen_ms),"
+            " status_ms = excluded.status_ms, fw = coalesce(excluded.fw, fw),"
+            " interval_ms = coalesce(excluded.interval_ms, interval_ms)",
+            [(s.device, s.type, s.boot, s.state, at, at, s.fw, s.interval_ms)
+             for s, at in statuses])
+
+    def upsert_alerts(self, alerts: Iterable[Alert]) -> None:
+        """Write alert versions and flag them for the next upload (dirty = 1)."""
+        self.conn.executemany(
+            "INSERT INTO alerts (alert_id, device, opened_ms, resolved_ms, severity, state, "
+            "score, scorer, model_version, explanation, updated_ms, dirty) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(alert_id) DO UPDATE SET "
+            "resolved_ms = excluded.resolved_ms, severity = excluded.severity, "
+            "state = excluded.state, score = excluded.score, "
+            "explanation = excluded.explanation, updated_ms = excluded.updated_ms, dirty = 1",
+            [(a.alert_id, a.device, a.opened_ms, a.resolved_ms, a.severity, a.state, a.score,
+              a.scorer, a.model_version, json.dumps(a.explanation), a.updated_ms)
+             for a in alerts])
+
+    def open_alerts(self) -> list[Alert]:
+        """Alerts not yet resolved, to resume tracking them after a restart."""
+        rows = self.conn.execute(
+            "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
+            "model_version, explanation, updated_ms FROM alerts WHERE state != 'resolved'")
+        return [alert_from_row(r) for r in rows]
+
+    # -- inspection (status endpoint, CLI, tests) --------------------------------------------
+
+    def count(self, table: str, where: str = "", params: Sequence[Any] = ()) -> int:
+        """Row count of one of our tables, optionally filtered."""
+        if table not in self.db.table_names():
+            raise KeyError(table)
+        sql = f"SELECT count(*) FROM [{table}]" + (f" WHERE {where}" if where else "")
+        (n,) = self.conn.execute(sql, tuple(params)).fetchone()
+        return int(n)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """All dead letters, oldest first."""
+        return list(self.db.table("dead_letters").rows_where(order_by="id"))
+
+
+def alert_from_row(row: Sequence[Any]) -> Alert:
+    """An Alert from the alerts table's columns (without ``dirty``)."""
+    (alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, model_version,
+     explanation, updated_ms) = row
+    return Alert(alert_id=alert_id, device=device, opened_ms=opened_ms, resolved_ms=resolved_ms,
+                 severity=severity, state=state, score=score, scorer=scorer,
+                 model_version=model_version, explanation=json.loads(explanation or "{}"),
+                 updated_ms=updated_ms)

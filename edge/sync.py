@@ -1,0 +1,206 @@
+"""Upload the outbox to the cloud: one recorded batch at a time, acked before it counts as synced.
+
+Network errors, 5xx and 429 are retried with jittered exponential back-off (honouring
+Retry-After). Any other 4xx means the cloud will never take this batch as it is: it goes to
+the sync dead-letter table and the next batch goes on. 401/403 are the exception: they say the
+token is wrong, not the data, so the batch stays queued and uploads pause (data is not thrown
+away because someone revoked a token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import gzip
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from edge.exceptions import SyncRetryableError
+from edge.outbox import BatchInfo, Outbox
+from edge.settings import GatewaySettings
+from edge.store import now_ms
+from shared.schemas import SyncAck
+
+log = logging.getLogger(__name__)
+
+SYNC_PATH = "/api/v1/sync/batches"
+_RETRY_AFTER_MAX_S = 900.0
+_REASON_MAX = 2000
+
+Outcome = Literal["idle", "acked", "rejected", "auth", "failed", "disabled"]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one :meth:`Uploader.sync_once` call did."""
+
+    outcome: Outcome
+    batch_seq: int | None = None
+    detail: str = ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), _RETRY_AFTER_MAX_S)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), _RETRY_AFTER_MAX_S)
+
+
+class Uploader:
+    """Drains the outbox to ``{cloud_url}/api/v1/sync/batches``."""
+
+    def __init__(self, settings: GatewaySettings, outbox: Outbox,
+                 client: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self._client = client
+        self._own_client = client is None
+        self.last_ack_ms: int | None = None
+        self.last_error: str | None = None
+        self._backoff = wait_random_exponential(multiplier=0.5, max=settings.sync_retry_max_s)
+
+    @property
+    def enabled(self) -> bool:
+        """Uploads need a token; without one readings stay in the outbox."""
+        return bool(self.settings.cloud_token)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.settings.sync_timeout_s)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this uploader created it."""
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Upload until ``stop``: back to back while there is a backlog, else every interval."""
+        s = self.settings
+        if not self.enabled:
+            log.warning("gateway=%s no cloud token (SMAINT_GATEWAY_CLOUD_TOKEN): readings are "
+                        "kept locally and not synced", s.gateway_id)
+        while not stop.is_set():
+            result = await self.sync_once() if self.enabled else SyncResult("disabled")
+            if result.outcome in {"acked", "rejected"}:
+                continue
+            pause = s.sync_auth_backoff_s if result.outcome == "auth" else s.sync_interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause)
+
+    async def sync_once(self) -> SyncResult:
+        """Upload the pending batch (recording a new one first if none is pending)."""
+        info = self.outbox.pending() or self.outbox.record(self.settings.sync_batch_max,
+                                                           now_ms())
+        if info is None:
+            return SyncResult("idle")
+        body = await self._encode(info)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(SyncRetryableError),
+                wait=self._wait,
+                stop=stop_after_attempt(self.settings.sync_retry_attempts),
+                before_sleep=before_sleep_log(log, logging.WARNING),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._post(info, body)
+        except SyncRetryableError as exc:
+            self.last_error = exc.reason
+            log.warning("gateway=%s batch %d not uploaded after %d tries: %s; will retry",
+                        self.settings.gateway_id, info.batch_seq,
+                        self.settings.sync_retry_attempts, exc.reason)
+            return SyncResult("failed", info.batch_seq, exc.reason)
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _wait(self, state: RetryCallState) -> float:
+        """The server's Retry-After if it gave one, else jittered exponential back-off."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, SyncRetryableError) and exc.retry_after_s is not None:
+            return exc.retry_after_s
+        return float(self._backoff(state))
+
+    async def _encode(self, info: BatchInfo) -> bytes:
+        batch = self.outbox.load(info, self.settings.gateway_id)
+        raw = batch.model_dump_json().encode()
+        # gzip in a worker thread: a 5,000-reading batch takes milliseconds of CPU that the
+        # event loop (ingest) should not wait for. ~9x smaller on the wire (LIMITS.md).
+        return await asyncio.to_thread(gzip.compress, raw, 6)
+
+    async def _post(self, info: BatchInfo, body: bytes) -> SyncResult:
+        s = self.settings
+        url = s.cloud_url.rstrip("/") + SYNC_PATH
+        headers = {"Authorization": f"Bearer {s.cloud_token}", "Content-Type": "application/json",
+                   "Content-Encoding": "gzip"}
+        try:
+            resp = await self._http().post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            self.outbox.note_attempt(info.batch_seq, f"network: {exc!r}")
+            raise SyncRetryableError(info.batch_seq, f"network error: {exc!r}") from exc
+        code = resp.status_code
+        if code == 429 or code >= 500:
+            reason = f"HTTP {code}: {resp.text[:200]}"
+            self.outbox.note_attempt(info.batch_seq, reason)
+            raise SyncRetryableError(info.batch_seq, reason,
+                                     _retry_after(resp.headers.get("Retry-After")))
+        if code in (401, 403):
+            reason = f"HTTP {code}: the cloud refused this gateway's token: {resp.text[:500]}"
+            self.outbox.note_attempt(info.batch_seq, reason)
+            self.outbox.note_dead_letter(info.batch_seq, code, reason, now_ms())
+            self.last_error = reason
+            log.error("gateway=%s batch %d: %s; uploads paused %.0f s, batch kept",
+                      s.gateway_id, info.batch_seq, reason, s.sync_auth_backoff_s)
+            return SyncResult("auth", info.batch_seq, reason)
+        if 400 <= code < 500:
+            reason = f"HTTP {code}: {resp.text[:_REASON_MAX]}"
+            self.outbox.note_attempt(info.batch_seq, reason)
+            self.outbox.mark_rejected(info, code, reason, now_ms())
+            self.last_error = reason
+            log.error("gateway=%s batch %d rejected (%d readings dead-lettered): %s",
+                      s.gateway_id, info.batch_seq, info.n_readings, reason)
+            return SyncResult("rejected", info.batch_seq, reason)
+        if code != 200:
+            reason = f"HTTP {code}: unexpected answer"
+            self.outbox.note_attempt(info.batch_seq, reason)
+            raise SyncRetryableError(info.batch_seq, reason)
+        try:
+            ack = SyncAck.model_validate_json(resp.content)
+        except ValidationError as exc:
+            reason = f"unreadable SyncAck: {exc.errors(include_url=False)[:1]}"
+            self.outbox.note_attempt(info.batch_seq, reason)
+            raise SyncRetryableError(info.batch_seq, reason) from exc
+        if ack.batch_seq != info.batch_seq or ack.gateway != s.gateway_id:
+            reason = f"ack for {ack.gateway}/{ack.batch_seq}, sent {s.gateway_id}/{info.batch_seq}"
+            self.outbox.note_attempt(info.batch_seq, reason)
+            raise SyncRetryableError(info.batch_seq, reason)
+        self.outbox.note_attempt(info.batch_seq, None)
+        self.outbox.mark_acked(info, now_ms())
+        self.last_ack_ms = now_ms()
+        self.last_error = None
+        log.info("gateway=%s batch %d acked: %d readings (%d new, %d duplicate), %d alerts%s",
+                 s.gateway_id, info.batch_seq, info.n_readings, ack.readings_inserted,
+                 ack.readings_duplicate, info.n_alerts, "" if ack.first_time else " (again)")
+        return SyncResult("acked", info.batch_seq)

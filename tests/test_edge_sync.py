@@ -1,0 +1,220 @@
+"""The outbox uploader against a real (tiny) HTTP receiver: contents, retries, rejections."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.alerts import AlertTracker
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline
+from edge.score import RobustZScorer
+from edge.settings import GatewaySettings
+from edge.store import Store
+from edge.sync import Uploader
+from edge.validate import Incoming
+from shared import topics
+
+GATEWAY = "gw-sync-test"
+TOKEN = "s3cret-token"
+
+
+@dataclass
+class Receiver:
+    """Records every request and answers from a script: (status, headers, body) per request."""
+
+    script: list[tuple[int, dict[str, str], bytes | None]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        """Next scripted answer; a SyncAck for the batch by default."""
+        if self.script:
+            status, headers, payload = self.script.pop(0)
+            if payload is not None:
+                return status, headers, payload
+        else:
+            status, headers = 200, {}
+        ack = {"gateway": body["gateway"], "batch_seq": body["batch_seq"], "first_time": True,
+               "readings_inserted": len(body["readings"]), "readings_duplicate": 0,
+               "alerts_upserted": len(body["alerts"])}
+        return status, headers, json.dumps(ack).encode()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP server on a free port, in a thread."""
+    rec = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                raw = gzip.decompress(raw)
+            body = json.loads(raw)
+            rec.requests.append({"path": self.path, "headers": dict(self.headers),
+                                 "body": body})
+            status, headers, payload = rec.answer(body)
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield rec
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def make_settings(url: str, db: Path) -> GatewaySettings:
+    """Settings with quick retries so tests stay fast."""
+    return GatewaySettings(gateway_id=GATEWAY, cloud_url=url, cloud_token=TOKEN,
+                           db_path=str(db), sync_batch_max=4, sync_retry_attempts=3,
+                           sync_retry_max_s=0.02, score_warmup=4, score_window=16)
+
+
+def ingest(store: Store, settings: GatewaySettings, seqs: range, spike_from: int = 10**9
+           ) -> None:
+    """Store readings through the real pipeline (no broker needed)."""
+    scorer = RobustZScorer(settings.score_window, settings.score_warmup, settings.score_threshold)
+    pipe = Pipeline(store, scorer, AlertTracker(1, 5, settings.score_threshold), GATEWAY)
+    msgs = []
+    for seq in seqs:
+        temp = 50.0 + seq % 3 * 0.1 + (100.0 if seq >= spike_from else 0.0)
+        payload = {"v": 1, "device": "sync-dev", "boot": "0123abcd", "seq": seq,
+                   "ts_ms": 1_700_000_000_000 + seq, "uptime_ms": seq, "synced": True,
+                   "type": "motor", "metrics": {"temperature_c": temp,
+                                                "vibration_rms_g": 1.0, "current_a": 5.0}}
+        msgs.append(Incoming(topics.telemetry("sync-dev"), json.dumps(payload).encode(), 1))
+    pipe.handle(msgs)
+
+
+def seqs_of(request: dict[str, Any]) -> list[int]:
+    """The reading seqs a request carried, in order."""
+    return [r["seq"] for r in request["body"]["readings"]]
+
+
+async def test_batches_carry_alerts_and_the_oldest_readings_then_count_as_synced(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = make_settings(receiver.url, tmp_path / "gw.db")
+    store = Store.open(settings.db_path)
+    ingest(store, settings, range(6), spike_from=5)  # seq 5 opens an alert
+    up = Uploader(settings, Outbox(store))
+    first = await up.sync_once()
+    assert first.outcome == "acked"
+    req = receiver.requests[0]
+    assert req["path"] == "/api/v1/sync/batches"
+    assert req["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert req["headers"]["Content-Encoding"] == "gzip"
+    body = req["body"]
+    assert (body["gateway"], body["batch_seq"]) == (GATEWAY, 1)
+    assert seqs_of(req) == [0, 1, 2, 3]
+    assert [a["state"] for a in body["alerts"]] == ["open"]
+    assert body["alerts"][0]["explanation"]["temperature_c"] > 6
+    assert (await up.sync_once()).outcome == "acked"
+    assert seqs_of(receiver.requests[1]) == [4, 5]
+    assert receiver.requests[1]["body"]["alerts"] == []  # sent once, not again
+    assert (await up.sync_once()).outcome == "idle"
+    assert store.counters["synced"] == 6
+    assert Outbox(store).backlog() == 0
+    await up.aclose()
+    store.close()
+
+
+async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_restart(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = make_settings(receiver.url, tmp_path / "gw.db")
+    store = Store.open(settings.db_path)
+    ingest(store, settings, range(3))
+    receiver.script = [(503, {"Retry-After": "0"}, b"busy"), (500, {}, b"oops"),
+                       (429, {}, b"slow down")]
+    up = Uploader(settings, Outbox(store))
+    result = await up.sync_once()
+    assert result.outcome == "failed"
+    assert len(receiver.requests) == 3
+    assert store.counters["synced"] == 0  # nothing counts as synced before a 200 ack
+    await up.aclose()
+    store.close()
+
+    # "Restart": new readings arrive, but the recorded batch goes first and unchanged.
+    store = Store.open(settings.db_path)
+    ingest(store, settings, range(3, 5))
+    receiver.script = [(200, {}, b'{"not": "an ack"}')]
+    up = Uploader(settings, Outbox(store))
+    assert (await up.sync_once()).outcome == "acked"  # bad ack retried, then a real one
+    bodies = [r["body"] for r in receiver.requests]
+    assert [b["batch_seq"] for b in bodies] == [1, 1, 1, 1, 1]
+    assert all(b == bodies[0] for b in bodies)
+    assert seqs_of(receiver.requests[0]) == [0, 1, 2]
+    assert store.counters["synced"] == 3
+    assert (await up.sync_once()).outcome == "acked"
+    assert receiver.requests[-1]["body"]["batch_seq"] == 2
+    assert seqs_of(receiver.requests[-1]) == [3, 4]
+    await up.aclose()
+    store.close()
+
+
+async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = make_settings(receiver.url, tmp_path / "gw.db")
+    store = Store.open(settings.db_path)
+    ingest(store, settings, range(6))
+    receiver.script = [(422, {}, b'{"detail": "readings.0.metrics: bad"}')]
+    up = Uploader(settings, Outbox(store))
+    rejected = await up.sync_once()
+    assert (rejected.outcome, rejected.batch_seq) == ("rejected", 1)
+    assert len(receiver.requests) == 1  # not retried
+    letters = store.conn.execute(
+        "SELECT batch_seq, status, reason FROM sync_dead_letters").fetchall()
+    assert letters == [(1, 422, 'HTTP 422: {"detail": "readings.0.metrics: bad"}')]
+    assert (await up.sync_once()).outcome == "acked"
+    assert receiver.requests[-1]["body"]["batch_seq"] == 2
+    assert seqs_of(receiver.requests[-1]) == [4, 5]
+    assert store.counters["synced"] == 2
+    assert store.counters["sync_rejected_readings"] == 4
+    assert Outbox(store).backlog() == 0
+    # An operator can send the refused readings again once the cause is fixed.
+    assert Outbox(store).requeue_rejected() == 4
+    assert (await up.sync_once()).outcome == "acked"
+    assert seqs_of(receiver.requests[-1]) == [0, 1, 2, 3]
+    assert receiver.requests[-1]["body"]["batch_seq"] == 3
+    await up.aclose()
+    store.close()
+
+
+async def test_a_refused_token_keeps_the_batch_and_pauses(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = make_settings(receiver.url, tmp_path / "gw.db")
+    store = Store.open(settings.db_path)
+    ingest(store, settings, range(2))
+    receiver.script = [(401, {}, b'{"detail": "revoked"}')]
+    up = Uploader(settings, Outbox(store))
+    assert (await up.sync_once()).outcome == "auth"
+    assert store.count("sync_dead_letters", "status = 401") == 1
+    assert (await up.sync_once()).outcome == "acked"
+    assert [r["body"]["batch_seq"] for r in receiver.requests] == [1, 1]
+    assert store.counters["synced"] == 2
+    await up.aclose()
+    store.close()
