@@ -1,0 +1,92 @@
+"""The FastAPI application: lifespan (migrate, open the pool), middleware, routes, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+
+from cloud.api.correlation import RequestContextMiddleware
+from cloud.api.deps import AppState
+from cloud.api.metrics import CloudMetrics
+from cloud.api.routes import health, readings, sync
+from cloud.db.migrate import migrate
+from cloud.db.pool import open_pool
+from cloud.exceptions import CloudError
+from cloud.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+# Retryable database trouble: tell clients (the gateway's sync loop) when to come back.
+_RETRY_AFTER_S = "5"
+
+
+async def _cloud_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CloudError)  # noqa: S101 - registered for CloudError only
+    status = exc.http_status
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=status)
+    log.info("%s %s refused (%d): %s", request.method, request.url.path, status, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "database unavailable, retry later"},
+        status_code=503,
+        headers={"Retry-After": _RETRY_AFTER_S},
+    )
+
+
+async def _db_data_error(request: Request, exc: Exception) -> JSONResponse:
+    # Class 22 (data exception): a value the schema let through but PostgreSQL cannot store.
+    log.info("%s %s: value refused by the database: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": f"value out of range: {exc}"}, status_code=422)
+
+
+def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastAPI:
+    """The cloud API; start-up migrates the schema (unless told not to) and opens the pool."""
+    state = AppState(settings=settings, metrics=CloudMetrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            applied = await run_in_threadpool(migrate, settings.db_dsn)
+            log.info("schema up to date (%d migrations applied now)", len(applied))
+        state.pool = await run_in_threadpool(open_pool, settings)
+        log.info("cloud API ready (env=%s)", settings.env)
+        try:
+            yield
+        finally:
+            pool, state.pool = state.pool, None
+            await run_in_threadpool(pool.close)
+
+    dev = settings.env == "development"
+    app = FastAPI(
+        title="Smart Maintenance cloud",
+        version="1",
+        lifespan=lifespan,
+        # The interactive docs are a development aid; production serves only the API.
+        docs_url="/docs" if dev else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if dev else None,
+    )
+    app.state.cloud = state
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
+    app.add_exception_handler(CloudError, _cloud_error)
+    app.add_exception_handler(psycopg.OperationalError, _db_unavailable)
+    app.add_exception_handler(PoolTimeout, _db_unavailable)
+    app.add_exception_handler(psycopg.DataError, _db_data_error)
+    app.include_router(sync.router)
+    app.include_router(readings.router)
+    app.include_router(health.router)
+    return app

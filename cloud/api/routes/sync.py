@@ -1,0 +1,108 @@
+"""``POST /api/v1/sync/batches``: a gateway uploads a SyncBatch and gets its SyncAck."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from psycopg_pool import ConnectionPool
+from pydantic import ValidationError
+
+from cloud.api.deps import GatewayAuth, State
+from cloud.exceptions import BodyError, BodyTooLargeError, UnsupportedEncodingError
+from cloud.ingest import apply_batch
+from shared.schemas import SyncAck, SyncBatch
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/sync", tags=["sync"])
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw request body, refused with 413 as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress gzip (one or more members) without ever holding more than ``limit`` bytes."""
+    out = bytearray()
+    rest = data
+    while True:
+        d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += d.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BodyError(f"body is not valid gzip: {exc}") from exc
+        if len(out) > limit:
+            raise BodyTooLargeError(limit)
+        if not d.eof:
+            raise BodyError("gzip body is truncated")
+        rest = d.unused_data
+        if not rest:
+            return bytes(out)
+
+
+def decode_batch(raw: bytes, content_encoding: str, limit: int) -> SyncBatch:
+    """Undo the Content-Encoding and validate the JSON as a SyncBatch (422 if it is not)."""
+    encoding = content_encoding.strip().lower()
+    if encoding in {"gzip", "x-gzip"}:
+        raw = gunzip(raw, limit)
+    elif encoding not in {"", "identity"}:
+        raise UnsupportedEncodingError(f"Content-Encoding {content_encoding!r}: use gzip")
+    try:
+        return SyncBatch.model_validate_json(raw)
+    except ValidationError as exc:
+        # No input echo: it could be megabytes of the caller's own body.
+        raise RequestValidationError(
+            exc.errors(include_url=False, include_context=False, include_input=False)
+        ) from exc
+
+
+def _decode_and_apply(
+    pool: ConnectionPool, raw: bytes, encoding: str, limit: int, gateway_id: str
+) -> SyncAck:
+    batch = decode_batch(raw, encoding, limit)
+    with pool.connection() as conn:
+        return apply_batch(conn, batch, gateway_id)
+
+
+@router.post(
+    "/batches",
+    response_model=SyncAck,
+    summary="Upload a SyncBatch; answered only after it is committed",
+    responses={
+        401: {"description": "missing, unknown or revoked gateway token"},
+        403: {"description": "the token belongs to another gateway"},
+        413: {"description": "body larger than max_body_bytes (raw or decompressed)"},
+        422: {"description": "body is not a valid SyncBatch (permanent: do not retry)"},
+        503: {"description": "database unavailable (retry later)"},
+    },
+)
+async def post_batch(request: Request, gateway_id: GatewayAuth, state: State) -> SyncAck:
+    """Apply a gateway's batch exactly once; a re-sent batch gets its first ack again."""
+    limit = state.settings.max_body_bytes
+    raw = await read_body(request, limit)
+    # Decompressing, parsing megabytes of JSON and the database work all block: off the loop.
+    ack = await run_in_threadpool(
+        _decode_and_apply, state.db(), raw, request.headers.get("content-encoding", ""),
+        limit, gateway_id,
+    )
+    state.metrics.batches.labels(str(ack.first_time).lower()).inc()
+    if ack.first_time:
+        state.metrics.readings_inserted.inc(ack.readings_inserted)
+        state.metrics.readings_duplicate.inc(ack.readings_duplicate)
+        state.metrics.alerts_upserted.inc(ack.alerts_upserted)
+    return ack

@@ -1,0 +1,1 @@
+"""PostgreSQL access: schema migrations and the connection pool."""

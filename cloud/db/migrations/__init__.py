@@ -1,0 +1,1 @@
+"""Schema migrations, applied in file-name order by cloud.db.migrate."""

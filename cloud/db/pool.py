@@ -1,0 +1,33 @@
+"""The connection pool: synchronous psycopg connections, used from FastAPI's threadpool."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool
+
+from cloud.settings import CloudSettings
+
+
+def open_pool(settings: CloudSettings, timeout_s: float = 30.0) -> ConnectionPool:
+    """Open a pool on ``settings.db_dsn`` and wait until its first connections work."""
+    pool = ConnectionPool(
+        settings.db_dsn,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        kwargs={"application_name": "smaint-cloud"},
+        # Checked on checkout so a restarted database costs one retry, not a 500 per
+        # connection that was open before the restart.
+        check=ConnectionPool.check_connection,
+        # A request waiting longer than this for a connection gets a 503, not a hang.
+        timeout=settings.pool_timeout_s,
+        open=False,
+        name="smaint-cloud",
+    )
+    pool.open(wait=True, timeout=timeout_s)
+    return pool
+
+# Connections as the pool and psycopg.connect() hand them out: rows come back as tuples.
+Conn: TypeAlias = psycopg.Connection[TupleRow]

@@ -1,0 +1,190 @@
+"""The read side: a device's raw readings page by page, the device registry, totals."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime
+
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud.db.pool import Conn
+from cloud.exceptions import BadCursorError
+from shared.schemas import GatewayId, Reading
+
+MAX_PAGE = 5000
+_CURSOR = re.compile(r"^(-?\d{1,20})\.([0-9a-f]{8,32})\.(\d{1,10})$")
+
+
+class StoredReading(Reading):
+    """A reading as the cloud holds it: the wire reading plus the gateway that synced it."""
+
+    gateway: GatewayId
+
+
+class ReadingsPage(BaseModel):
+    """One page of a device's readings in (ts, boot, seq) order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(description="device id the page belongs to")
+    readings: list[StoredReading] = Field(description="at most `limit` readings")
+    next: str | None = Field(description="pass as `after` for the next page; null at the end")
+
+
+class DeviceInfo(BaseModel):
+    """A registry entry: registered on the first sync that carried one of its readings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(description="device id")
+    type: str = Field(description="sensor profile name, from its latest reading")
+    gateway: str = Field(description="gateway that last synced it")
+    first_seen_at: datetime = Field(description="time of its earliest reading")
+    last_seen_at: datetime = Field(description="time of its latest reading")
+    readings: int = Field(description="readings stored")
+
+
+class DeviceList(BaseModel):
+    """The device registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[DeviceInfo] = Field(description="every registered device, by id")
+
+
+class Stats(BaseModel):
+    """Totals the demo polls to show progress and prove there are no duplicates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    readings: int = Field(description="rows in the readings table")
+    distinct_readings: int = Field(description="distinct (device, boot, seq) among them")
+    devices: int = Field(description="registered devices")
+    per_device: dict[str, int] = Field(description="device id -> readings stored")
+
+
+def encode_cursor(ts_us: int, boot: str, seq: int) -> str:
+    """An opaque cursor naming the last row of a page."""
+    return base64.urlsafe_b64encode(f"{ts_us}.{boot}.{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str, int]:
+    """(ts in µs, boot, seq) of a cursor from encode_cursor; BadCursorError for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise BadCursorError("cursor is not one this service issued") from exc
+    m = _CURSOR.match(raw)
+    if m is None or len(cursor) > 100:
+        raise BadCursorError("cursor is not one this service issued")
+    return int(m.group(1)), m.group(2), int(m.group(3))
+
+
+def _aware(t: datetime) -> datetime:
+    """A time without a zone is taken as UTC, not as the database session's zone."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _ms(column: str) -> sql.Composable:
+    # extract() is numeric since PostgreSQL 14: the epoch milliseconds come back exact.
+    return sql.SQL("(extract(epoch FROM {}) * 1000)::bigint").format(sql.Identifier(column))
+
+
+def readings_page(
+    conn: Conn,
+    device: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 1000,
+    after: str | None = None,
+) -> ReadingsPage:
+    """Readings of ``device`` with since <= ts < until, after the cursor, at most ``limit``."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be within 1..{MAX_PAGE}")
+    # Only the conditions in use are written out, so every query shape gets a plan that
+    # walks readings_device_ts instead of a generic plan full of "param IS NULL OR ...".
+    where = [sql.SQL("device_id = %(device)s")]
+    params: dict[str, object] = {"device": device, "limit": limit + 1}
+    if since is not None:
+        since = _aware(since)
+        where.append(sql.SQL("ts >= %(since)s"))
+        params["since"] = since
+    if until is not None:
+        until = _aware(until)
+        where.append(sql.SQL("ts < %(until)s"))
+        params["until"] = until
+    if after is not None:
+        ts_us, boot, seq = decode_cursor(after)
+        where.append(sql.SQL(
+            "(ts, boot_id, seq) > (timestamptz 'epoch' + %(a_ts)s::bigint * interval '1 us',"
+            " %(a_boot)s, %(a_seq)s)"
+        ))
+        params.update(a_ts=ts_us, a_boot=boot, a_seq=seq)
+    query = sql.SQL(
+        "SELECT device_id, boot_id, seq, type, {ts}, {dts}, {rts}, metrics, score, scorer,"
+        " model_version, anomalous, replay, gateway_id,"
+        " (extract(epoch FROM ts) * 1000000)::bigint"
+        " FROM readings WHERE {where} ORDER BY ts, boot_id, seq LIMIT %(limit)s"
+    ).format(
+        ts=_ms("ts"), dts=_ms("device_ts"), rts=_ms("received_at"),
+        where=sql.SQL(" AND ").join(where),
+    )
+    rows = conn.execute(query, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    readings = [
+        StoredReading(
+            device=r[0], boot=r[1], seq=r[2], type=r[3], ts_ms=r[4], device_ts_ms=r[5],
+            received_ms=r[6], metrics=r[7], score=r[8], scorer=r[9], model_version=r[10],
+            anomalous=r[11], replay=r[12], gateway=r[13],
+        )
+        for r in rows
+    ]
+    last = rows[-1] if rows else None
+    return ReadingsPage(
+        device=device,
+        readings=readings,
+        next=encode_cursor(last[14], last[1], last[2]) if more and last else None,
+    )
+
+
+def list_devices(conn: Conn) -> DeviceList:
+    """Every registered device with its reading count."""
+    rows = conn.execute(
+        "SELECT d.device_id, d.type, d.gateway_id, d.first_seen_at, d.last_seen_at,"
+        " coalesce(c.n, 0)"
+        " FROM devices d LEFT JOIN"
+        " (SELECT device_id, count(*) AS n FROM readings GROUP BY device_id) c USING (device_id)"
+        " ORDER BY d.device_id"
+    ).fetchall()
+    return DeviceList(
+        devices=[
+            DeviceInfo(
+                device=r[0], type=r[1], gateway=r[2], first_seen_at=r[3], last_seen_at=r[4],
+                readings=r[5],
+            )
+            for r in rows
+        ]
+    )
+
+
+def stats(conn: Conn) -> Stats:
+    """Totals over the whole readings table (full scans: fine for the skeleton's volumes)."""
+    # One statement, so both counts come from one snapshot: separate statements could see a
+    # batch commit in between and show phantom duplicates.
+    rows = conn.execute(
+        "SELECT device_id, count(*), count(DISTINCT (boot_id, seq)) FROM readings"
+        " GROUP BY device_id ORDER BY device_id"
+    ).fetchall()
+    per_device = {r[0]: r[1] for r in rows}
+    devices = conn.execute("SELECT count(*) FROM devices").fetchone()
+    return Stats(
+        readings=sum(per_device.values()),
+        distinct_readings=sum(r[2] for r in rows),
+        devices=devices[0] if devices else 0,
+        per_device=per_device,
+    )
