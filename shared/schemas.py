@@ -87,7 +87,8 @@ class Reading(BaseModel):
     device_ts_ms: EpochMs | None = Field(description="device clock as sent; null if unsynced")
     received_ms: EpochMs = Field(description="gateway clock on receipt")
     metrics: Metrics
-    score: float | None = Field(description="anomaly score; higher is more anomalous")
+    score: float | None = Field(
+        allow_inf_nan=False, description="anomaly score; higher is more anomalous")
     scorer: Scorer = Field(description="which detector produced the score")
     model_version: str | None = Field(default=None, description="model version, if a model")
     anomalous: bool = Field(description="score crossed the detector's threshold")
@@ -107,11 +108,11 @@ class Alert(BaseModel):
     resolved_ms: EpochMs | None = None
     severity: Literal["low", "medium", "high"]
     state: Literal["open", "acknowledged", "resolved"]
-    score: float = Field(description="peak anomaly score while open")
+    score: float = Field(allow_inf_nan=False, description="peak anomaly score while open")
     scorer: Scorer
     model_version: str | None = None
-    explanation: dict[str, float] = Field(
-        default_factory=dict, description="metric -> contribution to the score"
+    explanation: dict[MetricName, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict, max_length=64, description="metric -> contribution to the score"
     )
     updated_ms: EpochMs = Field(description="last state change, for last-writer-wins upserts")
 
@@ -123,7 +124,8 @@ class SyncBatch(BaseModel):
 
     v: Literal[1] = 1
     gateway: GatewayId
-    batch_seq: int = Field(ge=1, description="gateway's upload counter; retries reuse it")
+    batch_seq: int = Field(
+        ge=1, le=2**63 - 1, description="gateway's upload counter; retries reuse it")
     created_ms: EpochMs
     readings: list[Reading] = Field(default_factory=list, max_length=50_000)
     alerts: list[Alert] = Field(default_factory=list, max_length=10_000)

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import cast
 import httpx
 import psycopg
 import pytest
+from fastapi.testclient import TestClient  # its httpx warning is filtered in pyproject
 from pydantic import ValidationError
 
 from cloud.api.app import create_app
@@ -27,12 +27,6 @@ from cloud.settings import CloudSettings, load_settings
 from shared.devstack.ports import free_port, wait_for_port
 from shared.schemas import SyncAck
 from tests.test_cloud_ingest import T0, alert, batch, reading
-
-with warnings.catch_warnings():
-    # Starlette 1.x wants the httpx2 package for its TestClient and warns (an error under
-    # filterwarnings=error) when it finds plain httpx, which works the same for these tests.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from fastapi.testclient import TestClient
 
 SYNC = "/api/v1/sync/batches"
 LIMIT = 256 * 1024  # a small body cap so the oversize cases stay cheap

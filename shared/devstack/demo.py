@@ -74,13 +74,14 @@ class Demo:
         self.cloud_port = free_port()
         self.gateway_port = free_port()
         self.http = httpx.Client(timeout=5.0)
+        self.dsn = ""
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, *args], env={**os.environ, **env}, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with (self.workdir / f"{name}.log").open("wb") as log:  # the child keeps its own fd
+            proc = subprocess.Popen(
+                [sys.executable, *args], env={**os.environ, **env}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
         self.procs.append((name, proc))
 
     def _cloud_cli(self, dsn: str, *args: str) -> str:
@@ -99,12 +100,15 @@ class Demo:
         step("broker", f"mqtt://127.0.0.1:{self.broker.port}")
 
         step("cloud db", "initdb of a private PostgreSQL cluster")
-        self.pg = PrivatePostgres(self.workdir / "postgres").start()
+        # Its own temp dir: the postgres user must be able to reach it, which a private work
+        # dir under a 0700 parent (pytest's, a user's home) does not allow.
+        self.pg = PrivatePostgres().start()
         import psycopg  # noqa: PLC0415 - cloud-side dependency, imported only when the demo runs
 
         with psycopg.connect(self.pg.dsn, autocommit=True) as conn:
             conn.execute("CREATE DATABASE smaint")
         dsn = f"host=127.0.0.1 port={self.pg.port} user=postgres dbname=smaint"
+        self.dsn = dsn
         self._cloud_cli(dsn, "migrate")
         token = self._cloud_cli(dsn, "gateway", "add", GATEWAY_ID).splitlines()[-1].strip()
         step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
@@ -205,8 +209,10 @@ class Demo:
         self.http.close()
         if self.broker is not None:
             self.broker.stop()
+            self.broker = None
         if self.pg is not None:
-            self.pg.stop()
+            self.pg.cleanup()
+            self.pg = None
 
 
 def step(stage: str, text: str) -> None:

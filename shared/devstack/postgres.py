@@ -44,6 +44,7 @@ class PrivatePostgres:
         self.bin = find_pg_bin()
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="smaint-pg-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.datadir = self.workdir / "data"
         self.port = port or free_port()
         self._as_user: list[str] = []
