@@ -191,9 +191,9 @@ def test_batch_of_another_gateway_is_forbidden(conn: Conn) -> None:
 
 
 def test_values_postgres_cannot_hold_are_refused(conn: Conn) -> None:
+    # model_copy skips validation: the cloud must not trust that a client validated.
+    nan_score = reading(0).model_copy(update={"score": float("nan")})
     with pytest.raises(InvalidBatchError, match="finite"):
-        # model_copy skips validation: the cloud must not trust that a client validated.
-        nan_score = reading(0).model_copy(update={"score": float("nan")})
         apply_batch(conn, batch(1, [nan_score]), "gw-1")
     bad_type = reading(0).model_copy(update={"type": "mo\x00tor"})
     with pytest.raises(InvalidBatchError, match="NUL"):

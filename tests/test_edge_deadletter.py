@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from edge.settings import GatewaySettings
-from edge.testing import Publisher, running_gateway
 from shared import topics
 from shared.devstack.mosquitto import PrivateMosquitto
 from shared.devstack.ports import free_port
+from tests.fixtures.gateway import Publisher, running_gateway
 
 
 def reading(device: str, seq: int | str, **changes: Any) -> dict[str, Any]:
