@@ -32,6 +32,10 @@ from shared.devstack.postgres import PrivatePostgres
 from shared.simulator.fleet import Fleet
 
 GATEWAY_ID = "gw-demo"
+# SIMULATED faults the demo injects, one every FAULT_EVERY_S seconds, cycling through the
+# fleet, so that scoring and alerting have something real to react to.
+FAULT_KINDS = ("spike", "drift", "stuck", "noise")
+FAULT_EVERY_S = 15.0
 
 
 @dataclass
@@ -143,6 +147,17 @@ class Demo:
         self.fleet.start()
         step("devices", f"{self.devices} simulated ESP32 nodes at {self.rate_hz:g} readings/s each")
 
+    def inject_next_fault(self, n: int) -> None:
+        """Inject the n-th SIMULATED fault of the demo's schedule into one device."""
+        if self.fleet is None:
+            return
+        devices = sorted(self.fleet.devices)
+        device = devices[(2 * n + 1) % len(devices)]
+        kind = FAULT_KINDS[n % len(FAULT_KINDS)]
+        self.fleet.inject(device, kind, seconds=8.0 if kind != "spike" else None,
+                          magnitude=1.5 if kind != "stuck" else 1.0)
+        step("simulate", f"SIMULATED {kind} fault injected into {device}")
+
     def _wait_gateway_subscribed(self) -> None:
         # The gateway's persistent session must exist before devices publish, or the
         # broker has nobody to queue their first readings for.
@@ -248,9 +263,15 @@ def run(seconds: float, devices: int, rate_hz: float, keep: bool) -> int:
             demo.start()
             started = time.monotonic()
             print("  running   Ctrl-C to stop" + (f"; ends after {seconds:g}s" if seconds else ""))
+            faults = 0
             while not stop.is_set():
-                if seconds and time.monotonic() - started >= seconds:
+                elapsed = time.monotonic() - started
+                if seconds and elapsed >= seconds:
                     break
+                if elapsed >= FAULT_EVERY_S * (faults + 1) and (
+                        not seconds or elapsed < seconds - 5):
+                    demo.inject_next_fault(faults)
+                    faults += 1
                 demo.check_alive()
                 print(demo.poll().line(time.monotonic() - started), flush=True)
                 stop.wait(1.0)
