@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import ValidationError
 
 from shared.exceptions import DecodeError
@@ -26,9 +28,23 @@ def _explain(exc: ValidationError) -> DecodeError:
     return DecodeError(f"field {loc!r}: {err['msg']}", field=loc or None)
 
 
-def _check_size(payload: bytes) -> None:
+_M = TypeVar("_M", Telemetry, DeviceStatus)
+
+
+def _decode(model: type[_M], payload: bytes, topic_device: str | None) -> _M:
+    """Size check, strict JSON validation, and the topic's device id matching the payload's."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise DecodeError(f"payload is {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}")
+    try:
+        msg = model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise _explain(exc) from exc
+    if topic_device is not None and msg.device != topic_device:
+        raise DecodeError(
+            f"device {msg.device!r} published on the topic of device {topic_device!r}",
+            field="device",
+        )
+    return msg
 
 
 def decode_telemetry(payload: bytes, topic_device: str | None = None) -> Telemetry:
@@ -37,16 +53,7 @@ def decode_telemetry(payload: bytes, topic_device: str | None = None) -> Telemet
     ``topic_device`` is the device id taken from the topic; a payload claiming another id is
     rejected, so a device cannot write readings for another one.
     """
-    _check_size(payload)
-    try:
-        msg = Telemetry.model_validate_json(payload)
-    except ValidationError as exc:
-        raise _explain(exc) from exc
-    if topic_device is not None and msg.device != topic_device:
-        raise DecodeError(
-            f"device {msg.device!r} published on the topic of device {topic_device!r}",
-            field="device",
-        )
+    msg = _decode(Telemetry, payload, topic_device)
     prof = PROFILES.get(msg.type)
     if prof is None:
         raise DecodeError(
@@ -72,17 +79,7 @@ def decode_telemetry(payload: bytes, topic_device: str | None = None) -> Telemet
 
 def decode_status(payload: bytes, topic_device: str | None = None) -> DeviceStatus:
     """Decode a device status (online/offline) message."""
-    _check_size(payload)
-    try:
-        msg = DeviceStatus.model_validate_json(payload)
-    except ValidationError as exc:
-        raise _explain(exc) from exc
-    if topic_device is not None and msg.device != topic_device:
-        raise DecodeError(
-            f"device {msg.device!r} published on the topic of device {topic_device!r}",
-            field="device",
-        )
-    return msg
+    return _decode(DeviceStatus, payload, topic_device)
 
 
 def encode(msg: Telemetry | DeviceStatus) -> bytes:
