@@ -1,10 +1,13 @@
-"""``smaint cloud``: serve the API, migrate the schema, issue and revoke gateway tokens."""
+"""``smaint cloud``: serve the API, migrate the schema, manage gateway tokens and users."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 from pydantic import ValidationError
@@ -31,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (SMAINT_CLOUD_PORT)")
     sub.add_parser("migrate", parents=[dsn], help="bring the database schema up to date")
 
+    train = sub.add_parser(
+        "train-initial",
+        help="train and sign the first model of each sensor profile from the bundled data",
+    )
+    train.add_argument("--out", required=True, type=Path,
+                       help="directory for <profile>.smb bundles and trusted_keys.txt")
+    train.add_argument("--key", required=True, type=Path,
+                       help="Ed25519 signing key file (created if missing; keep it private)")
+    train.add_argument("--n-estimators", type=int, default=100, help="trees per forest")
+    train.set_defaults(dsn=None)  # needs no database
+
     gw = sub.add_parser("gateway", help="gateway tokens").add_subparsers(
         dest="action", required=True, metavar="action"
     )
@@ -38,7 +52,32 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("gateway_id")
     revoke = gw.add_parser("revoke", parents=[dsn], help="revoke a gateway's token")
     revoke.add_argument("gateway_id")
+
+    backfill = sub.add_parser(
+        "backfill", parents=[dsn], help="ask a gateway to upload a time range again")
+    backfill.add_argument("gateway_id")
+    backfill.add_argument("--since", required=True, type=_utc, help="ISO time, inclusive")
+    backfill.add_argument("--until", required=True, type=_utc, help="ISO time, exclusive")
+
+    user = sub.add_parser("user", help="users and their API keys").add_subparsers(
+        dest="action", required=True, metavar="action"
+    )
+    uadd = user.add_parser("add", parents=[dsn], help="create a user, print its first API key")
+    uadd.add_argument("name")
+    uadd.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
+    ukey = user.add_parser("key", parents=[dsn], help="issue another API key, print it")
+    ukey.add_argument("name")
+    urevoke = user.add_parser("revoke-key", parents=[dsn], help="revoke one API key")
+    urevoke.add_argument("name")
+    urevoke.add_argument("key_id", type=int)
+    user.add_parser("list", parents=[dsn], help="list users, roles and key ids")
     return p
+
+
+def _utc(text: str) -> datetime:
+    """An ISO 8601 time; without a zone it is taken as UTC."""
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def configure_logging(level: str) -> None:
@@ -66,24 +105,67 @@ def _serve(settings: CloudSettings) -> int:
     return 0
 
 
+def _train_initial(args: argparse.Namespace) -> int:
+    # Imported here: scikit-learn and skl2onnx take seconds to import.
+    from cloud.training.initial import PUBLIC_KEY_FILE, train_initial  # noqa: PLC0415
+
+    versions = train_initial(args.out, args.key, n_estimators=args.n_estimators)
+    print(json.dumps({"models": versions, "dir": str(args.out),
+                      "trusted_keys_file": str(args.out / PUBLIC_KEY_FILE)}))
+    return 0
+
+
 def _run(args: argparse.Namespace, settings: CloudSettings) -> int:
     from cloud.auth import create_gateway, revoke_gateway  # noqa: PLC0415
     from cloud.db.migrate import migrate  # noqa: PLC0415
 
     if args.command == "serve":
         return _serve(settings)
+    if args.command == "train-initial":
+        return _train_initial(args)
     if args.command == "migrate":
         applied = migrate(settings.db_dsn)
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
         return 0
+    if args.command == "user":
+        return _user(args, settings)
     with psycopg.connect(settings.db_dsn, connect_timeout=10) as conn:
-        if args.action == "add":
+        if args.command == "backfill":
+            from cloud.ingest import request_backfill  # noqa: PLC0415
+
+            req = request_backfill(conn, args.gateway_id, args.since, args.until)
+            print(f"backfill request {req} queued for gateway {args.gateway_id}")
+        elif args.action == "add":
             token = create_gateway(conn, args.gateway_id)
             print(f"gateway {args.gateway_id} registered; its token (shown once):", file=sys.stderr)
             print(token)  # alone on stdout's last line, for scripts
         else:
             revoke_gateway(conn, args.gateway_id)
             print(f"gateway {args.gateway_id} revoked")
+    return 0
+
+
+def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
+    from cloud.users import create_user, issue_key, list_users, revoke_key  # noqa: PLC0415
+
+    with psycopg.connect(settings.db_dsn, connect_timeout=10) as conn:
+        if args.action in {"add", "key"}:
+            issued = (
+                create_user(conn, args.name, args.role) if args.action == "add"
+                else issue_key(conn, args.name)
+            )
+            print(f"user {issued.user} ({issued.role}): API key {issued.key_id} (shown once):",
+                  file=sys.stderr)
+            print(issued.key)  # alone on stdout's last line, for scripts
+        elif args.action == "revoke-key":
+            revoke_key(conn, args.name, args.key_id)
+            print(f"key {args.key_id} of user {args.name} revoked")
+        else:
+            for u in list_users(conn):
+                keys = ", ".join(
+                    f"{k.key_id}:{k.prefix}…{' (revoked)' if k.revoked_at else ''}" for k in u.keys
+                )
+                print(f"{u.name}\t{u.role}\t{keys or '-'}")
     return 0
 
 

@@ -84,3 +84,62 @@ class InvalidBatchError(IngestError):
     """A batch passed the wire schema but holds values PostgreSQL cannot store (HTTP 422)."""
 
     http_status = 422
+
+
+class ForbiddenRoleError(CloudError):
+    """A user's role is below what the endpoint requires (HTTP 403)."""
+
+    http_status = 403
+
+    def __init__(self, user: str, role: str, required: str) -> None:
+        super().__init__(f"user {user!r} has role {role!r}; this needs {required!r} or above")
+        self.user = user
+        self.role = role
+        self.required = required
+
+
+class RateLimitedError(CloudError):
+    """A principal made more requests in the current window than allowed (HTTP 429)."""
+
+    http_status = 429
+
+    def __init__(self, principal: str, retry_after_s: int) -> None:
+        super().__init__(f"rate limit exceeded for {principal}; retry in {retry_after_s} s")
+        self.principal = principal
+        self.retry_after_s = retry_after_s
+
+
+class NotFoundError(CloudError):
+    """A user, key, alert or order named by a request does not exist (HTTP 404)."""
+
+    http_status = 404
+
+
+class ConflictError(CloudError):
+    """A change that the entity's current state does not allow (HTTP 409)."""
+
+    http_status = 409
+
+
+class InvalidTransitionError(ConflictError):
+    """A workflow step from a state that does not lead there (HTTP 409)."""
+
+    def __init__(self, entity: str, current: str, wanted: str) -> None:
+        super().__init__(f"{entity} is {current!r}; it cannot become {wanted!r}")
+        self.entity = entity
+        self.current = current
+        self.wanted = wanted
+
+
+class JobError(CloudError):
+    """A background job failed in a way worth retrying later (a receiver down, say)."""
+
+
+class DeliveryError(JobError):
+    """A notification could not be delivered to its channel's target."""
+
+    def __init__(self, channel: str, target: str, reason: str) -> None:
+        super().__init__(f"{channel} to {target}: {reason}")
+        self.channel = channel
+        self.target = target
+        self.reason = reason

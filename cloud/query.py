@@ -45,6 +45,7 @@ class DeviceInfo(BaseModel):
     first_seen_at: datetime = Field(description="time of its earliest reading")
     last_seen_at: datetime = Field(description="time of its latest reading")
     readings: int = Field(description="readings stored")
+    state: str = Field(default="online", description="online/offline as its gateway last saw")
 
 
 class DeviceList(BaseModel):
@@ -156,7 +157,7 @@ def list_devices(conn: Conn) -> DeviceList:
     """Every registered device with its reading count."""
     rows = conn.execute(
         "SELECT d.device_id, d.type, d.gateway_id, d.first_seen_at, d.last_seen_at,"
-        " coalesce(c.n, 0)"
+        " coalesce(c.n, 0), d.state"
         " FROM devices d LEFT JOIN"
         " (SELECT device_id, count(*) AS n FROM readings GROUP BY device_id) c USING (device_id)"
         " ORDER BY d.device_id"
@@ -165,7 +166,7 @@ def list_devices(conn: Conn) -> DeviceList:
         devices=[
             DeviceInfo(
                 device=r[0], type=r[1], gateway=r[2], first_seen_at=r[3], last_seen_at=r[4],
-                readings=r[5],
+                readings=r[5], state=r[6],
             )
             for r in rows
         ]
@@ -188,3 +189,81 @@ def stats(conn: Conn) -> Stats:
         devices=devices[0] if devices else 0,
         per_device=per_device,
     )
+
+
+class Bucket(BaseModel):
+    """One time bucket of one device's metric: min, max, mean and count of its values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(description="device id")
+    start: datetime = Field(description="bucket start (UTC)")
+    min: float = Field(description="smallest value in the bucket")
+    max: float = Field(description="largest value in the bucket")
+    avg: float = Field(description="mean of the values in the bucket")
+    count: int = Field(description="values in the bucket")
+
+
+class BucketSeries(BaseModel):
+    """A metric bucketed for charts, served from the 1-minute or 1-hour rollups."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(description="metric name")
+    width_s: int = Field(description="bucket width in seconds")
+    source: str = Field(description="rollup table the buckets were computed from")
+    buckets: list[Bucket] = Field(description="by device, then time")
+
+
+MAX_BUCKET_DEVICES = 1000
+
+
+def bucketed(
+    conn: Conn, devices: list[str], metric: str, *, since: datetime, until: datetime,
+    width_s: int,
+) -> BucketSeries:
+    """Buckets of ``width_s`` (a multiple of 60) over [since, until) from the coarsest rollup."""
+    if width_s < 60 or width_s % 60:
+        raise ValueError("width_s must be a positive multiple of 60")
+    if not 1 <= len(devices) <= MAX_BUCKET_DEVICES:
+        raise ValueError(f"give 1..{MAX_BUCKET_DEVICES} devices")
+    since, until = _aware(since), _aware(until)
+    # An hour-aligned width reads the hourly rollup: 60x fewer rows than the minute one.
+    table = "readings_1h" if width_s % 3600 == 0 else "readings_1m"
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT device_id, date_bin(%(w)s * interval '1 s', bucket, timestamptz 'epoch') b,"
+            " min(min), max(max), sum(sum) / sum(count), sum(count)::bigint FROM {}"
+            " WHERE device_id = ANY(%(d)s) AND metric = %(m)s"
+            " AND bucket >= %(lo)s AND bucket < %(hi)s GROUP BY 1, 2 ORDER BY 1, 2"
+        ).format(sql.Identifier(table)),
+        {"w": width_s, "d": devices, "m": metric, "lo": since, "hi": until},
+    ).fetchall()
+    return BucketSeries(
+        metric=metric, width_s=width_s, source=table,
+        buckets=[Bucket(device=r[0], start=r[1], min=r[2], max=r[3], avg=r[4], count=r[5])
+                 for r in rows],
+    )
+
+
+class GatewayInfo(BaseModel):
+    """A gateway registry entry with its reported (actual) state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: str = Field(description="gateway id")
+    site: str | None = Field(description="site the gateway belongs to")
+    revoked: bool = Field(description="its token was revoked")
+    last_seen_at: datetime | None = Field(description="last sync")
+    online: bool = Field(description="synced within the last 5 minutes")
+    reported_state: dict[str, object] | None = Field(description="actual state it reported")
+
+
+def list_gateways(conn: Conn) -> list[GatewayInfo]:
+    """Every registered gateway, with last-seen time and reported state."""
+    rows = conn.execute(
+        "SELECT gateway_id, site_id, revoked_at IS NOT NULL, last_seen_at,"
+        " coalesce(last_seen_at > now() - interval '5 minutes', false), reported_state"
+        " FROM gateways ORDER BY gateway_id").fetchall()
+    return [GatewayInfo(gateway=r[0], site=r[1], revoked=r[2], last_seen_at=r[3], online=r[4],
+                        reported_state=r[5]) for r in rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The zero-config DSN the demo uses: trust auth on loopback, fine on a laptop, not in production.
@@ -35,6 +35,41 @@ class CloudSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="root log level set by `serve`"
     )
+    # Users, rate limits, background work and notifications (cloud business layer).
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0,
+        description="requests per user key (or failed-auth address) and minute; 0 = off",
+    )
+    worker_enabled: bool = Field(
+        default=True, description="run the background job worker inside this process"
+    )
+    worker_poll_s: float = Field(
+        default=1.0, gt=0, le=60, description="idle worker's wait between looks at the job table"
+    )
+    job_lease_s: float = Field(
+        default=120.0, gt=0, description="a claimed job is re-run by another worker after this"
+    )
+    job_max_attempts: int = Field(default=6, ge=1, le=100, description="then a job is failed")
+    job_backoff_s: float = Field(
+        default=5.0, gt=0, description="first retry delay; doubles per attempt, with jitter"
+    )
+    job_backoff_cap_s: float = Field(default=900.0, gt=0, description="longest retry delay")
+    smtp_host: str | None = Field(default=None, description="SMTP server; unset = no email")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP server port")
+    smtp_starttls: bool = Field(default=False, description="upgrade with STARTTLS before sending")
+    smtp_username: str | None = Field(default=None, description="SMTP login, if required")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password")
+    smtp_from: str = Field(default="smaint@localhost", description="sender of alert emails")
+    smtp_to: list[str] = Field(default_factory=list, description="recipients of alert emails")
+    webhook_urls: list[str] = Field(
+        default_factory=list, description="URLs that get a signed POST per high-severity alert"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key signing webhook bodies (required with URLs)"
+    )
+    notify_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="per delivery attempt (SMTP session or POST)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CloudSettings:
@@ -42,6 +77,10 @@ class CloudSettings(BaseSettings):
             raise ValueError(f"pool_max ({self.pool_max}) is below pool_min ({self.pool_min})")
         if self.env == "production" and self.db_dsn == DEMO_DSN:
             raise ValueError("SMAINT_CLOUD_DB_DSN must be set explicitly in production")
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError("SMAINT_CLOUD_WEBHOOK_SECRET must be set to send webhooks")
+        if self.smtp_host and not self.smtp_to:
+            raise ValueError("SMAINT_CLOUD_SMTP_TO must name at least one recipient")
         return self
 
 

@@ -1,20 +1,38 @@
 """Alert lifecycle per device: open after k anomalous readings in a row, resolve after m normal.
 
 Requiring a run of readings on both edges is the hysteresis that keeps one noisy sensor from
-opening and closing an alert on every sample (an alert storm).
+opening and closing an alert on every sample (an alert storm). An operator acknowledges an
+open alert locally (the gateway's HTTP API); every version of an alert is stored, queued for
+sync and published on the gateway's local MQTT alert topic.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import random
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import aiomqtt
+
+from edge.exceptions import GatewayError
 from edge.score import Score
+from edge.store import Store
+from shared import topics
 from shared.schemas import Alert
 
+log = logging.getLogger(__name__)
+
 Severity = Literal["low", "medium", "high"]
+SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+# An open alert is escalated (a new version) when its severity rises or its score grows by
+# this factor over the peak it reports.
+ESCALATE_BY = 1.25
 
 
 def severity_for(score: float, threshold: float) -> Severity:
@@ -94,17 +112,152 @@ class AlertTracker:
                 return None
             st.open = Alert(
                 alert_id=str(uuid.uuid4()), device=device, opened_ms=ts_ms,
-                severity=severity_for(value, self.threshold), state="open", score=value,
+                severity=severity_for(value, score.threshold or self.threshold), state="open",
+                score=value,
                 scorer=score.scorer, model_version=score.model_version,
-                explanation=dict(score.contributions), updated_ms=now_ms,
+                explanation=score.explanation(), updated_ms=now_ms,
             )
             return AlertChange("opened", st.open)
-        if value <= st.open.score:
+        severity = severity_for(value, score.threshold or self.threshold)
+        if value < st.open.score * ESCALATE_BY and (
+                SEVERITY_RANK[severity] <= SEVERITY_RANK[st.open.severity]):
+            # A degrading machine raises its score on almost every reading: a new alert
+            # version (stored, published, synced) for each would be a storm of its own.
             return None
         # Escalate: the alert reports its peak, and what drove the peak.
         st.open = st.open.model_copy(update={
-            "score": value, "severity": severity_for(value, self.threshold),
-            "explanation": dict(score.contributions),
+            "score": value, "severity": severity,
+            "explanation": score.explanation(),
             "updated_ms": max(now_ms, st.open.updated_ms + 1),
         })
         return AlertChange("escalated", st.open)
+
+    def find(self, alert_id: str) -> Alert | None:
+        """The open (or acknowledged) alert with this id, if it is still being tracked."""
+        for st in self._devices.values():
+            if st.open is not None and st.open.alert_id == alert_id:
+                return st.open
+        return None
+
+    def acknowledge(self, alert: Alert, now_ms: int) -> Alert:
+        """The acknowledged version of an open alert; tracked from now on in that state."""
+        acked = alert.model_copy(update={
+            "state": "acknowledged", "updated_ms": max(now_ms, alert.updated_ms + 1)})
+        st = self._devices.get(alert.device)
+        if st is not None and st.open is not None and st.open.alert_id == alert.alert_id:
+            # Escalation and resolution build on this version, so they keep the ack.
+            st.open = acked
+        return acked
+
+
+class AlertNotFoundError(GatewayError):
+    """No alert with this id on this gateway."""
+
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(f"no alert {alert_id!r}")
+        self.alert_id = alert_id
+
+
+class AlertResolvedError(GatewayError):
+    """The alert is resolved already: there is nothing left to acknowledge."""
+
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(f"alert {alert_id!r} is resolved")
+        self.alert_id = alert_id
+
+
+def acknowledge_alert(tracker: AlertTracker, store: Store, alert_id: str,
+                      now_ms: int) -> tuple[Alert, bool]:
+    """Acknowledge an alert, store the new version (queued for sync): (alert, whether changed).
+
+    Acknowledging twice is not an error and changes nothing; a resolved alert cannot be
+    acknowledged any more (AlertResolvedError), an unknown one raises AlertNotFoundError.
+    """
+    current = tracker.find(alert_id) or store.alert(alert_id)
+    if current is None:
+        raise AlertNotFoundError(alert_id)
+    if current.state == "resolved":
+        raise AlertResolvedError(alert_id)
+    if current.state == "acknowledged":
+        return current, False
+    acked = tracker.acknowledge(current, now_ms)
+    with store.transaction():
+        # dirty = 1: the outbox sends this version, and updated_ms wins the cloud's upsert.
+        store.upsert_alerts([acked])
+        store.bump("alerts_acknowledged")
+    log.info("device=%s alert=%s acknowledged", acked.device, acked.alert_id)
+    return acked, True
+
+
+class AlertPublisher:
+    """Publishes alert versions on ``smaint/v1/gw/<gateway>/alerts`` (QoS 1, JSON of Alert).
+
+    Its own MQTT connection (client id ``<gateway>-alerts``), so a slow consumer or a
+    reconnect never holds up ingest. Versions wait in a bounded queue while the broker is
+    away; past ``max_pending`` the oldest are dropped, counted and logged (every version is
+    in SQLite and goes to the cloud regardless).
+    """
+
+    def __init__(self, host: str, port: int, gateway_id: str, keepalive_s: int = 30,
+                 max_pending: int = 10_000) -> None:
+        self.host = host
+        self.port = port
+        self.gateway_id = gateway_id
+        self.topic = topics.alerts(gateway_id)
+        self.keepalive_s = keepalive_s
+        self._pending: deque[Alert] = deque()
+        self._max_pending = max_pending
+        self._wake = asyncio.Event()
+        self.published = 0
+        self.dropped = 0
+
+    def submit(self, alerts: Iterable[Alert]) -> None:
+        """Queue alert versions for publishing; never blocks (call from the event loop)."""
+        for alert in alerts:
+            if len(self._pending) >= self._max_pending:
+                old = self._pending.popleft()
+                self.dropped += 1
+                log.warning("gateway=%s alert publish queue full; dropped version of alert=%s",
+                            self.gateway_id, old.alert_id)
+            self._pending.append(alert)
+        if self._pending:
+            self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect and publish queued versions until ``stop``; reconnects with back-off."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                async with aiomqtt.Client(self.host, self.port,
+                                          identifier=f"{self.gateway_id}-alerts",
+                                          keepalive=self.keepalive_s) as client:
+                    delay = 0.5
+                    await self._publish_loop(client, stop)
+            except aiomqtt.MqttError as exc:
+                log.warning("gateway=%s alert publisher lost the broker %s:%d: %s",
+                            self.gateway_id, self.host, self.port, exc)
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 30.0)
+
+    async def _publish_loop(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if not self._pending:
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                stopping = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait({waiter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    stopping.cancel()
+                continue
+            alert = self._pending[0]
+            # Returns once the broker's PUBACK is in; only then is the version off the queue,
+            # so one lost with the connection is published again after the reconnect.
+            await client.publish(self.topic, alert.model_dump_json(), qos=1)
+            if self._pending and self._pending[0] is alert:  # not shed meanwhile by submit()
+                self._pending.popleft()
+            self.published += 1

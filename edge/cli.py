@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--http-host", help="status/metrics server host")
     run.add_argument("--http-port", type=int, help="status/metrics server port")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    run.add_argument("--config", help="TOML settings file (also SMAINT_GATEWAY_CONFIG); "
+                     "flags override the environment, which overrides the file")
     for name, help_ in (("status", "print the database's counters as JSON"),
                         ("requeue-rejected", "send readings of rejected batches again")):
         cmd = sub.add_parser(name, help=help_)
@@ -40,10 +42,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point of ``smaint gateway ...``; returns the process exit status."""
     args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in {"command", "log_level"}}
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in {"command", "log_level", "config"}}
     try:
-        settings = load_settings(**overrides)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        settings = load_settings(getattr(args, "config", None), **overrides)
+    except ValueError as exc:  # ValidationError and ConfigFileError are ValueErrors
         print(f"smaint gateway: invalid settings: {exc}", file=sys.stderr)
         return 2
     if args.command == "run":

@@ -13,16 +13,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from edge.alerts import AlertNotFoundError, AlertResolvedError
 from edge.metrics import GatewayMetrics
+from shared.schemas import Alert
 
 
 def build_app(status: Callable[[], Mapping[str, Any]], metrics: GatewayMetrics,
-              healthy: Callable[[], bool]) -> Starlette:
-    """The ASGI app; ``status`` and ``healthy`` are read on every request."""
+              healthy: Callable[[], bool],
+              ack_alert: Callable[[str], Alert] | None = None, *,
+              degraded: Callable[[], str | None] = lambda: None,
+              devices: Callable[[], list[dict[str, Any]]] = list) -> Starlette:
+    """The ASGI app; ``status``, ``healthy``, ``degraded`` and ``devices`` are read per request.
+
+    ``degraded`` gives the reason the gateway runs degraded (e.g. its disk refuses writes), or
+    None; /healthz then answers 503 with that reason.
+    """
 
     async def healthz(_: Request) -> Response:
+        reason = degraded()
+        if reason is not None:
+            return PlainTextResponse(f"degraded: {reason}", status_code=503)
         ok = healthy()
         return PlainTextResponse("ok" if ok else "degraded", status_code=200 if ok else 503)
+
+    async def api_devices(_: Request) -> Response:
+        return JSONResponse({"devices": devices()})
 
     async def prometheus(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -30,10 +45,23 @@ def build_app(status: Callable[[], Mapping[str, Any]], metrics: GatewayMetrics,
     async def api_status(_: Request) -> Response:
         return JSONResponse(dict(status()))
 
+    async def api_ack_alert(request: Request) -> Response:
+        if ack_alert is None:
+            return JSONResponse({"detail": "alerts are not handled here"}, status_code=404)
+        try:
+            alert = ack_alert(str(request.path_params["alert_id"]))
+        except AlertNotFoundError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        except AlertResolvedError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+        return JSONResponse(alert.model_dump(mode="json"))
+
     return Starlette(routes=[
         Route("/healthz", healthz),
         Route("/metrics", prometheus),
         Route("/api/status", api_status),
+        Route("/api/devices", api_devices),
+        Route("/api/alerts/{alert_id}/ack", api_ack_alert, methods=["POST"]),
     ])
 
 

@@ -9,6 +9,13 @@ Backpressure: aiomqtt's incoming queue is bounded (``queue_max``). When it is fu
 discards the message without acking it, which is safe (the broker still owns it) but it will
 only be resent on reconnect (PROBES.md §2), so after an overflow we finish the batch at hand
 and reconnect to have the broker redeliver what we shed.
+
+Degraded mode: when the disk refuses a batch (full, read-only, I/O error) the batch is not
+acked, so the broker keeps it; the pipeline has scored it and raised its alerts from memory.
+The gateway says so (/healthz, /api/status, /metrics), keeps consuming (the broker stops
+sending once its in-flight window is full), frees space by retention, probes the disk every
+``degraded_retry_s`` and, once a write commits, reconnects so the broker resends what it
+holds unacked.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from typing import Any
 
 import aiomqtt
 
+from edge.health import StorageHealth, is_storage_failure
 from edge.metrics import GatewayMetrics
 from edge.pipeline import Pipeline
+from edge.retention import Retention
 from edge.settings import GatewaySettings
 from edge.store import now_ms
 from edge.validate import Incoming
@@ -36,6 +45,10 @@ log = logging.getLogger(__name__)
 
 class _OverflowError(Exception):
     """The incoming queue overflowed: reconnect so the broker resends what was shed."""
+
+
+class _ResumeError(Exception):
+    """Writes work again after degraded mode: reconnect so the broker resends unacked messages."""
 
 
 class _BoundedQueue(asyncio.Queue[aiomqtt.Message]):
@@ -56,12 +69,20 @@ class Ingestor:
 
     def __init__(self, settings: GatewaySettings, pipeline: Pipeline,
                  metrics: GatewayMetrics | None = None,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 clock: Callable[[], int] = now_ms, *,
+                 storage: StorageHealth | None = None,
+                 retention: Retention | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.metrics = metrics
         self.clock = clock
+        self.storage = storage if storage is not None else StorageHealth()
+        self.retention = retention
         self.connected = False
+        self.queue_depth: Callable[[], int] = lambda: 0
+        # Messages handled from memory but left unacked with the broker in degraded mode.
+        self.unacked = 0
+        self._next_probe = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, consume and reconnect with jittered exponential back-off until ``stop``."""
@@ -81,6 +102,11 @@ class Ingestor:
             except _OverflowError:
                 log.warning("gateway=%s incoming queue full (%d); reconnecting to shed load",
                             s.gateway_id, s.queue_max)
+                delay = 0.0
+            except _ResumeError:
+                log.warning("gateway=%s database writable again; reconnecting to have the "
+                            "broker resend %d unacked messages", s.gateway_id, self.unacked)
+                self.unacked = 0
                 delay = 0.0
             finally:
                 self.connected = False
@@ -114,28 +140,66 @@ class Ingestor:
             log.info("gateway=%s connected to %s:%d, subscribed (persistent session)",
                      self.settings.gateway_id, self.settings.mqtt_host, self.settings.mqtt_port)
             queue = client._queue
+            self.queue_depth = queue.qsize
             while True:
                 batch = await self._next_batch(client, stop)
+                if batch is None:
+                    self._probe()  # degraded and idle: is the disk back?
+                    continue
                 if not batch:
                     return
-                self._commit(batch)
+                if not self._commit(batch):
+                    continue  # not acked: the broker keeps the batch
                 for m in batch:
                     if m.qos > 0:
                         # After the commit: from here on the broker may forget the message.
                         client._client.ack(m.mid, m.qos)
+                self._recovered()
                 if isinstance(queue, _BoundedQueue) and queue.overflowed:
                     raise _OverflowError
 
+    def _recovered(self) -> None:
+        """A write committed: leave degraded mode; reconnect if messages were left unacked."""
+        if self.storage.degraded:
+            log.warning("gateway=%s leaving degraded mode: database writable again",
+                        self.settings.gateway_id)
+            self.storage.leave()
+        if self.unacked:
+            raise _ResumeError
+
+    def _probe(self) -> None:
+        """While degraded: free space by retention, then try a real write."""
+        self._next_probe = time.monotonic() + self.settings.degraded_retry_s
+        try:
+            if self.retention is not None:
+                self.retention.enforce(force=True)
+            self.pipeline.store.probe_write()
+        except sqlite3.Error as exc:
+            if not is_storage_failure(exc):
+                raise
+            self.storage.enter(_describe(exc))
+            log.info("gateway=%s database still refuses writes: %s", self.settings.gateway_id,
+                     exc)
+            return
+        self._recovered()
+
     async def _next_batch(self, client: aiomqtt.Client, stop: asyncio.Event
-                          ) -> list[aiomqtt.Message]:
-        """Wait for one message (or ``stop``), then gather up to batch_max for batch_wait_ms."""
+                          ) -> list[aiomqtt.Message] | None:
+        """Wait for one message (or ``stop``), then gather up to batch_max for batch_wait_ms.
+
+        None: degraded mode and no message for ``degraded_retry_s``, time to probe the disk.
+        """
         # We read aiomqtt's queue directly instead of ``client.messages``: cancelling that
         # iterator (on a timeout or on stop) can drop a message it had already dequeued, and
         # an unacked, dropped message stays stuck in flight until the next reconnect.
         # asyncio.Queue.get() only removes an item when it returns, so it is cancel-safe.
         s = self.settings
         queue = client._queue
-        first = await self._first(client, queue, stop)
+        idle = s.degraded_retry_s if self.storage.degraded else None
+        try:
+            first = await asyncio.wait_for(self._first(client, queue, stop), idle)
+        except TimeoutError:
+            return None
         if first is None:
             return []
         batch = [first]
@@ -176,17 +240,37 @@ class Ingestor:
             raise aiomqtt.MqttError(f"disconnected from the broker: {cause}") from cause
         return None
 
-    def _commit(self, batch: list[aiomqtt.Message]) -> None:
+    def _commit(self, batch: list[aiomqtt.Message]) -> bool:
+        """Run a batch through the pipeline; False if the disk refused it (degraded mode)."""
         received = self.clock()
         incoming = [Incoming(str(m.topic), _payload_bytes(m.payload), received) for m in batch]
         t0 = time.perf_counter()
-        result = self.pipeline.handle(incoming)
+        try:
+            result = self.pipeline.handle(incoming)
+        except sqlite3.Error as exc:
+            if not is_storage_failure(exc):
+                raise
+            if self.storage.enter(_describe(exc)):
+                log.error("gateway=%s entering degraded mode, database refuses writes: %s; "
+                          "scoring from memory, leaving messages unacked with the broker",
+                          self.settings.gateway_id, exc)
+            self.unacked += len(batch)
+            if time.monotonic() >= self._next_probe:
+                self._probe()  # traffic keeps coming: probe between batches, not only when idle
+            return False
         elapsed = time.perf_counter() - t0
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), elapsed)
         log.debug("gateway=%s batch n=%d stored=%d dup=%d dead=%d in %.1f ms",
                   self.settings.gateway_id, result.received, result.stored, result.duplicates,
                   result.dead_letters, elapsed * 1000)
+        return True
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    """A short reason for the status page: SQLite's error name and message."""
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    return f"{name}: {exc}"
 
 
 def _payload_bytes(payload: object) -> bytes:

@@ -22,6 +22,20 @@ _COUNTER_HELP = {
     "sync_batches": "batches acknowledged by the cloud",
     "sync_rejected_batches": "batches the cloud refused for good",
     "sync_failures": "failed upload attempts",
+    "retention_synced_dropped": "synced readings deleted to stay under the disk budget",
+    "retention_aggregated": "unsynced readings replaced by per-minute aggregates (disk budget)",
+    "retention_aggregate_rows": "per-minute aggregate rows written by retention",
+    "retention_dead_letters_dropped": "dead letters deleted to stay under the disk budget",
+}
+_GAUGE_HELP = {
+    "ingest_rate": "readings stored per second over the last minute",
+    "queue_depth": "messages waiting in the ingest queue",
+    "unacked": "messages left unacked with the broker while degraded",
+    "seq_gaps": "readings that never arrived (seq gaps, all devices and boots)",
+    "degraded": "1 while the database refuses writes (degraded mode)",
+    "db_used_bytes": "bytes of the database in use",
+    "db_budget_bytes": "disk budget of the database (0: none)",
+    "devices_online": "devices whose last status is online",
 }
 
 
@@ -40,7 +54,8 @@ class _StoreCollector(Collector):
             fam.add_metric([], float(values.get(name, 0)))
             yield fam
         for name, value in self._gauges().items():
-            gauge = GaugeMetricFamily(f"smaint_gateway_{name}", name.replace("_", " "))
+            gauge = GaugeMetricFamily(f"smaint_gateway_{name}",
+                                      _GAUGE_HELP.get(name, name.replace("_", " ")))
             gauge.add_metric([], float(value))
             yield gauge
 

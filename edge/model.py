@@ -8,10 +8,20 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from edge.exceptions import GatewayError
 from shared.anomaly import combine, support_z
 from shared.bundle import BundleError, Manifest
 
 log = logging.getLogger(__name__)
+
+
+class ModelRunError(GatewayError):
+    """A loaded model failed to score a batch (onnxruntime refused the input or crashed)."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"model {version}: {reason}")
+        self.version = version
+        self.reason = reason
 
 
 class OnnxModel:
@@ -42,7 +52,10 @@ class OnnxModel:
             raise BundleError(f"model {manifest.version} has no 'scores' output ({outputs})")
         self._median, self._mad, self._forest_t, self._z_t = _reference(manifest, n_features)
         # Fail now, not on the first reading: a model that cannot score a vector is corrupt.
-        self.score(np.zeros((1, n_features), dtype=np.float32))
+        try:
+            self.score(np.zeros((1, n_features), dtype=np.float32))
+        except ModelRunError as exc:
+            raise BundleError(f"model {manifest.version} cannot score: {exc.reason}") from exc
 
     @property
     def version(self) -> str:
@@ -56,29 +69,45 @@ class OnnxModel:
 
     def score(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """Anomaly scores of a (n, features) batch (shared.anomaly; above 1.0 is anomalous)."""
-        x = features.astype(np.float32)
-        (raw,) = self.session.run(["scores"], {self._input: x})
+        x = np.ascontiguousarray(features, dtype=np.float32)  # no copy in the usual case
+        try:
+            (raw,) = self.session.run(["scores"], {self._input: x})
+        except Exception as exc:  # onnxruntime's errors derive from Exception only
+            raise ModelRunError(self.version, f"inference failed: {exc}") from exc
         forest = -np.asarray(raw, dtype=np.float64).reshape(-1)
         return combine(forest, support_z(x, self._median, self._mad), self._forest_t, self._z_t)
 
     def explain(self, features: npt.NDArray[np.float32]) -> dict[str, float]:
-        """Per-metric share of one vector's score: how much it drops with the metric reset.
+        """Per-metric share of one vector's score (see :meth:`explain_batch`)."""
+        return self.explain_batch(features.reshape(1, -1))[0]
+
+    def explain_batch(self, features: npt.NDArray[np.float32]) -> list[dict[str, float]]:
+        """Per-metric share of each vector's score: how much it drops with the metric reset.
 
         Each metric's features are replaced by the training medians in turn; the drop in
-        score is that metric's contribution (occlusion), normalised to sum to 1.
+        score is that metric's contribution (occlusion), normalised to sum to 1. All vectors
+        and all their occlusions go through onnxruntime in one call (its cost is per call).
         """
         spec = self.manifest.spec
-        per = len(spec.names) // len(spec.metrics)
-        row = features.reshape(1, -1).astype(np.float32)
-        batch = np.repeat(row, len(spec.metrics) + 1, axis=0)
-        for i in range(len(spec.metrics)):
-            batch[i + 1, i * per:(i + 1) * per] = self._median[i * per:(i + 1) * per]
-        scores = self.score(batch)
-        drops = np.clip(scores[0] - scores[1:], 0.0, None)
-        total = float(drops.sum())
-        if total <= 0.0:
-            return dict.fromkeys(spec.metrics, 0.0)
-        return {m: round(float(d) / total, 4) for m, d in zip(spec.metrics, drops, strict=True)}
+        n_metrics = len(spec.metrics)
+        per = len(spec.names) // n_metrics
+        rows = np.ascontiguousarray(features, dtype=np.float32).reshape(len(features), -1)
+        # (n, metrics + 1, features): variant 0 is the vector itself, variant i + 1 has
+        # metric i's features set to the training median.
+        batch = np.repeat(rows[:, None, :], n_metrics + 1, axis=1)
+        for i in range(n_metrics):
+            batch[:, i + 1, i * per:(i + 1) * per] = self._median[i * per:(i + 1) * per]
+        scores = self.score(batch.reshape(-1, rows.shape[1])).reshape(len(rows), n_metrics + 1)
+        drops = np.clip(scores[:, :1] - scores[:, 1:], 0.0, None)
+        out: list[dict[str, float]] = []
+        for row in drops:
+            total = float(row.sum())
+            if total <= 0.0:
+                out.append(dict.fromkeys(spec.metrics, 0.0))
+            else:
+                out.append({m: round(float(d) / total, 4)
+                            for m, d in zip(spec.metrics, row, strict=True)})
+        return out
 
 
 def _reference(

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from edge.alerts import AlertTracker
+from edge.health import DeviceHealth
 from edge.score import UNSCORED, Score, Scorer
 from edge.store import ReadingKey, ReadingRow, Store, now_ms
 from edge.validate import DeadLetter, Incoming, classify
@@ -38,11 +41,19 @@ class BatchResult:
 class Pipeline:
     """Validates, scores, raises alerts and stores micro-batches of device messages."""
 
-    def __init__(self, store: Store, scorer: Scorer, alerts: AlertTracker, gateway_id: str) -> None:
+    def __init__(self, store: Store, scorer: Scorer, alerts: AlertTracker, gateway_id: str,
+                 on_alerts: Callable[[list[Alert]], None] | None = None, *,
+                 health: DeviceHealth | None = None) -> None:
         self.store = store
         self.scorer = scorer
         self.alerts = alerts
         self.gateway_id = gateway_id
+        # Called after the commit with every alert version of the batch, in order (MQTT).
+        self.on_alerts = on_alerts
+        # Seq gaps, device clocks and rates (edge/health.py); re-times readings (edge/timing.py).
+        self.health = health if health is not None else DeviceHealth()
+        # Alert versions a failed transaction could not write (full disk): the next commit does.
+        self._unsaved_alerts: dict[str, Alert] = {}
 
     def _score(self, readings: Sequence[Telemetry]) -> list[Score]:
         try:
@@ -57,6 +68,22 @@ class Pipeline:
                       self.gateway_id, len(scores), len(readings))
             return [UNSCORED] * len(readings)
         return scores
+
+    @contextmanager
+    def _degradable(self, changed: dict[str, Alert], versions: list[Alert]
+                    ) -> Iterator[list[Alert]]:
+        """Yield the alert versions to write; keep them in memory if the write fails."""
+        unsaved = {**self._unsaved_alerts, **changed}
+        try:
+            yield list(unsaved.values())
+        except sqlite3.Error:
+            # Degraded mode (the caller acks nothing, the broker keeps the readings): scoring
+            # and alerting go on from memory; the alerts are written by the next commit.
+            self._unsaved_alerts = unsaved
+            if versions and self.on_alerts is not None:
+                self.on_alerts(versions)
+            raise
+        self._unsaved_alerts = {}
 
     def handle(self, batch: Sequence[Incoming]) -> BatchResult:
         """Process and commit one micro-batch; raises only if the database itself fails."""
@@ -83,20 +110,23 @@ class Pipeline:
         now = now_ms()
         rows: list[ReadingRow] = []
         changed: dict[str, Alert] = {}
+        versions: list[Alert] = []
         opened = resolved = 0
         seen: dict[str, tuple[str, str, str, int]] = {}
         scored = anomalous = 0
         for (t, received), s in zip(new, scores, strict=True):
-            ts = t.ts_ms if t.synced else received  # an unsynced device clock means nothing
+            # Skewed device clocks corrected, unsynced ones re-timed from boot + uptime.
+            ts, time_source = self.health.retime(t, received)
             rows.append((t.device, t.boot, t.seq, t.type, ts, t.ts_ms if t.synced else None,
                          received, json.dumps(t.metrics, separators=(",", ":")), s.value,
-                         s.scorer, s.model_version, int(s.anomalous)))
+                         s.scorer, s.model_version, int(s.anomalous), time_source))
             scored += s.value is not None
             anomalous += s.anomalous
             change = self.alerts.observe(t.device, ts, s, now)
             if change is not None:
                 alert = change.alert
                 changed[alert.alert_id] = alert  # only an alert's latest version is stored
+                versions.append(alert)
                 opened += change.kind == "opened"
                 resolved += change.kind == "resolved"
                 log.info("gateway=%s device=%s alert=%s state=%s severity=%s score=%.1f",
@@ -105,12 +135,13 @@ class Pipeline:
             prev = seen.get(t.device)
             if prev is None or received >= prev[3]:
                 seen[t.device] = (t.device, t.type, t.boot, received)
-        with self.store.transaction():
+        with self._degradable(changed, versions) as alerts, self.store.transaction():
             stored = self.store.insert_readings(rows)
             self.store.insert_dead_letters(dead)
             self.store.touch_devices(seen.values())
             self.store.apply_statuses(statuses)
-            self.store.upsert_alerts(changed.values())
+            self.store.upsert_alerts(alerts)
+            self.store.upsert_boots(self.health.stage(new))
             # Every telemetry message not stored as new was a redelivery of a stored one.
             duplicates = len(batch) - len(dead) - len(statuses) - stored
             for name, n in (("received", len(batch)), ("stored", stored),
@@ -119,5 +150,9 @@ class Pipeline:
                             ("anomalous", anomalous),
                             ("alerts_opened", opened), ("alerts_resolved", resolved)):
                 self.store.bump(name, n)
+        self.health.commit()
+        if versions and self.on_alerts is not None:
+            # Only after the commit: a local consumer never sees an alert the gateway lost.
+            self.on_alerts(versions)
         return BatchResult(len(batch), stored, duplicates, len(dead), len(statuses), scored,
                            anomalous, len(changed))

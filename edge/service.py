@@ -10,17 +10,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from edge.alerts import AlertTracker
+from edge.alerts import AlertPublisher, AlertTracker, acknowledge_alert
 from edge.exceptions import GatewayError
+from edge.health import DeviceHealth, StorageHealth
 from edge.http import EmbeddedServer, build_app, make_server
 from edge.ingest import Ingestor
 from edge.metrics import GatewayMetrics
+from edge.models import ModelRegistry, load_trusted_keys
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
-from edge.score import RobustZScorer
+from edge.retention import Retention, run_retention, used_bytes
+from edge.score import ModelScorer, RobustZScorer
 from edge.settings import GatewaySettings
-from edge.store import Store
+from edge.store import Store, now_ms
 from edge.sync import Uploader
+from shared.schemas import Alert
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +37,60 @@ class Gateway:
         self.settings = s
         self.started = time.monotonic()
         self.store = Store.open(s.db_path, synchronous=s.db_synchronous)
-        self.scorer = RobustZScorer(window=s.score_window, warmup=s.score_warmup,
-                                    threshold=s.score_threshold)
+        self.fallback = RobustZScorer(window=s.score_window, warmup=s.score_warmup,
+                                      threshold=s.score_threshold)
+        self.models = ModelRegistry(
+            s.models_path, load_trusted_keys(s.model_trusted_keys, s.model_trusted_keys_file))
+        self.models.refresh()  # models present at start score the very first readings
+        self.scorer = ModelScorer(self.models.get, self.fallback)
+        self.publisher = AlertPublisher(s.mqtt_host, s.mqtt_port, s.gateway_id,
+                                        keepalive_s=s.mqtt_keepalive_s)
         self.alerts = AlertTracker(open_after=s.alert_open_after,
                                    resolve_after=s.alert_resolve_after,
                                    threshold=s.score_threshold)
         self.alerts.load(self.store.open_alerts())
         self.outbox = Outbox(self.store)
         self.metrics = GatewayMetrics(lambda: self.store.counters, self.gauges)
-        self.pipeline = Pipeline(self.store, self.scorer, self.alerts, s.gateway_id)
-        self.ingestor = Ingestor(s, self.pipeline, self.metrics)
+        self.health = DeviceHealth(s.skew_tolerance_ms)
+        self.health.load(self.store.boots())
+        self.storage = StorageHealth()
+        self.retention = Retention(self.store, int(s.db_max_mb * 1024 * 1024),
+                                   s.retention_low_water, s.gateway_id)
+        self.pipeline = Pipeline(self.store, self.scorer, self.alerts, s.gateway_id,
+                                 on_alerts=self.publisher.submit if s.alert_publish else None,
+                                 health=self.health)
+        self.ingestor = Ingestor(s, self.pipeline, self.metrics, storage=self.storage,
+                                 retention=self.retention)
         self.uploader = Uploader(s, self.outbox)
 
     def gauges(self) -> Mapping[str, float]:
         """Live values for /metrics."""
         return {"sync_backlog": self.outbox.backlog(), "alerts_open": self.alerts.open_count,
-                "mqtt_connected": float(self.ingestor.connected)}
+                "mqtt_connected": float(self.ingestor.connected), **self.ingest_gauges()}
+
+    def ingest_gauges(self) -> dict[str, float]:
+        """Ingest, storage and device-health gauges (edge/health.py, edge/retention.py)."""
+        return {"ingest_rate": self.health.ingest_rate(),
+                "queue_depth": float(self.ingestor.queue_depth()),
+                "unacked": float(self.ingestor.unacked),
+                "seq_gaps": float(self.health.seq_gaps()),
+                "degraded": float(self.storage.degraded),
+                "db_used_bytes": float(used_bytes(self.store)),
+                "db_budget_bytes": float(self.retention.max_bytes),
+                "devices_online": float(self.store.count("devices", "state = 'online'"))}
+
+    def ingest_status(self) -> dict[str, Any]:
+        """Storage state, seq gaps, ingest rate and retention counters for /api/status."""
+        c = self.store.counters
+        storage = self.storage.as_dict()
+        return {"status": storage["status"], "degraded_reason": storage["reason"],
+                "degraded_since_ms": storage["since_ms"], "unacked": self.ingestor.unacked,
+                "seq_gaps": self.health.seq_gaps(),
+                "ingest_rate": round(self.health.ingest_rate(), 2),
+                "db_used_bytes": used_bytes(self.store),
+                "db_budget_bytes": self.retention.max_bytes,
+                "retention": {k.removeprefix("retention_"): v for k, v in c.items()
+                              if k.startswith("retention_")}}
 
     def status(self) -> dict[str, Any]:
         """The /api/status document: committed counters plus live state."""
@@ -75,7 +117,17 @@ class Gateway:
             "alerts": c["alerts_opened"],
             "alerts_open": self.alerts.open_count,
             "devices": self.store.count("devices"),
+            "models": self.models.versions(),
+            "models_refused": dict(self.models.refused),
+            **self.ingest_status(),
         }
+
+    def ack_alert(self, alert_id: str) -> Alert:
+        """Acknowledge an alert locally (HTTP); stored, queued for sync and published."""
+        alert, changed = acknowledge_alert(self.alerts, self.store, alert_id, now_ms())
+        if changed and self.settings.alert_publish:
+            self.publisher.submit([alert])
+        return alert
 
     def healthy(self) -> bool:
         """Healthy while the broker session is up (the database is local and always there)."""
@@ -91,7 +143,8 @@ async def _serve_http(server: EmbeddedServer, host: str, port: int) -> None:
         raise GatewayError(f"HTTP server could not start on {host}:{port}") from exc
 
 
-async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = None) -> None:
+async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = None,
+                      gateway: Gateway | None = None) -> None:
     """Run the gateway until ``stop`` is set or SIGINT/SIGTERM; GatewayError if a part failed."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,9 +154,12 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
-    gw = Gateway(settings)
+    gw = gateway if gateway is not None else Gateway(settings)
     s = settings
-    server = make_server(build_app(gw.status, gw.metrics, gw.healthy), s.http_host, s.http_port)
+    server = make_server(build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
+                                   degraded=lambda: gw.storage.reason,
+                                   devices=lambda: gw.health.report(gw.store)),
+                         s.http_host, s.http_port)
     log.info("gateway=%s starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",
              s.gateway_id, s.mqtt_host, s.mqtt_port, s.db_path, s.cloud_url, s.http_host,
              s.http_port)
@@ -111,7 +167,12 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         asyncio.create_task(gw.ingestor.run(stop), name="ingest"),
         asyncio.create_task(gw.uploader.run(stop), name="sync"),
         asyncio.create_task(_serve_http(server, s.http_host, s.http_port), name="http"),
+        asyncio.create_task(gw.models.watch(stop, s.model_poll_s), name="models"),
+        asyncio.create_task(run_retention(gw.retention, stop, s.retention_interval_s),
+                            name="retention"),
     }
+    if s.alert_publish:
+        tasks.add(asyncio.create_task(gw.publisher.run(stop), name="alerts"))
     waiter = asyncio.create_task(stop.wait(), name="stop")
     failed: list[str] = []
     try:

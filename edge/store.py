@@ -24,15 +24,21 @@ COUNTERS = (
     "received", "stored", "duplicates", "dead_letters", "statuses", "scored", "anomalous",
     "alerts_opened", "alerts_resolved", "synced", "sync_batches", "sync_rejected_batches",
     "sync_rejected_readings", "sync_failures",
+    # retention under the disk budget (edge/retention.py)
+    "retention_synced_dropped", "retention_aggregated", "retention_aggregate_rows",
+    "retention_dead_letters_dropped",
 )
 
 ReadingKey = tuple[str, str, int]
 # device, boot, seq, type, ts_ms, device_ts_ms, received_ms, metrics JSON, score, scorer,
-# model_version, anomalous: the column order of READING_COLUMNS.
+# model_version, anomalous, time_source: the column order of READING_COLUMNS.
 ReadingRow = tuple[str, str, int, str, int, int | None, int, str, float | None, str,
-                   str | None, int]
+                   str | None, int, str]
 READING_COLUMNS = ("device", "boot", "seq", "type", "ts_ms", "device_ts_ms", "received_ms",
-                   "metrics", "score", "scorer", "model_version", "anomalous")
+                   "metrics", "score", "scorer", "model_version", "anomalous", "time_source")
+# device, boot, first_seq, last_seq, n (distinct seqs stored), first_seen_ms, last_seen_ms,
+# device_epoch_ms, gateway_epoch_ms: one row of device_boots (see edge/health.py, edge/timing.py).
+BootRow = tuple[str, str, int, int, int, int, int, int | None, int | None]
 
 
 def now_ms() -> int:
@@ -50,6 +56,9 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         not_null=("type", "ts_ms", "received_ms", "metrics", "scorer", "anomalous"),
         if_not_exists=True,
     )
+    # Added after the first release: where ts_ms came from (edge/timing.py).
+    if "time_source" not in db.table("readings").columns_dict:
+        db.execute("ALTER TABLE readings ADD COLUMN time_source TEXT NOT NULL DEFAULT 'device'")
     # NULL batch_seq sorts first, then by rowid (arrival order): "oldest unsent first" is an
     # index range scan, and loading a batch's rows for a retry is one too.
     db.table("readings").create_index(["batch_seq"], if_not_exists=True)
@@ -88,6 +97,28 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         {"id": int, "batch_seq": int, "at_ms": int, "status": int, "reason": str},
         pk="id", not_null=("batch_seq", "at_ms", "reason"), if_not_exists=True,
     )
+    # Seq accounting and learnt clock of every boot of every device.
+    db.table("device_boots").create(
+        {"device": str, "boot": str, "first_seq": int, "last_seq": int, "n": int,
+         "first_seen_ms": int, "last_seen_ms": int, "device_epoch_ms": int,
+         "gateway_epoch_ms": int},
+        pk=("device", "boot"),
+        not_null=("first_seq", "last_seq", "n", "first_seen_ms", "last_seen_ms"),
+        if_not_exists=True,
+    )
+    # What retention leaves of unsynced readings it had to drop: one row per device, metric and
+    # minute (minute_ms = start of the minute of ts_ms). batch_seq is for sync, as in readings;
+    # an update sets it back to NULL so the merged row goes out again.
+    db.table("reading_aggregates").create(
+        {"device": str, "metric": str, "minute_ms": int, "type": str, "n": int, "min": float,
+         "max": float, "mean": float, "sum": float, "first_ts_ms": int, "last_ts_ms": int,
+         "updated_ms": int, "batch_seq": int},
+        pk=("device", "metric", "minute_ms"),
+        not_null=("type", "n", "min", "max", "mean", "sum", "first_ts_ms", "last_ts_ms",
+                  "updated_ms"),
+        if_not_exists=True,
+    )
+    db.execute("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, filler BLOB)")
     db.table("counters").create({"name": str, "value": int}, pk="name", not_null=("value",),
                           if_not_exists=True)
 
@@ -156,12 +187,26 @@ class Store:
                 )
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (SQLITE_FULL, IOERR): a second
+            # ROLLBACK would fail and hide the error that matters.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             self._pending = {}
             raise
         for name, delta in self._pending.items():
             self._counters[name] = self._counters.get(name, 0) + delta
         self._pending = {}
+
+    def probe_write(self) -> None:
+        """Commit and remove a page-sized row: raises sqlite3.Error while the disk refuses writes.
+
+        A real write, committed: a rolled-back one would never reach the WAL and so could not
+        see a full disk, and updating a row in place needs no new page.
+        """
+        with self.transaction():
+            self.conn.execute("INSERT INTO write_probe (filler) VALUES (zeroblob(8192))")
+        with self.transaction():
+            self.conn.execute("DELETE FROM write_probe")
 
     def bump(self, name: str, delta: int = 1) -> None:
         """Add to a persistent counter, as part of the current transaction."""
@@ -238,12 +283,48 @@ class Store:
               a.scorer, a.model_version, json.dumps(a.explanation), a.updated_ms)
              for a in alerts])
 
+    def upsert_boots(self, rows: Sequence[BootRow]) -> None:
+        """Merge per-boot seq deltas and clock estimates of a batch of new readings."""
+        self.conn.executemany(
+            "INSERT INTO device_boots (device, boot, first_seq, last_seq, n, first_seen_ms, "
+            "last_seen_ms, device_epoch_ms, gateway_epoch_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(device, boot) DO UPDATE SET first_seq = min(first_seq, "
+            "excluded.first_seq), last_seq = max(last_seq, excluded.last_seq), "
+            "n = n + excluded.n, first_seen_ms = min(first_seen_ms, excluded.first_seen_ms), "
+            "last_seen_ms = max(last_seen_ms, excluded.last_seen_ms), "
+            "device_epoch_ms = coalesce(excluded.device_epoch_ms, device_epoch_ms), "
+            "gateway_epoch_ms = min(coalesce(gateway_epoch_ms, excluded.gateway_epoch_ms), "
+            "coalesce(excluded.gateway_epoch_ms, gateway_epoch_ms))", rows)
+
+    def boots(self) -> list[BootRow]:
+        """Every row of device_boots, to resume seq accounting after a restart."""
+        rows = self.conn.execute(
+            "SELECT device, boot, first_seq, last_seq, n, first_seen_ms, last_seen_ms, "
+            "device_epoch_ms, gateway_epoch_ms FROM device_boots")
+        return [tuple(r) for r in rows]
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every known device with its status, boot and last-seen time, by id."""
+        cur = self.conn.execute(
+            "SELECT device, type, boot, state, last_seen_ms, status_ms, fw, interval_ms "
+            "FROM devices ORDER BY device")
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
     def open_alerts(self) -> list[Alert]:
         """Alerts not yet resolved, to resume tracking them after a restart."""
         rows = self.conn.execute(
             "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
             "model_version, explanation, updated_ms FROM alerts WHERE state != 'resolved'")
         return [alert_from_row(r) for r in rows]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        """The stored version of one alert, or None (local acknowledgement looks it up)."""
+        row = self.conn.execute(
+            "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
+            "model_version, explanation, updated_ms FROM alerts WHERE alert_id = ?",
+            (alert_id,)).fetchone()
+        return alert_from_row(row) if row is not None else None
 
     # -- inspection (status endpoint, CLI, tests) --------------------------------------------
 

@@ -15,6 +15,7 @@ import email.utils
 import gzip
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,7 +34,8 @@ from edge.exceptions import SyncRetryableError
 from edge.outbox import BatchInfo, Outbox
 from edge.settings import GatewaySettings
 from edge.store import now_ms
-from shared.schemas import SyncAck
+from shared import batchcodec
+from shared.schemas import GatewayState, SyncAck
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,11 @@ class Uploader:
     """Drains the outbox to ``{cloud_url}/api/v1/sync/batches``."""
 
     def __init__(self, settings: GatewaySettings, outbox: Outbox,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None,
+                 state: Callable[[], GatewayState] | None = None) -> None:
         self.settings = settings
+        # The actual state reported with each upload (models run, config applied).
+        self._state = state or (lambda: GatewayState(backlog=outbox.backlog()))
         self.outbox = outbox
         self._client = client
         self._own_client = client is None
@@ -113,8 +118,10 @@ class Uploader:
 
     async def sync_once(self) -> SyncResult:
         """Upload the pending batch (recording a new one first if none is pending)."""
-        info = self.outbox.pending() or self.outbox.record(self.settings.sync_batch_max,
-                                                           now_ms())
+        s = self.settings
+        info = self.outbox.pending() or self.outbox.record(
+            s.sync_batch_max, now_ms(), backlog_max=s.sync_backlog_max,
+            catchup_after=s.sync_catchup_after)
         if info is None:
             return SyncResult("idle")
         body = await self._encode(info)
@@ -144,17 +151,22 @@ class Uploader:
         return float(self._backoff(state))
 
     async def _encode(self, info: BatchInfo) -> bytes:
-        batch = self.outbox.load(info, self.settings.gateway_id)
-        raw = batch.model_dump_json().encode()
-        # gzip in a worker thread: a 5,000-reading batch takes milliseconds of CPU that the
-        # event loop (ingest) should not wait for. ~9x smaller on the wire (LIMITS.md).
-        return await asyncio.to_thread(gzip.compress, raw, 6)
+        # The actual state goes with the batch but is not part of its identity: a retry may
+        # report a newer state, and the cloud keeps the one of the first application.
+        batch = self.outbox.load(info, self.settings.gateway_id, self._state())
+        # In a worker thread: a 5,000-reading batch takes milliseconds of CPU that the event
+        # loop (ingest) should not wait for.
+        if self.settings.sync_encoding == "json-gzip":
+            return await asyncio.to_thread(gzip.compress, batch.model_dump_json().encode(), 6)
+        return await asyncio.to_thread(batchcodec.encode, batch)
 
     async def _post(self, info: BatchInfo, body: bytes) -> SyncResult:
         s = self.settings
         url = s.cloud_url.rstrip("/") + SYNC_PATH
-        headers = {"Authorization": f"Bearer {s.cloud_token}", "Content-Type": "application/json",
-                   "Content-Encoding": "gzip"}
+        columnar = s.sync_encoding == "columnar-zstd"
+        headers = {"Authorization": f"Bearer {s.cloud_token}",
+                   "Content-Type": batchcodec.MEDIA_TYPE if columnar else "application/json",
+                   "Content-Encoding": "zstd" if columnar else "gzip"}
         try:
             resp = await self._http().post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -197,10 +209,10 @@ class Uploader:
             self.outbox.note_attempt(info.batch_seq, reason)
             raise SyncRetryableError(info.batch_seq, reason)
         self.outbox.note_attempt(info.batch_seq, None)
-        self.outbox.mark_acked(info, now_ms())
+        self.outbox.mark_acked(info, now_ms(), ack.desired)
         self.last_ack_ms = now_ms()
         self.last_error = None
-        log.info("gateway=%s batch %d acked: %d readings (%d new, %d duplicate), %d alerts%s",
-                 s.gateway_id, info.batch_seq, info.n_readings, ack.readings_inserted,
+        log.info("gateway=%s %s batch %d acked: %d readings (%d new, %d duplicate), %d alerts%s",
+                 s.gateway_id, info.kind, info.batch_seq, info.n_readings, ack.readings_inserted,
                  ack.readings_duplicate, info.n_alerts, "" if ack.first_time else " (again)")
         return SyncResult("acked", info.batch_seq)

@@ -117,6 +117,56 @@ class Alert(BaseModel):
     updated_ms: EpochMs = Field(description="last state change, for last-writer-wins upserts")
 
 
+class DeviceEvent(BaseModel):
+    """A device's online/offline change as the gateway saw it (synced before readings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: DeviceId
+    boot: BootId
+    state: Literal["online", "offline"] = Field(description="offline: its last will fired")
+    at_ms: EpochMs = Field(description="gateway clock when the status arrived")
+    type: str | None = Field(default=None, max_length=32, description="sensor profile name")
+    fw: str | None = Field(default=None, max_length=32, description="firmware version")
+
+
+class GatewayState(BaseModel):
+    """What a gateway actually runs, reported with every upload (the desired state's mirror)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config_version: int | None = Field(
+        default=None, ge=0, description="version of the desired config the gateway applied")
+    models: dict[str, Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=dict, max_length=32, description="sensor profile -> model version run")
+    software: str | None = Field(default=None, max_length=64, description="gateway version")
+    backlog: int = Field(default=0, ge=0, description="readings stored but not yet synced")
+
+
+class BackfillRequest(BaseModel):
+    """The cloud asks the gateway to upload a time range again from its store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int = Field(ge=1, le=2**63 - 1, description="request id; reported back when done")
+    since_ms: EpochMs = Field(description="inclusive start of the range (reading ts)")
+    until_ms: EpochMs = Field(description="exclusive end of the range")
+
+
+class DesiredState(BaseModel):
+    """What the cloud wants the gateway to run, carried by every sync answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config_version: int = Field(default=0, ge=0, description="bumped on every config change")
+    config: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="gateway settings to apply (name -> value)")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="sensor profile -> model version to run")
+    backfill: list[BackfillRequest] = Field(
+        default_factory=list, description="time ranges to upload again, oldest first")
+
+
 class SyncBatch(BaseModel):
     """What a gateway uploads: applied exactly once per (gateway, batch_seq)."""
 
@@ -129,6 +179,11 @@ class SyncBatch(BaseModel):
     created_ms: EpochMs
     readings: list[Reading] = Field(default_factory=list, max_length=50_000)
     alerts: list[Alert] = Field(default_factory=list, max_length=10_000)
+    events: list[DeviceEvent] = Field(
+        default_factory=list, max_length=10_000, description="device status changes")
+    state: GatewayState | None = Field(default=None, description="the gateway's actual state")
+    backfill_done: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        default_factory=list, max_length=1000, description="backfill requests completed")
 
 
 class SyncAck(BaseModel):
@@ -142,3 +197,5 @@ class SyncAck(BaseModel):
     readings_inserted: int = Field(description="rows new to the cloud")
     readings_duplicate: int = Field(description="rows the cloud already had")
     alerts_upserted: int = 0
+    desired: DesiredState | None = Field(
+        default=None, description="what the gateway should run; null from older clouds")

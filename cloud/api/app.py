@@ -15,10 +15,13 @@ from psycopg_pool import PoolTimeout
 from cloud.api.correlation import RequestContextMiddleware
 from cloud.api.deps import AppState
 from cloud.api.metrics import CloudMetrics
-from cloud.api.routes import health, readings, sync
+from cloud.api.routes import alerts, health, notifications, orders, readings, reports, sync
+from cloud.api.routes import users as user_routes
 from cloud.db.migrate import migrate
 from cloud.db.pool import open_pool
-from cloud.exceptions import CloudError
+from cloud.exceptions import CloudError, RateLimitedError
+from cloud.jobs import Worker
+from cloud.notify import handlers as notify_handlers
 from cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,13 @@ async def _cloud_error(request: Request, exc: Exception) -> JSONResponse:
     log.info("%s %s refused (%d): %s", request.method, request.url.path, status, exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+async def _rate_limited(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimitedError)  # noqa: S101 - registered for it only
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
+    )
 
 
 async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -63,10 +73,15 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
             applied = await run_in_threadpool(migrate, settings.db_dsn)
             log.info("schema up to date (%d migrations applied now)", len(applied))
         state.pool = await run_in_threadpool(open_pool, settings)
+        # Every process runs a job worker: replicas share the job table, none is special.
+        worker = Worker(state.pool, settings, notify_handlers(settings))
+        if settings.worker_enabled:
+            worker.start()
         log.info("cloud API ready (env=%s)", settings.env)
         try:
             yield
         finally:
+            await run_in_threadpool(worker.stop)
             pool, state.pool = state.pool, None
             await run_in_threadpool(pool.close)
 
@@ -83,10 +98,13 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.state.cloud = state
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.add_exception_handler(CloudError, _cloud_error)
+    app.add_exception_handler(RateLimitedError, _rate_limited)
     app.add_exception_handler(psycopg.OperationalError, _db_unavailable)
     app.add_exception_handler(PoolTimeout, _db_unavailable)
     app.add_exception_handler(psycopg.DataError, _db_data_error)
     app.include_router(sync.router)
     app.include_router(readings.router)
     app.include_router(health.router)
+    for module in (alerts, orders, user_routes, notifications, reports):
+        app.include_router(module.router)
     return app

@@ -1,7 +1,8 @@
-"""What routes share: the app's state (settings, pool, metrics) and gateway authentication."""
+"""What routes share: the app's state (settings, pool, metrics), gateway and user authentication."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, cast
 
@@ -9,10 +10,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
+from cloud import ratelimit
 from cloud.api.metrics import CloudMetrics
 from cloud.auth import authenticate
-from cloud.exceptions import AuthError
+from cloud.exceptions import AuthError, ForbiddenRoleError, RateLimitedError
 from cloud.settings import CloudSettings
+from cloud.users import Principal, Role, authenticate_key
 
 
 @dataclass
@@ -58,3 +61,63 @@ def require_gateway(
 
 
 GatewayAuth = Annotated[str, Depends(require_gateway)]
+
+
+# User API keys are a separate scheme from gateway tokens: a gateway token opens no user
+# endpoint and a user key uploads nothing.
+_user_bearer = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey",
+    description="user API key from `smaint cloud user add` or POST /api/v1/users",
+)
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _authenticate_user(
+    state: AppState, creds: HTTPAuthorizationCredentials | None, address: str
+) -> Principal:
+    limit = state.settings.rate_limit_per_minute
+    with state.db().connection() as conn:
+        try:
+            with conn.transaction():
+                if creds is None:
+                    raise AuthError("missing 'Authorization: Bearer <API key>' header")
+                principal = authenticate_key(conn, creds.credentials)
+        except AuthError:
+            # Failed attempts count per client address, which bounds key guessing.
+            with conn.transaction():
+                retry = ratelimit.hit(conn, f"authfail:{address}", limit) if limit else None
+            if retry is not None:
+                raise RateLimitedError(f"authfail:{address}", retry) from None
+            raise
+        with conn.transaction():
+            retry = ratelimit.hit(conn, f"user:{principal.user_id}", limit) if limit else None
+    if retry is not None:
+        raise RateLimitedError(f"user {principal.name}", retry)
+    return principal
+
+
+def require_role(role: Role) -> Callable[..., Principal]:
+    """A dependency: the request's user, if its API key is valid and its role ``role`` or above.
+
+    401 without a valid key, 403 with a lower role, 429 past the rate limit. Protect a router
+    with ``APIRouter(..., dependencies=[Depends(require_role("viewer"))])``.
+    """
+
+    def dependency(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_bearer)],
+    ) -> Principal:
+        principal = _authenticate_user(get_state(request), creds, _client_address(request))
+        if not principal.has_role(role):
+            raise ForbiddenRoleError(principal.name, principal.role, role)
+        return principal
+
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(require_role("viewer"))]
+Operator = Annotated[Principal, Depends(require_role("operator"))]
+Admin = Annotated[Principal, Depends(require_role("admin"))]

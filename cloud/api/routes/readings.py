@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 
 from cloud.api.deps import Pool
-from cloud.query import MAX_PAGE, DeviceList, ReadingsPage, Stats, list_devices, readings_page
+from cloud.query import (
+    MAX_BUCKET_DEVICES,
+    MAX_PAGE,
+    BucketSeries,
+    DeviceList,
+    GatewayInfo,
+    ReadingsPage,
+    Stats,
+    bucketed,
+    list_devices,
+    list_gateways,
+    readings_page,
+)
 from cloud.query import stats as query_stats
 from shared.topics import ID_PATTERN
+
+ID_RE = re.compile(ID_PATTERN)
 
 router = APIRouter(prefix="/api/v1", tags=["data"])
 
@@ -30,6 +46,35 @@ def get_readings(
     """Readings ordered by (ts, boot, seq); follow ``next`` until it is null."""
     with pool.connection() as conn:
         return readings_page(conn, device, since=since, until=until, limit=limit, after=after)
+
+
+@router.get("/readings/buckets", response_model=BucketSeries,
+            summary="A metric bucketed (min/max/avg) for charts, from the rollups")
+def get_buckets(
+    pool: Pool,
+    *,
+    device: Annotated[list[str], Query(
+        min_length=1, max_length=MAX_BUCKET_DEVICES, description="device ids (repeatable)")],
+    metric: Annotated[str, Query(pattern="^[a-z][a-z0-9_]{0,63}$", description="metric name")],
+    since: Annotated[datetime, Query(description="inclusive; no zone = UTC")],
+    until: Annotated[datetime, Query(description="exclusive; no zone = UTC")],
+    width_s: Annotated[int, Query(ge=60, le=31_536_000, multiple_of=60,
+                                  description="bucket width in seconds")] = 3600,
+) -> BucketSeries:
+    """Per device and bucket: min, max, mean and count of one metric."""
+    for d in device:
+        if not ID_RE.fullmatch(d):
+            raise RequestValidationError([{"loc": ("query", "device"), "msg": "bad device id",
+                                           "type": "value_error"}])
+    with pool.connection() as conn:
+        return bucketed(conn, device, metric, since=since, until=until, width_s=width_s)
+
+
+@router.get("/gateways", response_model=list[GatewayInfo], summary="The gateway registry")
+def get_gateways(pool: Pool) -> list[GatewayInfo]:
+    """Every gateway with last sync, online flag and the actual state it reported."""
+    with pool.connection() as conn:
+        return list_gateways(conn)
 
 
 @router.get("/devices", response_model=DeviceList, summary="The device registry")

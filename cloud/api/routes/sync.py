@@ -1,4 +1,9 @@
-"""``POST /api/v1/sync/batches``: a gateway uploads a SyncBatch and gets its SyncAck."""
+"""``POST /api/v1/sync/batches``: a gateway uploads a batch and gets its SyncAck.
+
+Bodies: columnar ``application/vnd.smaint.batch+json`` (shared.batchcodec) with
+``Content-Encoding: zstd`` from current gateways; row JSON ``application/json``, plain or
+gzip, still accepted from older ones.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from pydantic import ValidationError
 from cloud.api.deps import GatewayAuth, State
 from cloud.exceptions import BodyError, BodyTooLargeError, UnsupportedEncodingError
 from cloud.ingest import apply_batch
+from shared import batchcodec
+from shared.batchcodec import DecodedBatch
 from shared.schemas import SyncAck, SyncBatch
 
 log = logging.getLogger(__name__)
@@ -55,15 +62,32 @@ def gunzip(data: bytes, limit: int) -> bytes:
             return bytes(out)
 
 
-def decode_batch(raw: bytes, content_encoding: str, limit: int) -> SyncBatch:
-    """Undo the Content-Encoding and validate the JSON as a SyncBatch (422 if it is not)."""
+def decode_batch(raw: bytes, content_encoding: str, limit: int,
+                 content_type: str = "application/json") -> DecodedBatch:
+    """Undo the Content-Encoding and decode per Content-Type: columnar or row JSON (422 if bad)."""
     encoding = content_encoding.strip().lower()
     if encoding in {"gzip", "x-gzip"}:
         raw = gunzip(raw, limit)
+    elif encoding == "zstd":
+        try:
+            raw = batchcodec.decompress(raw, limit)
+        except OverflowError as exc:
+            raise BodyTooLargeError(limit) from exc
+        except batchcodec.CodecError as exc:
+            raise BodyError(f"body is not valid zstd: {exc.reason}") from exc
     elif encoding not in {"", "identity"}:
-        raise UnsupportedEncodingError(f"Content-Encoding {content_encoding!r}: use gzip")
+        raise UnsupportedEncodingError(
+            f"Content-Encoding {content_encoding!r}: use zstd or gzip")
+    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+    if media == batchcodec.MEDIA_TYPE:
+        try:
+            return batchcodec.decode(raw)
+        except batchcodec.CodecError as exc:
+            raise RequestValidationError([{
+                "loc": ("body", *exc.field.split(".")) if exc.field else ("body",),
+                "msg": exc.reason, "type": "value_error"}]) from exc
     try:
-        return SyncBatch.model_validate_json(raw)
+        return DecodedBatch.from_batch(SyncBatch.model_validate_json(raw))
     except ValidationError as exc:
         # No input echo: it could be megabytes of the caller's own body.
         raise RequestValidationError(
@@ -72,9 +96,10 @@ def decode_batch(raw: bytes, content_encoding: str, limit: int) -> SyncBatch:
 
 
 def _decode_and_apply(
-    pool: ConnectionPool, raw: bytes, encoding: str, limit: int, gateway_id: str
+    pool: ConnectionPool, raw: bytes, encoding: str, limit: int, gateway_id: str, *,
+    content_type: str,
 ) -> SyncAck:
-    batch = decode_batch(raw, encoding, limit)
+    batch = decode_batch(raw, encoding, limit, content_type)
     with pool.connection() as conn:
         return apply_batch(conn, batch, gateway_id)
 
@@ -87,6 +112,7 @@ def _decode_and_apply(
         401: {"description": "missing, unknown or revoked gateway token"},
         403: {"description": "the token belongs to another gateway"},
         413: {"description": "body larger than max_body_bytes (raw or decompressed)"},
+        415: {"description": "Content-Encoding other than zstd, gzip or identity"},
         422: {"description": "body is not a valid SyncBatch (permanent: do not retry)"},
         503: {"description": "database unavailable (retry later)"},
     },
@@ -99,6 +125,7 @@ async def post_batch(request: Request, gateway_id: GatewayAuth, state: State) ->
     ack = await run_in_threadpool(
         _decode_and_apply, state.db(), raw, request.headers.get("content-encoding", ""),
         limit, gateway_id,
+        content_type=request.headers.get("content-type", "application/json"),
     )
     state.metrics.batches.labels(str(ack.first_time).lower()).inc()
     if ack.first_time:

@@ -1,0 +1,424 @@
+"""Gateway benchmark: throughput against a bare subscriber, latency at 1,000 readings/s, memory.
+
+``.venv/bin/python -m bench.edge --json`` runs, in one go, on a private Mosquitto:
+
+1. trains the first models (``smaint cloud train-initial``) for the gateway to load;
+2. creates two persistent QoS 1 sessions (the bare subscriber's and the gateway's) and
+   publishes the same pre-encoded readings of 50 simulated devices (replayed motor, mill and
+   turbofan data) into both, from several paho clients in their own processes;
+3. ``ceiling_per_s``: a bare aiomqtt subscriber (QoS 1, persistent session, acks) that only
+   ``json.loads`` each payload drains its queue; rate from its first to its last message;
+4. ``readings_per_s``: the real gateway (``python -m edge run`` with the models installed:
+   validated, scored, stored in SQLite, acked after commit) drains the same messages; rate
+   from its ``/api/status`` ``stored`` counter, polled every 20 ms;
+5. ``p99_ms``: devices publish 1,000 readings/s, each carrying its publish time in ``ts_ms``
+   (``synced``: the clocks are the same machine's); a reader polls the gateway's SQLite every
+   2 ms for new rows, which become visible only once committed, with their score; latency =
+   time first seen - publish time (so it includes up to 2 ms of polling);
+6. ``rss_mb``: the gateway's peak resident memory (VmHWM), models loaded, at the end.
+
+The last line printed is one JSON object with those keys. Everything shares the same cores
+(publishers, broker, subscriber or gateway), as on a gateway box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import httpx
+
+from shared import topics
+from shared.devstack.mosquitto import PrivateMosquitto
+from shared.devstack.ports import free_port, wait_for_port
+from shared.simulator.signals import SignalSource, make_source
+from shared.topics import STATUS_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION
+
+REPO = Path(__file__).resolve().parents[1]
+GATEWAY_ID = "gw-bench"
+CEILING_ID = "bench-ceiling"
+PROFILE_MIX = (("motor", 20), ("mill", 15), ("turbofan", 15))  # 50 devices
+TARGETS = {"ratio": 0.6, "p99_ms": 50.0, "rss_mb": 200.0}
+MAX_UNACKED = 2_000  # per publisher: paho stalls near 65,535 unacked QoS 1 messages
+
+
+@dataclass
+class Device:
+    """One simulated device: its id, profile, boot id, next seq and signal source."""
+
+    device: str
+    kind: str
+    boot: str
+    source: SignalSource
+    seq: int = 0
+
+    def message(self, ts_ms: int) -> tuple[str, bytes]:
+        """The next reading as (topic, compact JSON), as shared.codec.encode writes it."""
+        body = {"v": 1, "device": self.device, "boot": self.boot, "seq": self.seq,
+                "ts_ms": ts_ms, "uptime_ms": self.seq * 50, "synced": True,
+                "type": self.kind, "metrics": self.source.next()}
+        self.seq += 1
+        return topics.telemetry(self.device), json.dumps(body, separators=(",", ":")).encode()
+
+
+def fleet(seed: int = 7) -> list[Device]:
+    """The 50 devices, each replaying its own stretch of its profile's data set."""
+    rng = Random(seed)
+    out = []
+    for kind, count in PROFILE_MIX:
+        for i in range(count):
+            out.append(Device(f"bench-{kind}-{i:02d}", kind, secrets.token_hex(4),
+                              make_source(kind, "replay", i, count, rng)))
+    return out
+
+
+def encode_round_robin(devices: list[Device], per_device: int) -> list[tuple[str, bytes]]:
+    """Pre-encode ``per_device`` readings per device, interleaved as a live fleet sends them."""
+    now = time.time_ns() // 1_000_000
+    return [d.message(now) for _ in range(per_device) for d in devices]
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+def _paho(port: int, client_id: str, clean: bool = True) -> Any:
+    import paho.mqtt.client as mqtt  # noqa: PLC0415 - only the bench's helpers use paho
+    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=clean)
+    client.max_inflight_messages_set(MAX_UNACKED)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port, keepalive=60)
+    client.loop_start()
+    return client
+
+
+def _publish_part(port: int, messages: list[tuple[str, bytes]], client_id: str) -> None:
+    """Child process: publish at QoS 1 as fast as the broker takes them, bounded in flight."""
+    client = _paho(port, client_id)
+    infos = []
+    for i, (topic, payload) in enumerate(messages):
+        infos.append(client.publish(topic, payload, qos=1))
+        if i >= MAX_UNACKED:
+            infos[i - MAX_UNACKED].wait_for_publish(timeout=60)
+    for info in infos[-MAX_UNACKED:]:
+        info.wait_for_publish(timeout=60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish_fast(port: int, messages: list[tuple[str, bytes]], processes: int = 3) -> float:
+    """Publish all messages from ``processes`` paho clients; returns seconds taken."""
+    ctx = multiprocessing.get_context("fork")  # children inherit the encoded payloads
+    t0 = time.perf_counter()
+    procs = [ctx.Process(target=_publish_part,
+                         args=(port, messages[i::processes], f"bench-pub-{i}"))
+             for i in range(processes)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"publisher {p.name} failed with exit code {p.exitcode}")
+    return time.perf_counter() - t0
+
+
+def create_session(port: int, client_id: str) -> None:
+    """A persistent session subscribed like the gateway, so the broker queues for it."""
+    done = threading.Event()
+    client = _paho(port, client_id, clean=False)
+    client.on_subscribe = lambda *_: done.set()
+    client.subscribe([(TELEMETRY_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
+    if not done.wait(10):
+        raise RuntimeError(f"no SUBACK for {client_id}")
+    client.disconnect()
+    client.loop_stop()
+
+
+def drop_session(port: int, client_id: str) -> None:
+    """Connect with a clean session once, so the broker forgets the session's queue."""
+    client = _paho(port, client_id, clean=True)
+    client.disconnect()
+    client.loop_stop()
+
+
+# -- the bare subscriber ---------------------------------------------------------------------
+
+
+async def _subscribe_and_count(port: int, count: int, client_id: str) -> dict[str, float]:
+    import aiomqtt  # noqa: PLC0415
+
+    n = 0
+    first = last = 0.0
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False) as c:
+        await c.subscribe([(TELEMETRY_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
+        async for msg in c.messages:
+            json.loads(msg.payload)
+            n += 1
+            if n == 1:
+                first = time.perf_counter()
+            if n >= count:
+                last = time.perf_counter()
+                break
+    return {"messages": n, "seconds": last - first, "per_s": (n - 1) / max(last - first, 1e-9)}
+
+
+def run_ceiling(port: int, count: int) -> dict[str, float]:
+    """The bare subscriber in a process of its own, like the gateway; its measured rate."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.edge", "--subscriber", "--port", str(port),
+         "--count", str(count)], cwd=REPO, check=True, capture_output=True, text=True,
+        timeout=300)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- the gateway -----------------------------------------------------------------------------
+
+
+class GatewayProcess:
+    """``python -m edge run`` in a subprocess, with its status page and memory figures."""
+
+    def __init__(self, workdir: Path, broker_port: int, models: Path,
+                 profile: Path | None = None) -> None:
+        self.http_port = free_port()
+        self.db = workdir / "gateway.db"
+        self.log = workdir / "gateway.log"
+        env = {**os.environ,
+               "SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
+               "SMAINT_GATEWAY_MQTT_PORT": str(broker_port),
+               "SMAINT_GATEWAY_DB_PATH": str(self.db),
+               "SMAINT_GATEWAY_HTTP_PORT": str(self.http_port),
+               "SMAINT_GATEWAY_MODELS_DIR": str(models),
+               "SMAINT_GATEWAY_MODEL_TRUSTED_KEYS_FILE": str(models / "trusted_keys.txt"),
+               "SMAINT_GATEWAY_CLOUD_TOKEN": ""}
+        # --profile: the same gateway under cProfile (slower; for finding the hot path only).
+        prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, *prof, "-m", "edge", "run", "--log-level", "WARNING"], cwd=REPO,
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=5.0)
+
+    def status(self) -> dict[str, Any]:
+        """GET /api/status."""
+        data: dict[str, Any] = self.http.get("/api/status").raise_for_status().json()
+        return data
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until the HTTP server answers (the MQTT session may already be draining)."""
+        wait_for_port(self.http_port, timeout_s=timeout_s)
+
+    def memory_mb(self) -> dict[str, float]:
+        """Peak (VmHWM) and current (VmRSS) resident memory in MiB."""
+        fields = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in {"VmHWM", "VmRSS"}:
+                fields[key] = int(value.split()[0]) / 1024
+        return fields
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not stop within 15 s."""
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def measure_drain(gw: GatewayProcess, total: int, timeout_s: float = 240.0) -> dict[str, float]:
+    """Poll /api/status every 20 ms while the gateway drains ``total`` queued readings."""
+    deadline = time.monotonic() + timeout_s
+    start: tuple[float, int] | None = None
+    while time.monotonic() < deadline:
+        try:
+            st = gw.status()
+        except httpx.HTTPError:
+            time.sleep(0.02)
+            continue
+        now = time.perf_counter()
+        if start is None and st["received"] > 0:
+            start = (now, int(st["stored"]))
+        if start is not None and st["stored"] >= total:
+            seconds = now - start[0]
+            return {"readings": st["stored"] - start[1], "seconds": seconds,
+                    "per_s": (st["stored"] - start[1]) / seconds, "scored": st["scored"]}
+        time.sleep(0.02)
+    raise TimeoutError(f"the gateway stored {gw.status()['stored']} of {total} in {timeout_s} s")
+
+
+# -- latency at a steady rate ----------------------------------------------------------------
+
+
+def _paced_publisher(port: int, devices: list[Device], rate: int, seconds: float) -> None:
+    """Child process: ``rate`` readings/s across the fleet, publish time in ts_ms."""
+    client = _paho(port, "bench-paced")
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    start = time.perf_counter()
+    i = 0
+    for k in range(round(seconds / tick)):
+        for _ in range(per_tick):
+            dev = devices[i % len(devices)]
+            i += 1
+            topic, payload = dev.message(time.time_ns() // 1_000_000)
+            client.publish(topic, payload, qos=1)
+        pause = start + (k + 1) * tick - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def measure_latency(port: int, db: Path, devices: list[Device], rate: int,
+                    seconds: float) -> dict[str, float]:
+    """Publish at ``rate`` for ``seconds``; latency of each row from publish to committed."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM readings").fetchone()
+    ctx = multiprocessing.get_context("fork")
+    pub = ctx.Process(target=_paced_publisher, args=(port, devices, rate, seconds))
+    expected = round(seconds / 0.01) * max(1, round(rate * 0.01))
+    latencies: list[float] = []
+    scorers: dict[str, int] = {}
+    pub.start()
+    deadline = time.monotonic() + seconds + 30
+    while len(latencies) < expected and time.monotonic() < deadline:
+        rows = conn.execute("SELECT rowid, device_ts_ms, scorer FROM readings WHERE rowid > ? "
+                            "ORDER BY rowid", (last,)).fetchall()
+        seen = time.time_ns() / 1_000_000
+        for rowid, sent_ms, scorer in rows:
+            last = rowid
+            latencies.append(seen - sent_ms)
+            scorers[scorer] = scorers.get(scorer, 0) + 1
+        time.sleep(0.002)
+    pub.join()
+    conn.close()
+    if len(latencies) < expected:
+        raise RuntimeError(f"only {len(latencies)} of {expected} paced readings were stored")
+    latencies.sort()
+    return {"readings": len(latencies), "rate_per_s": rate,
+            "p50_ms": statistics.median(latencies),
+            "p99_ms": latencies[int(0.99 * (len(latencies) - 1))],
+            "max_ms": latencies[-1], "scorers": scorers}  # type: ignore[dict-item]
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def train_models(out: Path) -> subprocess.Popen[bytes]:
+    """Start ``smaint cloud train-initial`` into ``out`` (what the demo does at set-up)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "cloud", "train-initial", "--out", str(out),
+         "--key", str(out.parent / "signing.key")], cwd=REPO, stdout=subprocess.PIPE)
+
+
+def run(per_device: int, latency_s: float, rate: int, workdir: Path,
+        profile: Path | None = None) -> dict[str, Any]:
+    """The whole benchmark; returns the result object."""
+    devices = fleet()
+    models = workdir / "models"
+    trainer = train_models(models)
+    with PrivateMosquitto(workdir / "mqtt") as broker:
+        create_session(broker.port, CEILING_ID)
+        create_session(broker.port, GATEWAY_ID)
+        messages = encode_round_robin(devices, per_device)
+        publish_s = publish_fast(broker.port, messages)
+        out, _ = trainer.communicate(timeout=300)
+        if trainer.returncode != 0:
+            raise RuntimeError("training the initial models failed")
+        trained = json.loads(out.decode().strip().splitlines()[-1])
+        ceiling = run_ceiling(broker.port, len(messages))
+        drop_session(broker.port, CEILING_ID)
+        gw = GatewayProcess(workdir, broker.port, models, profile)
+        try:
+            gw.wait_ready()
+            drain = measure_drain(gw, len(messages))
+            status = gw.status()
+            latency = measure_latency(broker.port, gw.db, devices, rate, latency_s)
+            memory = gw.memory_mb()
+            final = gw.status()
+        finally:
+            gw.stop()
+    ratio = drain["per_s"] / ceiling["per_s"]
+    result = {
+        "ceiling_per_s": round(ceiling["per_s"]),
+        "readings_per_s": round(drain["per_s"]),
+        "ratio": round(ratio, 3),
+        "p99_ms": round(latency["p99_ms"], 1),
+        "rss_mb": round(memory["VmHWM"], 1),
+        "p50_ms": round(latency["p50_ms"], 1),
+        "max_ms": round(latency["max_ms"], 1),
+        "devices": len(devices),
+        "throughput_readings": len(messages),
+        "latency_readings": latency["readings"],
+        "latency_rate_per_s": rate,
+        "latency_scorers": latency["scorers"],
+        "models": status.get("models", {}),
+        "trained": trained["models"],
+        "gateway_duplicates": final["duplicates"],
+        "gateway_dead_letters": final["dead_letters"],
+        "publish_s": round(publish_s, 1),
+        "cpus": os.cpu_count(),
+    }
+    result["targets_met"] = (result["ratio"] >= TARGETS["ratio"]
+                             and result["p99_ms"] <= TARGETS["p99_ms"]
+                             and result["rss_mb"] <= TARGETS["rss_mb"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench.edge``."""
+    p = argparse.ArgumentParser(prog="python -m bench.edge", description=__doc__.split("\n")[0])
+    p.add_argument("--json", action="store_true", help="print only the JSON result line")
+    p.add_argument("--per-device", type=int, default=1000, help="queued readings per device")
+    p.add_argument("--latency-seconds", type=float, default=15.0)
+    p.add_argument("--rate", type=int, default=1000, help="readings/s in the latency phase")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, database)")
+    p.add_argument("--profile", type=Path, help="run the gateway under cProfile, stats to FILE")
+    p.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.subscriber:
+        print(json.dumps(asyncio.run(_subscribe_and_count(args.port, args.count, CEILING_ID))))
+        return 0
+    workdir = Path(tempfile.mkdtemp(prefix="smaint-bench-"))
+    try:
+        result = run(args.per_device, args.latency_seconds, args.rate, workdir, args.profile)
+    finally:
+        if args.keep:
+            print(f"work dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:>22}: {value}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Background jobs in PostgreSQL, claimed with ``FOR UPDATE SKIP LOCKED`` by every cloud process.
+
+A claim is a lease (``locked_until``): the worker runs the job outside any transaction, then
+marks it done only if it still holds the lease. A worker that dies mid-job leaves it to be
+claimed again when the lease ends, so delivery is at-least-once across crashes and exactly
+once while workers live. Failures are retried with exponential backoff and jitter, then the
+job is marked failed. Any number of processes may run a ``Worker`` on one database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BaseModel
+
+from cloud import ratelimit
+from cloud.db.pool import Conn
+from cloud.exceptions import CloudError
+from cloud.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+# Old windows are pruned this often by whichever worker gets there first.
+_PRUNE_EVERY_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed job, as its handler sees it."""
+
+    job_id: int
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    worker: str
+
+
+# A handler gets the claimed job and a connection (no transaction open); raising means retry.
+Handler = Callable[[Job, Conn], None]
+
+
+class JobInfo(BaseModel):
+    """A job as the API shows it."""
+
+    job_id: int
+    kind: str
+    status: str
+    attempts: int
+    run_at: datetime
+    locked_by: str | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def enqueue(
+    conn: Conn, kind: str, payload: dict[str, Any], dedupe_key: str | None = None
+) -> int | None:
+    """Queue a job in the caller's transaction; None if ``dedupe_key`` was queued before."""
+    row = conn.execute(
+        "INSERT INTO jobs (kind, payload, dedupe_key) VALUES (%s, %s, %s)"
+        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
+        (kind, Jsonb(payload), dedupe_key),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def claim(conn: Conn, worker: str, lease_s: float) -> Job | None:
+    """Lease the oldest due job (or one whose lease ran out) to ``worker``; None if idle."""
+    with conn.transaction():
+        row = conn.execute(
+            "WITH due AS (SELECT job_id FROM jobs"
+            "  WHERE (status = 'queued' AND run_at <= now())"
+            "     OR (status = 'running' AND locked_until < now())"
+            "  ORDER BY run_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, locked_by = %s,"
+            "  locked_until = now() + make_interval(secs => %s)"
+            " FROM due WHERE j.job_id = due.job_id"
+            " RETURNING j.job_id, j.kind, j.payload, j.attempts",
+            (worker, lease_s),
+        ).fetchone()
+    if row is None:
+        return None
+    return Job(job_id=int(row[0]), kind=row[1], payload=row[2], attempt=int(row[3]),
+               worker=worker)
+
+
+def complete(conn: Conn, job: Job) -> bool:
+    """Mark ``job`` done; False if its lease had run out and another worker took it."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE jobs SET status = 'done', finished_at = now(), locked_until = NULL,"
+            " last_error = NULL WHERE job_id = %s AND locked_by = %s AND status = 'running'",
+            (job.job_id, job.worker),
+        )
+    return cur.rowcount == 1
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
+    """Delay before retry number ``attempt``: doubling from ``base_s``, capped, half jitter."""
+    delay = min(cap_s, base_s * 2 ** min(attempt - 1, 30))
+    # Jitter spreads the retries of many jobs that failed together (one receiver down).
+    return float(delay / 2 + random.uniform(0, delay / 2))
+
+
+def fail(conn: Conn, job: Job, error: str, settings: CloudSettings) -> str:
+    """Reschedule ``job`` with backoff, or mark it failed after the last attempt; new status."""
+    final = job.attempt >= settings.job_max_attempts
+    delay = backoff_s(job.attempt, settings.job_backoff_s, settings.job_backoff_cap_s)
+    with conn.transaction():
+        conn.execute(
+            "UPDATE jobs SET status = %s, last_error = %s, locked_until = NULL,"
+            " run_at = now() + make_interval(secs => %s),"
+            " finished_at = CASE WHEN %s THEN now() END"
+            " WHERE job_id = %s AND locked_by = %s AND status = 'running'",
+            ("failed" if final else "queued", error[:2000], delay, final, job.job_id, job.worker),
+        )
+    return "failed" if final else "queued"
+
+
+def list_jobs(conn: Conn, *, status: str | None = None, limit: int = 100) -> list[JobInfo]:
+    """Jobs newest first, optionally of one status."""
+    rows = conn.execute(
+        "SELECT job_id, kind, status, attempts, run_at, locked_by, last_error, created_at,"
+        " finished_at FROM jobs WHERE (%(s)s::text IS NULL OR status = %(s)s)"
+        " ORDER BY job_id DESC LIMIT %(n)s",
+        {"s": status, "n": min(limit, 1000)},
+    ).fetchall()
+    return [
+        JobInfo(job_id=r[0], kind=r[1], status=r[2], attempts=r[3], run_at=r[4], locked_by=r[5],
+                last_error=r[6], created_at=r[7], finished_at=r[8])
+        for r in rows
+    ]
+
+
+def worker_id() -> str:
+    """A name unique to this process: host, pid and a random suffix (pids get reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Claims and runs jobs in a background thread until ``stop()``."""
+
+    def __init__(
+        self, pool: ConnectionPool, settings: CloudSettings, handlers: Mapping[str, Handler]
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.handlers = dict(handlers)
+        self.name = worker_id()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+
+    def start(self) -> None:
+        """Start the loop in a daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name="smaint-jobs", daemon=True)
+        self._thread.start()
+        log.info("job worker %s started", self.name)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask the loop to end after the job in hand, and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("job worker %s still busy after %.0f s", self.name, timeout_s)
+        log.info("job worker %s stopped", self.name)
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False if none was due."""
+        with self.pool.connection() as conn:
+            job = claim(conn, self.name, self.settings.job_lease_s)
+            if job is None:
+                return False
+            self._run(conn, job)
+        return True
+
+    def _run(self, conn: Conn, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        try:
+            if handler is None:
+                raise CloudError(f"no handler for job kind {job.kind!r}")
+            handler(job, conn)
+        except Exception as exc:  # any failure is recorded on the job and retried
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            status = fail(conn, job, f"{type(exc).__name__}: {exc}", self.settings)
+            if isinstance(exc, CloudError | psycopg.Error | OSError):
+                log.warning("job %d (%s) attempt %d failed, now %s: %s", job.job_id, job.kind,
+                            job.attempt, status, exc)
+            else:  # a bug in a handler: keep the traceback
+                log.exception("job %d (%s) attempt %d crashed, now %s", job.job_id, job.kind,
+                              job.attempt, status)
+            return
+        if not complete(conn, job):
+            log.warning("job %d (%s) finished after its lease ran out", job.job_id, job.kind)
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune < _PRUNE_EVERY_S:
+            return
+        self._last_prune = now
+        with self.pool.connection() as conn, conn.transaction():
+            pruned = ratelimit.prune(conn)
+        log.debug("pruned %d rate-limit windows", pruned)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._prune()
+                busy = self.run_once()
+            except (psycopg.Error, PoolTimeout) as exc:
+                # The database is away (restart, failover): wait and look again.
+                log.warning("job worker %s: database unavailable: %s", self.name, exc)
+                busy = False
+            except Exception:  # the loop must outlive any one bad job
+                log.exception("job worker %s: unexpected error", self.name)
+                busy = False
+            if not busy:
+                self._stop.wait(self.settings.worker_poll_s)

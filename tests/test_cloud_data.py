@@ -1,0 +1,209 @@
+"""Cloud data service on a real PostgreSQL: partitions, the fast/slow ingest paths, rollups,
+buckets, registries, desired state and backfill requests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from cloud.auth import create_gateway
+from cloud.db.migrate import migrate
+from cloud.db.pool import Conn
+from cloud.exceptions import GatewayNotFoundError
+from cloud.ingest import apply_batch, desired_state, request_backfill
+from cloud.query import bucketed, list_devices, list_gateways
+from shared import batchcodec
+from shared.schemas import DeviceEvent, GatewayState, SyncBatch
+from tests.test_cloud_ingest import T0, batch, reading
+
+
+@pytest.fixture
+def conn(pg_dsn: str) -> Iterator[Conn]:
+    """A migrated database with gateways gw-1 and gw-2."""
+    migrate(pg_dsn)
+    with psycopg.connect(pg_dsn) as c:
+        create_gateway(c, "gw-1")
+        create_gateway(c, "gw-2")
+        yield c
+
+
+def scalar(conn: Conn, query: str) -> int:
+    """One integer from ``query``, outside any lingering transaction."""
+    row = conn.execute(query).fetchone()
+    conn.rollback()
+    assert row is not None
+    return int(row[0])
+
+
+def rollups_match_raw(conn: Conn, table: str, unit: str) -> bool:
+    """The maintained rollup equals the aggregate recomputed from the raw rows."""
+    diff = scalar(conn, f"""
+        SELECT count(*) FROM (
+            (SELECT device_id, key, date_trunc('{unit}', ts), min(v), max(v), count(*)
+             FROM readings, LATERAL (SELECT key, value::float8 v FROM jsonb_each(metrics)) m
+             GROUP BY 1, 2, 3
+             EXCEPT SELECT device_id, metric, bucket, min, max, count FROM {table})
+            UNION ALL
+            (SELECT device_id, metric, bucket, min, max, count FROM {table}
+             EXCEPT SELECT device_id, key, date_trunc('{unit}', ts), min(v), max(v), count(*)
+             FROM readings, LATERAL (SELECT key, value::float8 v FROM jsonb_each(metrics)) m
+             GROUP BY 1, 2, 3)) d""")
+    return diff == 0
+
+
+def test_readings_are_partitioned_by_day(conn: Conn) -> None:
+    day = 86_400_000
+    rows = [reading(0, ts_ms=T0), reading(1, ts_ms=T0 + 3 * day),
+            reading(2, ts_ms=6_000_000_000_000)]  # year 2160: the default partition
+    assert apply_batch(conn, batch(1, rows), "gw-1").readings_inserted == 3
+    parts = conn.execute(
+        "SELECT c.relname, count(r.*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " LEFT JOIN readings r ON r.tableoid = c.oid"
+        " WHERE i.inhparent = 'readings'::regclass GROUP BY 1 ORDER BY 1").fetchall()
+    conn.rollback()
+    populated = {name: n for name, n in parts if n}
+    assert populated == {"readings_20231114": 1, "readings_20231117": 1, "readings_default": 1}
+    assert len(parts) == 3  # the 2 days with readings, created on demand, + default
+    assert scalar(conn, "SELECT count(*) FROM pg_indexes WHERE tablename = 'readings_20231114'"
+                        " AND indexdef LIKE '%%USING brin%%'") == 1
+
+
+def test_fast_path_then_replays_only_pay_for_conflicts(conn: Conn) -> None:
+    first = apply_batch(conn, batch(1, [reading(i) for i in range(100)]), "gw-1")
+    assert (first.readings_inserted, first.readings_duplicate) == (100, 0)
+    assert scalar(conn, "SELECT max_seq FROM readings_hwm") == 99
+    # A replay (backlog / backfill): half known, half new but below the mark after the live
+    # batch 2 moved it on, plus a reading repeated inside the batch.
+    apply_batch(conn, batch(2, [reading(i) for i in range(150, 200)]), "gw-1")
+    replay = [reading(i).model_copy(update={"replay": True}) for i in range(50, 150)]
+    ack = apply_batch(conn, batch(3, [*replay, replay[0]]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (50, 51)
+    assert scalar(conn, "SELECT count(*) FROM readings") == 200
+    assert scalar(conn, "SELECT count(DISTINCT (device_id, boot_id, seq)) FROM readings") == 200
+    assert scalar(conn, "SELECT count(*) FROM readings WHERE replay") == 50
+    assert rollups_match_raw(conn, "readings_1m", "minute")
+    assert rollups_match_raw(conn, "readings_1h", "hour")
+
+
+def test_concurrent_batches_for_one_new_boot_store_each_reading_once(conn: Conn,
+                                                                    pg_dsn: str) -> None:
+    # Two gateways hear the same device (it moved): both take the fast path, one meets the
+    # unique index and is redone with conflict checks.
+    rows = [reading(i) for i in range(2000)]
+    barrier = threading.Barrier(2)
+    acks = []
+
+    def upload(gw: str) -> None:
+        with psycopg.connect(pg_dsn) as c:
+            b = batch(1, rows, gateway=gw)
+            barrier.wait()
+            acks.append(apply_batch(c, b, gw))
+
+    threads = [threading.Thread(target=upload, args=(g,)) for g in ("gw-1", "gw-2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a.readings_inserted for a in acks) == [0, 2000]
+    assert scalar(conn, "SELECT count(*) FROM readings") == 2000
+    assert rollups_match_raw(conn, "readings_1m", "minute")
+
+
+def test_columnar_batch_applies_like_row_json(conn: Conn) -> None:
+    rows = [reading(i, device=f"dev-{i % 3}") for i in range(300)]
+    b = batch(1, rows)
+    decoded = batchcodec.decode(batchcodec.decompress(batchcodec.encode(b), 1 << 24))
+    assert apply_batch(conn, decoded, "gw-1").readings_inserted == 300
+    stored = conn.execute(
+        "SELECT device_id, boot_id, seq, metrics, score, (extract(epoch FROM ts) * 1000)::bigint"
+        " FROM readings ORDER BY 1, 3").fetchall()
+    conn.rollback()
+    expect = sorted(((r.device, r.boot, r.seq, r.metrics, r.score, r.ts_ms) for r in rows),
+                    key=lambda x: (x[0], x[2]))
+    assert [tuple(s) for s in stored] == expect
+
+
+def test_buckets_come_from_the_rollups(conn: Conn) -> None:
+    rows = [reading(i, ts_ms=T0 + i * 60_000) for i in range(180)]  # 3 hours, 1/min
+    apply_batch(conn, batch(1, rows), "gw-1")
+    since = datetime.fromtimestamp(T0 / 1000, tz=UTC).replace(minute=0, second=0,
+                                                              microsecond=0)
+    series = bucketed(conn, ["dev-1"], "temperature_c", since=since,
+                      until=since + timedelta(hours=5), width_s=3600)
+    assert series.source == "readings_1h"
+    assert sum(b.count for b in series.buckets) == 180
+    values = [40.0 + i % 7 for i in range(180)]
+    assert min(b.min for b in series.buckets) == min(values)
+    assert max(b.max for b in series.buckets) == max(values)
+    fine = bucketed(conn, ["dev-1"], "temperature_c", since=since,
+                    until=since + timedelta(hours=5), width_s=600)
+    assert fine.source == "readings_1m"
+    assert sum(b.count * b.avg for b in fine.buckets) == pytest.approx(sum(values))
+    with pytest.raises(ValueError, match="multiple of 60"):
+        bucketed(conn, ["dev-1"], "x", since=since, until=since, width_s=90)
+
+
+def test_desired_state_reported_state_and_device_events(conn: Conn) -> None:
+    conn.execute("UPDATE gateways SET config_version = 3, desired_config = '{\"batch_max\": 200}',"
+                 " desired_models = '{\"motor\": \"if-7\"}' WHERE gateway_id = 'gw-1'")
+    conn.commit()
+    b = SyncBatch(gateway="gw-1", batch_seq=1, created_ms=T0, readings=[reading(0)],
+                  state=GatewayState(config_version=2, models={"motor": "if-6"}, backlog=5),
+                  events=[DeviceEvent(device="dev-1", boot="b00710ad", state="offline",
+                                      at_ms=T0 + 10, fw="1.2.0"),
+                          DeviceEvent(device="dev-9", boot="b00710ad", state="online",
+                                      at_ms=T0)])
+    ack = apply_batch(conn, b, "gw-1")
+    assert ack.desired is not None
+    assert (ack.desired.config_version, ack.desired.config, ack.desired.models) == (
+        3, {"batch_max": 200}, {"motor": "if-7"})
+    gw = {g.gateway: g for g in list_gateways(conn)}
+    conn.rollback()
+    assert gw["gw-1"].online
+    assert not gw["gw-2"].online
+    assert gw["gw-1"].reported_state == {"config_version": 2, "models": {"motor": "if-6"},
+                                         "software": None, "backlog": 5}
+    devices = {d.device: d for d in list_devices(conn).devices}
+    conn.rollback()
+    assert (devices["dev-1"].state, devices["dev-9"].state) == ("offline", "online")
+    # A stale event (older than the stored state) does not roll the state back.
+    old = SyncBatch(gateway="gw-1", batch_seq=2, created_ms=T0, events=[DeviceEvent(
+        device="dev-1", boot="b00710ad", state="online", at_ms=T0)])
+    apply_batch(conn, old, "gw-1")
+    assert list_devices(conn).devices[0].state == "offline"
+    conn.rollback()
+
+
+def test_backfill_requests_are_served_in_desired_state_until_done(conn: Conn) -> None:
+    since = datetime.fromtimestamp(T0 / 1000, tz=UTC)
+    req = request_backfill(conn, "gw-1", since, since + timedelta(hours=1))
+    with pytest.raises(GatewayNotFoundError):
+        request_backfill(conn, "nobody", since, since + timedelta(hours=1))
+    with pytest.raises(ValueError, match="after"):
+        request_backfill(conn, "gw-1", since, since)
+    ack = apply_batch(conn, batch(1, [reading(0)]), "gw-1")
+    assert ack.desired is not None
+    assert [(b.id, b.since_ms, b.until_ms) for b in ack.desired.backfill] == [
+        (req, T0, T0 + 3_600_000)]
+    # Another gateway's desired state does not carry it.
+    assert desired_state(conn, "gw-2").backfill == []
+    conn.rollback()
+    done = SyncBatch(gateway="gw-1", batch_seq=2, created_ms=T0, backfill_done=[req])
+    assert apply_batch(conn, done, "gw-1").desired.backfill == []  # type: ignore[union-attr]
+
+
+def test_backfill_cli(conn: Conn, pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from cloud.cli import main  # noqa: PLC0415
+
+    assert main(["backfill", "gw-1", "--since", "2024-01-01T00:00", "--until",
+                 "2024-01-02T00:00", "--dsn", pg_dsn]) == 0
+    assert "backfill request 1 queued for gateway gw-1" in capsys.readouterr().out
+    assert [(b.since_ms, b.until_ms) for b in desired_state(conn, "gw-1").backfill] == [
+        (1_704_067_200_000, 1_704_153_600_000)]
+    conn.rollback()
+    assert main(["backfill", "nobody", "--since", "2024-01-01", "--until", "2024-01-02",
+                 "--dsn", pg_dsn]) == 1

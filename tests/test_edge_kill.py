@@ -1,0 +1,127 @@
+"""Acceptance 1: SIGKILL the gateway at random moments while 20 devices publish; nothing is lost.
+
+The gateway runs as a real process (``python -m edge run``). Every reading the broker
+acknowledged to a device must end up in SQLite exactly once, however often the gateway died
+between receiving, committing and acknowledging.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.devstack.mosquitto import PrivateMosquitto
+from shared.devstack.ports import free_port
+from shared.simulator.fleet import Fleet
+
+PREFIX = "kill-"
+KILLS = 4
+
+
+class GatewayProcess:
+    """``python -m edge run`` configured through SMAINT_GATEWAY_* variables."""
+
+    def __init__(self, broker: PrivateMosquitto, db: Path, log: Path) -> None:
+        self.http_port = free_port()
+        self.env = {**os.environ,
+                    "SMAINT_GATEWAY_GATEWAY_ID": "gw-kill",
+                    "SMAINT_GATEWAY_MQTT_PORT": str(broker.port),
+                    "SMAINT_GATEWAY_DB_PATH": str(db),
+                    "SMAINT_GATEWAY_HTTP_PORT": str(self.http_port),
+                    "SMAINT_GATEWAY_CLOUD_TOKEN": ""}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the process and wait until its MQTT session is up."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run"], env=self.env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                status = httpx.get(f"http://127.0.0.1:{self.http_port}/api/status", timeout=1)
+                if status.json().get("mqtt_connected"):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway did not connect:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no final commit, no last ack."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM and wait (clean shutdown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def gateway_process(broker: PrivateMosquitto, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway process, stopped at the end whatever happened."""
+    gw = GatewayProcess(broker, tmp_path / "gw.db", tmp_path / "gateway.log")
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def stored(db: Path) -> list[tuple[str, str, int]]:
+    """Every stored (device, boot, seq) of the test's devices, repeats included."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT device, boot, seq FROM readings WHERE device LIKE ?",
+                            (f"{PREFIX}%",)).fetchall()
+    return [(d, b, int(s)) for d, b, s in rows]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(
+    fresh_broker: PrivateMosquitto, tmp_path: Path
+) -> None:
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    with gateway_process(fresh_broker, tmp_path) as gw:
+        gw.start()  # the persistent session exists before the first reading is published
+        fleet = Fleet(fresh_broker.host, fresh_broker.port, n_devices=20, rate_hz=40,
+                      profile="mix", seed=seed, id_prefix=PREFIX, threads=2)
+        with fleet:
+            for _ in range(KILLS):
+                time.sleep(rng.uniform(0.3, 1.5))
+                gw.kill()
+                gw.start()
+            time.sleep(rng.uniform(0.3, 1.0))
+        published = fleet.keys()
+        deadline = time.monotonic() + 20
+        while len(got := stored(gw.log.parent / "gw.db")) < len(published):
+            assert time.monotonic() < deadline, (
+                f"seed={seed}: {len(got)} of {len(published)} stored; gateway log:\n"
+                f"{gw.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+    print(f"seed={seed} published={len(published)} stored={len(got)} kills={KILLS}")
+    assert len(published) > 1000, f"seed={seed}: the fleet published too little to tell"
+    assert len(got) == len(set(got)), f"seed={seed}: a reading was stored twice"
+    missing = published - set(got)
+    assert not missing, f"seed={seed}: {len(missing)} acknowledged readings lost"
+    # Nothing invented either: every stored reading was one a device published.
+    assert set(got) <= published, f"seed={seed}"
