@@ -228,9 +228,13 @@ class Store:
             part = keys[i:i + chunk]
             values = ",".join("(?,?,?)" for _ in part)
             params = [v for k in part for v in k]
+            # A join on the VALUES list, not a row-value IN: SQLite plans the IN form as a
+            # full scan of readings (48 ms per batch at 200k rows, growing), the join as
+            # primary-key lookups (0.6 ms).
             rows = self.conn.execute(
-                f"SELECT device, boot, seq FROM readings WHERE (device, boot, seq) IN "
-                f"(VALUES {values})", params)
+                f"SELECT r.device, r.boot, r.seq FROM (VALUES {values}) AS v "
+                f"JOIN readings AS r ON r.device = v.column1 AND r.boot = v.column2 "
+                f"AND r.seq = v.column3", params)
             found.update((d, b, int(s)) for d, b, s in rows)
         return found
 

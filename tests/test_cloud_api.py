@@ -24,6 +24,7 @@ from cloud.auth import create_gateway, revoke_gateway
 from cloud.cli import main
 from cloud.db.migrate import migrate
 from cloud.settings import CloudSettings, load_settings
+from cloud.users import create_user
 from shared.devstack.ports import free_port, wait_for_port
 from shared.schemas import SyncAck
 from tests.test_cloud_ingest import T0, alert, batch, reading
@@ -57,8 +58,11 @@ def cloud(pg_dsn: str) -> Iterator[Cloud]:
     migrate(pg_dsn)
     with psycopg.connect(pg_dsn) as conn:
         tokens = create_gateway(conn, "gw-1"), create_gateway(conn, "gw-2")
+        viewer = create_user(conn, "viewer", "viewer").key
     settings = CloudSettings(db_dsn=pg_dsn, max_body_bytes=LIMIT, pool_timeout_s=0.5)
     with TestClient(create_app(settings)) as client:
+        # Reads go as a viewer; the sync posts below send their gateway token instead.
+        client.headers["Authorization"] = f"Bearer {viewer}"
         yield Cloud(client, tokens[0], tokens[1], pg_dsn)
 
 
@@ -238,6 +242,7 @@ def test_served_over_real_http(pg_dsn: str, tmp_path: Path) -> None:
     with psycopg.connect(pg_dsn) as conn:
         migrate(pg_dsn)
         token = create_gateway(conn, "gw-1")
+        viewer = create_user(conn, "viewer", "viewer").key
     port = free_port()
     log_path = tmp_path / "cloud.log"
     with log_path.open("wb") as log:
@@ -260,7 +265,10 @@ def test_served_over_real_http(pg_dsn: str, tmp_path: Path) -> None:
         )
         assert r.status_code == 200, r.text
         assert r.json()["readings_inserted"] == 500
-        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/stats").json()["readings"] == 500
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/stats").status_code == 401
+        stats = httpx.get(f"http://127.0.0.1:{port}/api/v1/stats",
+                          headers={"Authorization": f"Bearer {viewer}"})
+        assert stats.json()["readings"] == 500
     finally:
         proc.terminate()
         # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.

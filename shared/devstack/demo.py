@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -67,7 +68,8 @@ class Hops:
 class Demo:
     """Owns every process of the demo and stops them in reverse order."""
 
-    def __init__(self, workdir: Path, devices: int, rate_hz: float) -> None:
+    def __init__(self, workdir: Path, devices: int, rate_hz: float,
+                 train_models: bool = True) -> None:
         self.workdir = workdir
         self.devices = devices
         self.rate_hz = rate_hz
@@ -79,6 +81,9 @@ class Demo:
         self.gateway_port = free_port()
         self.http = httpx.Client(timeout=5.0)
         self.dsn = ""
+        self.train_models = train_models
+        self.trainer: subprocess.Popen[bytes] | None = None
+        self.models_announced = False
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         with (self.workdir / f"{name}.log").open("wb") as log:  # the child keeps its own fd
@@ -99,6 +104,8 @@ class Demo:
 
     def start(self) -> None:
         """Start broker, database, cloud, gateway and fleet, in data-flow order."""
+        if self.train_models:
+            self._start_training()
         step("broker", "starting a private Mosquitto with mosquitto/mosquitto.conf")
         self.broker = PrivateMosquitto(self.workdir / "mosquitto").start()
         step("broker", f"mqtt://127.0.0.1:{self.broker.port}")
@@ -115,6 +122,8 @@ class Demo:
         self.dsn = dsn
         self._cloud_cli(dsn, "migrate")
         token = self._cloud_cli(dsn, "gateway", "add", GATEWAY_ID).splitlines()[-1].strip()
+        viewer = self._cloud_cli(dsn, "user", "add", "demo", "--role", "viewer")
+        self.http.headers["Authorization"] = f"Bearer {viewer.splitlines()[-1].strip()}"
         step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
 
         self._spawn("cloud", ["-m", "cloud", "serve"], {
@@ -134,6 +143,8 @@ class Demo:
             "SMAINT_GATEWAY_CLOUD_TOKEN": token,
             "SMAINT_GATEWAY_HTTP_HOST": "127.0.0.1",
             "SMAINT_GATEWAY_HTTP_PORT": str(self.gateway_port),
+            "SMAINT_GATEWAY_MODELS_DIR": str(self.models_dir),
+            "SMAINT_GATEWAY_MODEL_TRUSTED_KEYS_FILE": str(self.models_dir / "trusted_keys.txt"),
         })
         wait_for_port(self.gateway_port, timeout_s=60)
         self._wait_gateway_subscribed()
@@ -147,6 +158,46 @@ class Demo:
         self.fleet.start()
         step("devices", f"{self.devices} simulated ESP32 nodes at {self.rate_hz:g} readings/s each")
 
+    @property
+    def models_dir(self) -> Path:
+        """Where the first signed model bundles are written and the gateway watches."""
+        return self.workdir / "models"
+
+    def _start_training(self) -> None:
+        # The signing key and the gateway's trust in it exist before the gateway starts; the
+        # models themselves are trained in the background (~15 s) and the gateway, scoring
+        # with its statistical fallback meanwhile, picks them up as they land.
+        from shared.bundle import generate_key, public_key_text  # noqa: PLC0415
+
+        key_file = self.workdir / "signing.key"
+        public = generate_key(key_file)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        (self.models_dir / "trusted_keys.txt").write_text(public_key_text(public) + "\n")
+        with (self.workdir / "training.log").open("wb") as log:
+            self.trainer = subprocess.Popen(
+                [sys.executable, "-m", "cloud", "train-initial", "--out", str(self.models_dir),
+                 "--key", str(key_file)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        step("models", "training the first Isolation Forests from the bundled real data "
+             "(statistical fallback scores until they load)")
+
+    def announce_models(self) -> None:
+        """Say once when the background training has finished, and how."""
+        if self.trainer is None or self.models_announced or self.trainer.poll() is None:
+            return
+        self.models_announced = True
+        log = (self.workdir / "training.log").read_text(errors="replace").strip()
+        if self.trainer.returncode == 0:
+            try:
+                models = json.loads(log.splitlines()[-1])["models"]
+            except (ValueError, KeyError, IndexError):
+                models = {}
+            step("models", f"signed bundles ready, gateway switches to ONNX: {models}")
+        else:
+            step("models", f"training failed (exit {self.trainer.returncode}); the gateway keeps "
+                 f"its statistical detector. See {self.workdir / 'training.log'}")
+
     def inject_next_fault(self, n: int) -> None:
         """Inject the n-th SIMULATED fault of the demo's schedule into one device."""
         if self.fleet is None:
@@ -154,9 +205,9 @@ class Demo:
         devices = sorted(self.fleet.devices)
         device = devices[(2 * n + 1) % len(devices)]
         kind = FAULT_KINDS[n % len(FAULT_KINDS)]
+        # The simulator logs the injection itself ("SIMULATED fault ..."), see run().
         self.fleet.inject(device, kind, seconds=8.0 if kind != "spike" else None,
                           magnitude=1.5 if kind != "stuck" else 1.0)
-        step("simulate", f"SIMULATED {kind} fault injected into {device}")
 
     def _wait_gateway_subscribed(self) -> None:
         # The gateway's persistent session must exist before devices publish, or the
@@ -208,6 +259,9 @@ class Demo:
 
     def stop(self) -> None:
         """Stop the fleet, then every process, then broker and database."""
+        if self.trainer is not None and self.trainer.poll() is None:
+            self.trainer.kill()
+            self.trainer.wait()
         if self.fleet is not None:
             self.fleet.stop()
             self.fleet = None
@@ -253,6 +307,9 @@ def _interruptible() -> Iterator[threading.Event]:
 
 def run(seconds: float, devices: int, rate_hz: float, keep: bool) -> int:
     """Run the demo; returns the process exit code."""
+    # Only the demo process's own warnings reach the console: the simulator's SIMULATED fault
+    # announcements and connection trouble. The services log to files in the work dir.
+    logging.basicConfig(level=logging.WARNING, format="  %(module)-9s %(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="smaint-demo-"))
     print(f"Smart Maintenance demo (work dir {workdir})", flush=True)
     demo = Demo(workdir, devices, rate_hz)
@@ -273,6 +330,7 @@ def run(seconds: float, devices: int, rate_hz: float, keep: bool) -> int:
                     demo.inject_next_fault(faults)
                     faults += 1
                 demo.check_alive()
+                demo.announce_models()
                 print(demo.poll().line(time.monotonic() - started), flush=True)
                 stop.wait(1.0)
             summary = drain(demo, started, stop)

@@ -6,10 +6,10 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 
-from cloud.api.deps import Pool
+from cloud.api.deps import Pool, require_role
 from cloud.query import (
     MAX_BUCKET_DEVICES,
     MAX_PAGE,
@@ -28,7 +28,8 @@ from shared.topics import ID_PATTERN
 
 ID_RE = re.compile(ID_PATTERN)
 
-router = APIRouter(prefix="/api/v1", tags=["data"])
+# Reading fleet data needs at least a viewer's API key.
+router = APIRouter(prefix="/api/v1", tags=["data"], dependencies=[Depends(require_role("viewer"))])
 
 
 @router.get("/readings", response_model=ReadingsPage, summary="One device's raw readings")
