@@ -7,7 +7,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from shared.exceptions import DecodeError
-from shared.schemas import DeviceStatus, Telemetry
+from shared.schemas import DeviceConfig, DeviceStatus, Telemetry
 from shared.sensors import PROFILES
 
 MAX_PAYLOAD_BYTES = 16_384
@@ -28,7 +28,7 @@ def _explain(exc: ValidationError) -> DecodeError:
     return DecodeError(f"field {loc!r}: {err['msg']}", field=loc or None)
 
 
-_M = TypeVar("_M", Telemetry, DeviceStatus)
+_M = TypeVar("_M", Telemetry, DeviceStatus, DeviceConfig)
 
 
 def _decode(model: type[_M], payload: bytes, topic_device: str | None) -> _M:
@@ -39,7 +39,7 @@ def _decode(model: type[_M], payload: bytes, topic_device: str | None) -> _M:
         msg = model.model_validate_json(payload)
     except ValidationError as exc:
         raise _explain(exc) from exc
-    if topic_device is not None and msg.device != topic_device:
+    if topic_device is not None and getattr(msg, "device", topic_device) != topic_device:
         raise DecodeError(
             f"device {msg.device!r} published on the topic of device {topic_device!r}",
             field="device",
@@ -82,6 +82,28 @@ def decode_status(payload: bytes, topic_device: str | None = None) -> DeviceStat
     return _decode(DeviceStatus, payload, topic_device)
 
 
-def encode(msg: Telemetry | DeviceStatus) -> bytes:
+def decode_config(payload: bytes, sensor_type: str) -> DeviceConfig:
+    """Decode a retained device config and check its metrics belong to ``sensor_type``.
+
+    An empty payload (the retained config was cleared) means the profile's defaults.
+    """
+    if not payload.strip():
+        return DeviceConfig(v=1)
+    cfg = _decode(DeviceConfig, payload, None)
+    metrics = PROFILES[sensor_type].metric_names
+    for name in cfg.enabled or []:
+        if name not in metrics:
+            raise DecodeError(f"enabled: {name!r} is not a metric of sensor type "
+                              f"{sensor_type!r}", field="enabled")
+    if cfg.enabled is not None and len(set(cfg.enabled)) != len(cfg.enabled):
+        raise DecodeError("enabled: lists a metric twice", field="enabled")
+    for name in cfg.sensor_ms:
+        if name not in metrics:
+            raise DecodeError(f"sensor_ms.{name}: not a metric of sensor type {sensor_type!r}",
+                              field=f"sensor_ms.{name}")
+    return cfg
+
+
+def encode(msg: Telemetry | DeviceStatus | DeviceConfig) -> bytes:
     """Serialise a device message exactly as a device would send it (compact JSON)."""
     return msg.model_dump_json(exclude_none=True).encode()

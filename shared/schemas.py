@@ -71,6 +71,23 @@ class DeviceStatus(_Wire):
     )
 
 
+class DeviceConfig(_Wire):
+    """Desired device configuration, retained on ``smaint/v1/dev/<device>/config``.
+
+    Missing fields mean the profile's defaults; an empty retained message clears the config.
+    The firmware's parser (firmware/esp32, config.cpp) accepts exactly these; both are checked
+    against shared/golden/config.json.
+    """
+
+    v: Literal[1] = Field(description="wire version")
+    interval_ms: int | None = Field(
+        default=None, ge=10, le=86_400_000, description="sample interval of every sensor")
+    enabled: list[MetricName] | None = Field(
+        default=None, min_length=1, max_length=64, description="metrics to sample (others off)")
+    sensor_ms: dict[MetricName, Annotated[int, Field(ge=10, le=86_400_000)]] = Field(
+        default_factory=dict, max_length=64, description="per-metric sample interval override")
+
+
 Scorer = Literal["onnx", "stat", "none"]
 
 

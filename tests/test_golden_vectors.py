@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.codec import decode_status, decode_telemetry
+from shared.codec import decode_config, decode_status, decode_telemetry
 from shared.exceptions import DecodeError
 from shared.schemas import DeviceStatus, Telemetry
 from shared.sensors import PROFILES
@@ -111,3 +111,37 @@ def test_config_vectors_well_formed() -> None:
         if case["payload"]:
             assert json.loads(case["payload"])["v"] == 1
     assert len(CONFIG_DOC["invalid"]) >= 20
+
+
+# --- device config: the Python schema and the firmware's parser agree -------------------------
+
+CONFIG_VECTORS = json.loads((GOLDEN / "config.json").read_text(encoding="utf-8"))
+# Strictness the firmware's hand-written JSON reader adds on top of standard JSON: Python's
+# parser (like most) takes the last of duplicate keys, and has no nesting or size limit this
+# small. Everything else must be rejected by both.
+FIRMWARE_ONLY = {"duplicate key", "nested too deep", "too large"}
+
+
+@pytest.mark.parametrize("case", CONFIG_VECTORS["valid"], ids=lambda c: c["name"])
+def test_config_vectors_the_firmware_accepts_decode_in_python(case: dict[str, Any]) -> None:
+    cfg = decode_config(case["payload"].encode(), case["type"])
+    prof = PROFILES[case["type"]]
+    expect = case["expect"]
+    assert (cfg.enabled or list(prof.metric_names)) == expect["enabled"]
+    assert cfg.sensor_ms == expect["sensor_ms"]
+    if cfg.interval_ms is not None:
+        assert cfg.interval_ms == expect["interval_ms"]
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CONFIG_VECTORS["invalid"] if c["name"] not in FIRMWARE_ONLY],
+    ids=lambda c: c["name"])
+def test_config_vectors_the_firmware_rejects_are_rejected_in_python(
+    case: dict[str, Any],
+) -> None:
+    with pytest.raises(DecodeError) as err:
+        decode_config(case["payload"].encode("utf-8", "surrogatepass"), case["type"])
+    field = case["error_starts_with"].split(":")[0]
+    if case["error_starts_with"].endswith(":"):  # the firmware names a field: so must we
+        assert err.value.field is not None
+        assert err.value.field.split(".")[0] == field.split(".")[0]
