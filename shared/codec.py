@@ -39,9 +39,10 @@ def _decode(model: type[_M], payload: bytes, topic_device: str | None) -> _M:
         msg = model.model_validate_json(payload)
     except ValidationError as exc:
         raise _explain(exc) from exc
-    if topic_device is not None and getattr(msg, "device", topic_device) != topic_device:
+    claimed = getattr(msg, "device", topic_device)  # a config carries no device id
+    if topic_device is not None and claimed != topic_device:
         raise DecodeError(
-            f"device {msg.device!r} published on the topic of device {topic_device!r}",
+            f"device {claimed!r} published on the topic of device {topic_device!r}",
             field="device",
         )
     return msg
