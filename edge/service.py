@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from edge.alerts import AlertPublisher, AlertTracker, acknowledge_alert
@@ -24,7 +25,7 @@ from edge.score import ModelScorer, RobustZScorer
 from edge.settings import GatewaySettings
 from edge.store import Store, now_ms
 from edge.sync import Uploader
-from shared.schemas import Alert
+from shared.schemas import Alert, GatewayState
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,16 @@ class Gateway:
                                  health=self.health)
         self.ingestor = Ingestor(s, self.pipeline, self.metrics, storage=self.storage,
                                  retention=self.retention)
-        self.uploader = Uploader(s, self.outbox)
+        self.uploader = Uploader(s, self.outbox, state=self.actual_state)
+
+    def actual_state(self) -> GatewayState:
+        """What this gateway runs now, reported to the cloud with every upload."""
+        try:
+            software = version("smart-maintenance")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            software = None
+        return GatewayState(models=self.models.versions(), software=software,
+                            backlog=self.outbox.backlog())
 
     def gauges(self) -> Mapping[str, float]:
         """Live values for /metrics."""

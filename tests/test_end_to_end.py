@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 
 import psycopg
@@ -52,6 +53,13 @@ def test_every_reading_from_several_devices_arrives_in_postgres_exactly_once(
             f"missing {len(set(published) - set(counts))}, "
             f"unexpected {len(set(counts) - set(published))}"
         )
+        with psycopg.connect(demo.dsn) as conn:
+            reported = conn.execute(
+                "SELECT reported_state FROM gateways WHERE gateway_id = 'gw-demo'").fetchone()
+        # The gateway reports what it runs with every upload (no models trained here).
+        assert reported is not None
+        assert reported[0]["software"] == version("smart-maintenance")
+        assert reported[0]["models"] == {}
         hops = demo.poll()
         assert hops.stored == len(published)
         assert hops.dead_letters == 0
