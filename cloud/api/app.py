@@ -15,7 +15,16 @@ from psycopg_pool import PoolTimeout
 from cloud.api.correlation import RequestContextMiddleware
 from cloud.api.deps import AppState
 from cloud.api.metrics import CloudMetrics
-from cloud.api.routes import alerts, health, notifications, orders, readings, reports, sync
+from cloud.api.routes import (
+    alerts,
+    backfill,
+    health,
+    notifications,
+    orders,
+    readings,
+    reports,
+    sync,
+)
 from cloud.api.routes import users as user_routes
 from cloud.db.migrate import migrate
 from cloud.db.pool import open_pool
@@ -105,6 +114,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(sync.router)
     app.include_router(readings.router)
     app.include_router(health.router)
-    for module in (alerts, orders, user_routes, notifications, reports):
+    for module in (alerts, orders, user_routes, notifications, reports, backfill):
         app.include_router(module.router)
     return app
