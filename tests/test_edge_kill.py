@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -24,63 +22,37 @@ import pytest
 from shared.devstack.mosquitto import PrivateMosquitto
 from shared.devstack.ports import free_port
 from shared.simulator.fleet import Fleet
+from tests.fixtures.process import ServiceProcess
 
 PREFIX = "kill-"
 KILLS = 4
 
 
-class GatewayProcess:
+def gateway_service(broker: PrivateMosquitto, db: Path, log: Path) -> ServiceProcess:
     """``python -m edge run`` configured through SMAINT_GATEWAY_* variables."""
+    http_port = free_port()
+    env = {**os.environ,
+           "SMAINT_GATEWAY_GATEWAY_ID": "gw-kill",
+           "SMAINT_GATEWAY_MQTT_PORT": str(broker.port),
+           "SMAINT_GATEWAY_DB_PATH": str(db),
+           "SMAINT_GATEWAY_HTTP_PORT": str(http_port),
+           "SMAINT_GATEWAY_CLOUD_TOKEN": ""}
 
-    def __init__(self, broker: PrivateMosquitto, db: Path, log: Path) -> None:
-        self.http_port = free_port()
-        self.env = {**os.environ,
-                    "SMAINT_GATEWAY_GATEWAY_ID": "gw-kill",
-                    "SMAINT_GATEWAY_MQTT_PORT": str(broker.port),
-                    "SMAINT_GATEWAY_DB_PATH": str(db),
-                    "SMAINT_GATEWAY_HTTP_PORT": str(self.http_port),
-                    "SMAINT_GATEWAY_CLOUD_TOKEN": ""}
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
+    def session_up() -> bool:
+        try:
+            status = httpx.get(f"http://127.0.0.1:{http_port}/api/status", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return bool(status.json().get("mqtt_connected"))
 
-    def start(self) -> None:
-        """Start the process and wait until its MQTT session is up."""
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run"], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                status = httpx.get(f"http://127.0.0.1:{self.http_port}/api/status", timeout=1)
-                if status.json().get("mqtt_connected"):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"gateway did not connect:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, no final commit, no last ack."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        """SIGTERM and wait (clean shutdown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    return ServiceProcess([sys.executable, "-m", "edge", "run"], env, log, http_port,
+                          ready=session_up)
 
 
 @contextmanager
-def gateway_process(broker: PrivateMosquitto, tmp_path: Path) -> Iterator[GatewayProcess]:
+def gateway_process(broker: PrivateMosquitto, tmp_path: Path) -> Iterator[ServiceProcess]:
     """A gateway process, stopped at the end whatever happened."""
-    gw = GatewayProcess(broker, tmp_path / "gw.db", tmp_path / "gateway.log")
+    gw = gateway_service(broker, tmp_path / "gw.db", tmp_path / "gateway.log")
     try:
         yield gw
     finally:
@@ -116,7 +88,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(
         while len(got := stored(gw.log.parent / "gw.db")) < len(published):
             assert time.monotonic() < deadline, (
                 f"seed={seed}: {len(got)} of {len(published)} stored; gateway log:\n"
-                f"{gw.log.read_text()[-3000:]}")
+                f"{gw.tail()}")
             time.sleep(0.1)
     print(f"seed={seed} published={len(published)} stored={len(got)} kills={KILLS}")
     assert len(published) > 1000, f"seed={seed}: the fleet published too little to tell"

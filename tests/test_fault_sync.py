@@ -10,13 +10,10 @@ hook: the test watches ``pg_stat_activity`` for a cloud session whose transactio
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import httpx
 import psycopg
@@ -25,8 +22,9 @@ import pytest
 from cloud.auth import create_gateway
 from cloud.db.migrate import migrate
 from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port, wait_for_port
+from shared.devstack.ports import free_port
 from shared.simulator.fleet import Fleet
+from tests.fixtures.process import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
@@ -37,37 +35,7 @@ IN_TRANSACTION = (
 )
 
 
-class Service:
-    """A subprocess that can be started, killed and started again with the same command."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: IO[bytes], port: int) -> None:
-        self.argv, self.env, self.log, self.port = argv, env, log, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the process and wait until it listens on its port."""
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        wait_for_port(self.port, timeout_s=30)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        """SIGTERM and wait (end of test)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def kill_mid_transaction(dsn: str, victim: Service, timeout_s: float = 20.0) -> None:
+def kill_mid_transaction(dsn: str, victim: ServiceProcess, timeout_s: float = 20.0) -> None:
     """SIGKILL ``victim`` while a cloud session holds an uncommitted, written transaction."""
     deadline = time.monotonic() + timeout_s
     with psycopg.connect(dsn, autocommit=True) as watch:
@@ -97,28 +65,22 @@ def cloud_counts(dsn: str) -> dict[str, tuple[int, int]]:
             " GROUP BY 1")}
 
 
-@pytest.fixture
-def logs(tmp_path: Path) -> Iterator[IO[bytes]]:
-    """One log file for both services, printed by pytest on failure via its path."""
-    with (tmp_path / "services.log").open("wb") as f:
-        yield f
-
-
 def test_every_reading_once_through_outages_and_kills(
-    pg_dsn: str, fresh_broker: PrivateMosquitto, tmp_path: Path, logs: IO[bytes]
+    pg_dsn: str, fresh_broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
     migrate(pg_dsn)
     with psycopg.connect(pg_dsn) as conn:
         token = create_gateway(conn, GATEWAY)
     cloud_port, gw_port = free_port(), free_port()
     base = {**os.environ, "SMAINT_CLOUD_LOG_LEVEL": "WARNING"}
-    cloud = Service([sys.executable, "-m", "cloud", "serve", "--port", str(cloud_port),
+    logs = tmp_path / "services.log"  # both services; its path is in any failure message
+    cloud = ServiceProcess([sys.executable, "-m", "cloud", "serve", "--port", str(cloud_port),
                      "--dsn", pg_dsn], base, logs, cloud_port)
     gw_env = {**base, "SMAINT_GATEWAY_CLOUD_TOKEN": token,
               "SMAINT_GATEWAY_SYNC_INTERVAL_S": "0.2", "SMAINT_GATEWAY_SYNC_RETRY_MAX_S": "0.5",
               "SMAINT_GATEWAY_SYNC_RETRY_ATTEMPTS": "3", "SMAINT_GATEWAY_SYNC_TIMEOUT_S": "10",
               "SMAINT_GATEWAY_SYNC_BATCH_MAX": "3000", "SMAINT_GATEWAY_SYNC_BACKLOG_MAX": "3000"}
-    gateway = Service([sys.executable, "-m", "edge", "run", "--gateway-id", GATEWAY,
+    gateway = ServiceProcess([sys.executable, "-m", "edge", "run", "--gateway-id", GATEWAY,
                        "--mqtt-port", str(fresh_broker.port), "--db", str(tmp_path / "gw.db"),
                        "--cloud-url", f"http://127.0.0.1:{cloud_port}",
                        "--http-port", str(gw_port), "--log-level", "WARNING"],
