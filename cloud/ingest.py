@@ -1,30 +1,18 @@
 """Applying a gateway's sync batch: exactly once per (gateway, batch_seq), in one transaction.
 
-Readings are idempotent on their identity (device, boot, seq). The common path pays nothing
-for that: a small table keeps, per (device, boot), the highest seq stored (the high-water
-mark, locked for the transaction), and rows above it cannot exist yet, so they go into the
-partitioned ``readings`` table with one plain ``INSERT … SELECT FROM unnest(columns)``: no
-conflict check, no per-row work in Python. Only rows at or below the mark (a catch-up after
-an outage, a backfill, a lost ack) take the ``ON CONFLICT DO NOTHING`` path, and the unique
-index stays the safety net: if a fast insert ever meets a duplicate (two batches racing for a
-new boot, a reading repeated inside a batch), it is rolled back to its savepoint and redone on
-the slow path. The rollups are fed by the rows actually inserted (``RETURNING``), so they
-never count a duplicate.
+A ``sync_batches`` row claims the batch: the first application writes alerts, device events
+and readings (cloud.readings_writer, which stores each reading once and feeds the rollups)
+and records its counts; a re-sent batch gets the same ack rebuilt from those counts.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-import psycopg
-from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
@@ -35,7 +23,8 @@ from cloud.exceptions import (
     IngestError,
     InvalidBatchError,
 )
-from shared.batchcodec import DecodedBatch, ReadingColumns
+from cloud.readings_writer import insert_readings
+from shared.batchcodec import DecodedBatch
 from shared.schemas import Alert, BackfillRequest, DesiredState, SyncAck, SyncBatch
 
 log = logging.getLogger(__name__)
@@ -47,33 +36,6 @@ _PARTITION_LOCK = 0x736D61696E75  # advisory lock serialising partition creation
 _known_days: dict[tuple[str, str, str], set[int]] = {}
 _known_lock = threading.Lock()
 
-_COLUMNS = ("d", "b", "s", "ts", "dts", "rcv", "t", "sc", "scr", "mv", "an", "rp")
-_TYPES = ("text", "text", "bigint", "bigint", "bigint", "bigint", "text", "float8", "text",
-          "text", "bool", "bool")
-_ROLLUP = """
-{name} AS (
-    INSERT INTO {table} (device_id, metric, bucket, min, max, sum, count)
-    SELECT device_id, metric, date_trunc({unit}, ts), min(v), max(v), sum(v), count(*)
-    FROM m GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
-        min = least({table}.min, EXCLUDED.min), max = greatest({table}.max, EXCLUDED.max),
-        sum = {table}.sum + EXCLUDED.sum, count = {table}.count + EXCLUDED.count
-)"""
-# A replayed old batch must not roll a device's type or gateway back to stale values.
-_UPSERT_DEVICES = """
-INSERT INTO devices (device_id, type, gateway_id, first_seen_at, last_seen_at)
-SELECT d, t, %(gw)s, timestamptz 'epoch' + lo * interval '1 ms',
-       timestamptz 'epoch' + hi * interval '1 ms'
-FROM unnest(%(d)s::text[], %(t)s::text[], %(lo)s::bigint[], %(hi)s::bigint[]) AS u(d, t, lo, hi)
-ORDER BY d
-ON CONFLICT (device_id) DO UPDATE SET
-    type = CASE WHEN EXCLUDED.last_seen_at >= devices.last_seen_at
-                THEN EXCLUDED.type ELSE devices.type END,
-    gateway_id = CASE WHEN EXCLUDED.last_seen_at >= devices.last_seen_at
-                      THEN EXCLUDED.gateway_id ELSE devices.gateway_id END,
-    first_seen_at = least(devices.first_seen_at, EXCLUDED.first_seen_at),
-    last_seen_at = greatest(devices.last_seen_at, EXCLUDED.last_seen_at)
-"""
 _UPSERT_EVENT = """
 INSERT INTO devices (device_id, type, gateway_id, first_seen_at, last_seen_at, state, state_at,
                      boot_id, fw)
@@ -83,12 +45,6 @@ ON CONFLICT (device_id) DO UPDATE SET
     state = EXCLUDED.state, state_at = EXCLUDED.state_at, boot_id = EXCLUDED.boot_id,
     fw = coalesce(EXCLUDED.fw, devices.fw), gateway_id = EXCLUDED.gateway_id
 WHERE devices.state_at IS NULL OR devices.state_at <= EXCLUDED.state_at
-"""
-_UPSERT_HWM = """
-INSERT INTO readings_hwm (device_id, boot_id, max_seq)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) ORDER BY 1, 2
-ON CONFLICT (device_id, boot_id) DO UPDATE
-    SET max_seq = greatest(readings_hwm.max_seq, EXCLUDED.max_seq)
 """
 # Last writer wins on updated_ms: an older copy of an alert never overwrites a newer one.
 _UPSERT_ALERT = """
@@ -134,7 +90,7 @@ def ensure_partitions(conn: Conn, ts_ms: Sequence[int]) -> None:
     if not ts_ms:
         return
     key = (conn.info.host, str(conn.info.port), conn.info.dbname)
-    days = {t // _DAY_MS for t in ts_ms}
+    days = set(map(_DAY_MS.__rfloordiv__, ts_ms))  # t // _DAY_MS for each t, in C
     if len(days) > _MAX_DAYS:
         raise InvalidBatchError(f"batch spans {len(days)} days; at most {_MAX_DAYS}")
     with _known_lock:
@@ -210,7 +166,7 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str) -> SyncAck:
             "device": e.device, "type": e.type, "gw": gateway_id, "state": e.state,
             "boot": e.boot, "fw": e.fw,
             "at": _ts(e.at_ms)})
-    inserted = _insert_readings(conn, batch.readings, gateway_id, batch.batch_seq)
+    inserted = insert_readings(conn, batch.readings, gateway_id, batch.batch_seq)
     conn.execute(
         "UPDATE sync_batches SET n_inserted = %s, n_alerts = %s"
         " WHERE gateway_id = %s AND batch_seq = %s",
@@ -257,234 +213,6 @@ def _stored_ack(conn: Conn, batch: DecodedBatch, gateway_id: str) -> SyncAck:
         readings_inserted=n_inserted, readings_duplicate=n_readings - n_inserted,
         alerts_upserted=n_alerts,
     )
-
-
-def _pick(cols: ReadingColumns, idx: Sequence[int] | None) -> dict[str, Any]:
-    """Parameter arrays of the rows ``idx`` (all rows when None)."""
-    def take(values: list[Any]) -> list[Any]:
-        return values if idx is None else [values[i] for i in idx]
-
-    columns: tuple[list[Any], ...] = (
-        cols.device, cols.boot, cols.seq, cols.ts_ms, cols.device_ts_ms, cols.received_ms,
-        cols.type, cols.score, cols.scorer, cols.model_version, cols.anomalous, cols.replay)
-    out: dict[str, Any] = {name: take(v) for name, v in zip(_COLUMNS, columns, strict=True)}
-    for k, values in enumerate(cols.metrics.values()):
-        out[f"m{k}"] = take(values)
-    return out
-
-
-def _insert_sql(metric_names: Sequence[str], on_conflict: bool) -> sql.Composed:
-    cols = [*_COLUMNS, *(f"m{k}" for k in range(len(metric_names)))]
-    types = [*_TYPES, *("float8" for _ in metric_names)]
-    arrays = sql.SQL(", ").join(
-        sql.SQL("{}::{}[]").format(sql.Placeholder(c), sql.SQL(t))
-        for c, t in zip(cols, types, strict=True))
-    pairs = sql.SQL(", ").join(
-        sql.SQL("{}, {}").format(sql.Literal(name), sql.Identifier(f"m{k}"))
-        for k, name in enumerate(metric_names))
-    return sql.SQL("""
-WITH ins AS (
-    INSERT INTO readings (device_id, boot_id, seq, ts, device_ts, received_at, gateway_id,
-                          batch_seq, type, metrics, score, scorer, model_version, anomalous,
-                          replay)
-    SELECT d, b, s, timestamptz 'epoch' + ts * interval '1 ms',
-           timestamptz 'epoch' + dts * interval '1 ms',
-           timestamptz 'epoch' + rcv * interval '1 ms', {gw}, {bs}, t,
-           jsonb_strip_nulls(jsonb_build_object({pairs})), sc, scr, mv, an, rp
-    FROM unnest({arrays}) AS u({names})
-    {conflict}
-    RETURNING device_id, ts, metrics
-), m AS (
-    SELECT device_id, ts, e.key AS metric, e.value::double precision AS v
-    FROM ins, jsonb_each(ins.metrics) AS e
-), {r1}, {r2}
-SELECT count(*) FROM ins""").format(
-        gw=sql.Placeholder("gw"), bs=sql.Placeholder("bs"), pairs=pairs, arrays=arrays,
-        names=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        conflict=sql.SQL("ON CONFLICT DO NOTHING" if on_conflict else ""),
-        r1=sql.SQL(_ROLLUP).format(name=sql.Identifier("r1"),
-                                   table=sql.Identifier("readings_1m"), unit=sql.Literal("minute")),
-        r2=sql.SQL(_ROLLUP).format(name=sql.Identifier("r2"),
-                                   table=sql.Identifier("readings_1h"), unit=sql.Literal("hour")),
-    )
-
-
-def _insert(conn: Conn, cols: ReadingColumns, idx: Sequence[int] | None, *,
-            on_conflict: bool, gateway_id: str, batch_seq: int) -> int:
-    params = _pick(cols, idx)
-    params.update(gw=gateway_id, bs=batch_seq)
-    row = conn.execute(_insert_sql(list(cols.metrics), on_conflict), params).fetchone()
-    return int(row[0]) if row else 0
-
-
-_COPY = (
-    "COPY readings (device_id, boot_id, seq, ts, device_ts, received_at, gateway_id, batch_seq,"
-    " type, metrics, score, scorer, model_version, anomalous, replay) FROM STDIN"
-)
-_NULL = "\\N"
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _metrics_json(cols: ReadingColumns, idx: Sequence[int]) -> list[str]:
-    """Each row's metrics object as JSON text (repr of a float is valid, shortest JSON)."""
-    names = list(cols.metrics)
-    values = list(cols.metrics.values())
-    template = "{" + ",".join(f'"{n}":%r' for n in names) + "}"
-    out = []
-    for i in idx:
-        row = tuple(v[i] for v in values)
-        if None in row:
-            out.append(json.dumps({n: x for n, x in zip(names, row, strict=True)
-                                   if x is not None}, separators=(",", ":")))
-        else:
-            out.append(template % row)
-    return out
-
-
-class _TimeText:
-    """Epoch milliseconds as timestamptz text; readings of a batch share few seconds: cached."""
-
-    def __init__(self) -> None:
-        self._seconds: dict[int, str] = {}
-
-    def __call__(self, ms: int | None) -> str:
-        if ms is None:
-            return "\\N"
-        sec, frac = divmod(ms, 1000)
-        text = self._seconds.get(sec)
-        if text is None:
-            text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
-            self._seconds[sec] = text
-        return f"{text}.{frac:03d}+00"
-
-
-def _text(value: str | None) -> str:
-    """A free-text value in COPY text format (ids are pattern-checked and need no escaping)."""
-    return "\\N" if value is None else value.translate(_ESCAPES)
-
-
-def _copy_fast(conn: Conn, cols: ReadingColumns, idx: Sequence[int], gateway_id: str,
-               batch_seq: int) -> int:
-    """COPY rows known to be new straight into ``readings``, then fold them into the rollups.
-
-    The COPY text is built here in one pass (a per-row adapter call costs more than the
-    database's own work); ids are pattern-checked, other strings escaped.
-    """
-    metrics = _metrics_json(cols, idx)
-    ts = _TimeText()
-    types = {t: _text(t) for t in set(cols.type)}
-    versions = {v: _text(v) for v in set(cols.model_version)}
-    flag = ("f", "t")
-    scores = [_NULL if cols.score[i] is None else repr(cols.score[i]) for i in idx]
-    lines = [
-        f"{cols.device[i]}\t{cols.boot[i]}\t{cols.seq[i]}\t{ts(cols.ts_ms[i])}\t"
-        f"{ts(cols.device_ts_ms[i])}\t{ts(cols.received_ms[i])}\t{gateway_id}\t{batch_seq}\t"
-        f"{types[cols.type[i]]}\t{metrics[k]}\t"
-        f"{scores[k]}\t{cols.scorer[i]}\t"
-        f"{versions[cols.model_version[i]]}\t{flag[cols.anomalous[i]]}\t{flag[cols.replay[i]]}\n"
-        for k, i in enumerate(idx)
-    ]
-    with conn.cursor() as cur, cur.copy(_COPY) as copy:
-        copy.write("".join(lines))
-    _rollup(conn, cols, idx)
-    return len(idx)
-
-
-_UPSERT_ROLLUP = """
-INSERT INTO {table} (device_id, metric, bucket, min, max, sum, count)
-SELECT d, m, timestamptz 'epoch' + b * interval '1 minute', lo, hi, s, n
-FROM unnest(%(d)s::text[], %(m)s::text[], %(b)s::bigint[], %(lo)s::float8[], %(hi)s::float8[],
-            %(s)s::float8[], %(n)s::bigint[]) AS u(d, m, b, lo, hi, s, n)
-ORDER BY 1, 2, 3
-ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
-    min = least({table}.min, EXCLUDED.min), max = greatest({table}.max, EXCLUDED.max),
-    sum = {table}.sum + EXCLUDED.sum, count = {table}.count + EXCLUDED.count
-"""
-
-
-def _rollup(conn: Conn, cols: ReadingColumns, idx: Sequence[int]) -> None:
-    """Fold new rows into readings_1m and readings_1h, aggregated here first (few rows)."""
-    groups: dict[tuple[str, int], list[int]] = {}
-    for i in idx:
-        groups.setdefault((cols.device[i], cols.ts_ms[i] // 60_000), []).append(i)
-    minute: list[tuple[str, str, int, float, float, float, int]] = []
-    for (dev, m), members in groups.items():
-        for name, values in cols.metrics.items():
-            vs = [v for v in (values[i] for i in members) if v is not None]
-            if vs:
-                minute.append((dev, name, m, min(vs), max(vs), math.fsum(vs), len(vs)))
-    hour: dict[tuple[str, str, int], list[float]] = {}
-    for dev, name, m, lo, hi, total, n in minute:
-        agg = hour.get((dev, name, m // 60 * 60))
-        if agg is None:
-            hour[(dev, name, m // 60 * 60)] = [lo, hi, total, n]
-        else:
-            agg[0], agg[1] = min(agg[0], lo), max(agg[1], hi)
-            agg[2] += total
-            agg[3] += n
-    for table, rows in (("readings_1m", minute),
-                        ("readings_1h", [(*k, *v) for k, v in hour.items()])):
-        cols7 = list(zip(*rows, strict=True)) if rows else [()] * 7
-        conn.execute(sql.SQL(_UPSERT_ROLLUP).format(table=sql.Identifier(table)),
-                     dict(zip(("d", "m", "b", "lo", "hi", "s", "n"), map(list, cols7),
-                              strict=True)))
-
-
-def _insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq: int) -> int:
-    """Insert the readings not stored yet; returns how many were new."""
-    n = len(cols)
-    if n == 0:
-        return 0
-    top: dict[tuple[str, str], int] = {}
-    for key, s in zip(zip(cols.device, cols.boot, strict=True), cols.seq, strict=True):
-        if s > top.get(key, -1):
-            top[key] = s
-    pairs = sorted(top)
-    hwm = {
-        (d, b): int(m) for d, b, m in conn.execute(
-            "SELECT device_id, boot_id, max_seq FROM readings_hwm"
-            " WHERE (device_id, boot_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-            " ORDER BY 1, 2 FOR UPDATE",
-            ([p[0] for p in pairs], [p[1] for p in pairs]))
-    }
-    unique = len(set(zip(cols.device, cols.boot, cols.seq, strict=True))) == n
-    if not unique:
-        fast: list[int] = []
-        slow: list[int] | None = None
-    elif not hwm:
-        fast, slow = list(range(n)), []
-    else:
-        fast, slow = [], []
-        for i, (d, b, s) in enumerate(zip(cols.device, cols.boot, cols.seq, strict=True)):
-            (fast if s > hwm.get((d, b), -1) else slow).append(i)
-    inserted = 0
-    if fast:
-        try:
-            with conn.transaction():
-                inserted = _copy_fast(conn, cols, fast, gateway_id, batch_seq)
-        except psycopg.errors.UniqueViolation:
-            # A race for a new (device, boot): redo these rows with conflict checks.
-            log.info("batch %s/%d met concurrent rows; slow path", gateway_id, batch_seq)
-            inserted = 0
-            slow = None
-    if slow is None or slow:
-        inserted += _insert(conn, cols, slow, on_conflict=True, gateway_id=gateway_id,
-                            batch_seq=batch_seq)
-    conn.execute(_UPSERT_HWM, ([p[0] for p in pairs], [p[1] for p in pairs],
-                               [top[p] for p in pairs]))
-    _upsert_devices(conn, cols, gateway_id)
-    return inserted
-
-
-def _upsert_devices(conn: Conn, cols: ReadingColumns, gateway_id: str) -> None:
-    latest: dict[str, tuple[int, int, str]] = {}
-    for d, t, ts in zip(cols.device, cols.type, cols.ts_ms, strict=True):
-        lo, hi, typ = latest.get(d, (ts, ts, t))
-        latest[d] = (min(lo, ts), max(hi, ts), t if ts >= hi else typ)
-    devs = sorted(latest)
-    conn.execute(_UPSERT_DEVICES, {
-        "gw": gateway_id, "d": devs, "t": [latest[d][2] for d in devs],
-        "lo": [latest[d][0] for d in devs], "hi": [latest[d][1] for d in devs]})
 
 
 def _latest(alerts: Iterable[Alert]) -> list[Alert]:

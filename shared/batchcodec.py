@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import add
 from typing import Any
 
 import zstandard
@@ -31,6 +33,22 @@ from shared.schemas import (
 )
 from shared.topics import ID_PATTERN
 
+_fast_loads: Callable[[bytes], Any]
+try:
+    # A C parser: a 5,000-reading batch parses in a third of the stdlib's time.
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is optional
+    _fast_loads = json.loads
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads``, through orjson when it can: what orjson refuses (NaN, a BOM, UTF-16,
+    lone surrogates) goes to the stdlib, so the checks below see the same document."""
+    try:
+        return _fast_loads(raw)
+    except ValueError:
+        return json.loads(raw)
+
 MEDIA_TYPE = "application/vnd.smaint.batch+json"
 ZSTD_LEVEL = 3
 _MAX_SCALE = 6
@@ -41,6 +59,9 @@ _SCORERS = frozenset({"onnx", "stat", "none"})
 _MAX_EPOCH_MS = 2**53
 _MAX_SEQ = 2**32 - 1
 _MAX_READINGS = 50_000
+_INT = frozenset({int})
+_INT_OR_NONE = frozenset({int, type(None)})
+_NUMBER = frozenset({int, float})
 _alerts = TypeAdapter(list[Alert])
 _events = TypeAdapter(list[DeviceEvent])
 _state = TypeAdapter(GatewayState | None)
@@ -227,13 +248,20 @@ def _list(v: object, where: str, n: int | None = None) -> list[Any]:
     return v
 
 
+def _ints(v: object, where: str, n: int) -> list[int]:
+    """A list of ``n`` plain integers (bool is not one), checked in C: no per-item bytecode."""
+    values = _list(v, where, n)
+    if not set(map(type, values)) <= _INT:
+        raise CodecError("expected integers", where)
+    return values
+
+
 def _undelta(v: object, where: str, n: int, low: int, high: int) -> list[int]:
-    out, acc = [], 0
-    for d in _list(v, where, n):
-        if type(d) is not int:
-            raise CodecError("expected integer deltas", where)
-        acc += d
-        out.append(acc)
+    try:
+        deltas = _ints(v, where, n)
+    except CodecError as exc:
+        raise CodecError("expected integer deltas", where) from exc
+    out = list(accumulate(deltas))
     if out and not (low <= min(out) and max(out) <= high):
         raise CodecError(f"values outside {low}..{high}", where)
     return out
@@ -252,7 +280,7 @@ def _strings(v: object, where: str, n: int, pattern: re.Pattern[str] | None, *,
             raise CodecError(f"invalid value {str(s)[:40]!r}", where)
     idx = _list(v.get("i"), f"{where}.i", n)
     try:
-        return [d[i] for i in idx]
+        return list(map(d.__getitem__, idx))
     except (IndexError, TypeError) as exc:
         raise CodecError("index outside the dictionary", where) from exc
 
@@ -267,21 +295,60 @@ def _floats(v: object, where: str, n: int) -> list[float | None]:
     if "s" in v:
         k = 10 ** _int(v["s"], f"{where}.s", 0, _MAX_SCALE)
         ints = _undelta(v.get("v"), f"{where}.v", n - len(nulls), -(2**62), 2**62)
-        present: list[float] = [i / k for i in ints]
+        present: list[float] = list(map(k.__rtruediv__, ints))  # i / k for each i
     else:
         present = _list(v.get("f"), f"{where}.f", n - len(nulls))
-        if not all(type(x) in (int, float) and math.isfinite(x) for x in present):
+        try:
+            finite = set(map(type, present)) <= _NUMBER and all(map(math.isfinite, present))
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
             raise CodecError("expected finite numbers", where)
-        present = [float(x) for x in present]
+        present = list(map(float, present))
     if not nulls:
-        return list(present)
-    out: list[float | None] = [None] * n
-    null_set = set(nulls)
-    it = iter(present)
-    for i in range(n):
-        if i not in null_set:
-            out[i] = next(it)
+        return present  # type: ignore[return-value]
+    # Put the Nones back between runs of present values: a loop per null, not per reading.
+    out: list[float | None] = []
+    at = 0
+    for i in nulls:
+        take = i - len(out)
+        out += present[at:at + take]
+        at += take
+        out.append(None)
+    out += present[at:]
     return out
+
+
+def _offset_times(doc: dict[str, Any], ts: list[int], n: int
+                  ) -> tuple[list[int | None], list[int]]:
+    """Device clock and receipt times, sent as offsets from ts."""
+    dts_off = _list(doc.get("dts"), "readings.dts", n)
+    rcv_off = _list(doc.get("rcv"), "readings.rcv", n)
+    if not set(map(type, dts_off)) <= _INT_OR_NONE or not set(map(type, rcv_off)) <= _INT:
+        raise CodecError("expected integer offsets", "readings.dts/rcv")
+    dts: list[int | None]
+    if None in dts_off:
+        dts = [None if d is None else d + t for d, t in zip(dts_off, ts, strict=True)]
+        known = [d for d in dts if d is not None]
+    else:
+        known = list(map(add, dts_off, ts))
+        dts = known  # type: ignore[assignment]  # the same list: no None in it
+    rcv = list(map(add, rcv_off, ts))
+    for values in (known, rcv):
+        if values and not (min(values) >= 0 and max(values) <= _MAX_EPOCH_MS):
+            raise CodecError("time outside the epoch range", "readings.dts/rcv")
+    return dts, rcv
+
+
+def _check_each_has_a_metric(metrics: dict[str, list[float | None]], n: int) -> None:
+    """Every reading needs at least one metric, as in the row schema."""
+    # A reading lacks all only where every column has a null: only then look row by row.
+    if n and all(None in col for col in metrics.values()):
+        empty = set(range(n))
+        for col in metrics.values():
+            empty &= {i for i, x in enumerate(col) if x is None}
+        if empty:
+            raise CodecError(f"reading {min(empty)} has no metric", "readings.metrics")
 
 
 def decode_columns(doc: object) -> ReadingColumns:
@@ -290,16 +357,7 @@ def decode_columns(doc: object) -> ReadingColumns:
         raise CodecError("expected an object", "readings")
     n = _int(doc.get("n"), "readings.n", 0, _MAX_READINGS)
     ts = _undelta(doc.get("ts"), "readings.ts", n, 0, _MAX_EPOCH_MS)
-    dts_off = _list(doc.get("dts"), "readings.dts", n)
-    rcv_off = _list(doc.get("rcv"), "readings.rcv", n)
-    if not all(d is None or type(d) is int for d in dts_off) or not all(
-            type(r) is int for r in rcv_off):
-        raise CodecError("expected integer offsets", "readings.dts/rcv")
-    dts = [None if d is None else d + t for d, t in zip(dts_off, ts, strict=True)]
-    rcv = [r + t for r, t in zip(rcv_off, ts, strict=True)]
-    if any(d is not None and not 0 <= d <= _MAX_EPOCH_MS for d in dts) or any(
-            not 0 <= r <= _MAX_EPOCH_MS for r in rcv):
-        raise CodecError("time outside the epoch range", "readings.dts/rcv")
+    dts, rcv = _offset_times(doc, ts, n)
     metrics_doc = doc.get("metrics")
     if type(metrics_doc) is not dict or len(metrics_doc) > 64:
         raise CodecError("expected at most 64 metric columns", "readings.metrics")
@@ -308,12 +366,9 @@ def decode_columns(doc: object) -> ReadingColumns:
         if not _METRIC.match(name):
             raise CodecError("invalid metric name", f"readings.metrics.{name[:64]}")
         metrics[name] = _floats(col, f"readings.metrics.{name}", n)
-    # Every reading needs at least one metric, as in the row schema.
-    for i in range(n):
-        if not any(col[i] is not None for col in metrics.values()):
-            raise CodecError(f"reading {i} has no metric", "readings.metrics")
+    _check_each_has_a_metric(metrics, n)
     flags = [_list(doc.get(k), f"readings.{k}", n) for k in ("anom", "replay")]
-    if not all(f in (0, 1) and type(f) is int for col in flags for f in col):
+    if not all(set(map(type, col)) <= _INT and set(col) <= {0, 1} for col in flags):
         raise CodecError("expected 0/1 flags", "readings.anom/replay")
     scorer = _strings(doc.get("scorer"), "readings.scorer", n, None)
     if not set(scorer) <= _SCORERS:
@@ -327,14 +382,14 @@ def decode_columns(doc: object) -> ReadingColumns:
         score=_floats(doc.get("score"), "readings.score", n), scorer=scorer,
         model_version=_strings(doc.get("mv"), "readings.mv", n, None, nullable=True,
                                max_len=128),
-        anomalous=[bool(a) for a in flags[0]], replay=[bool(r) for r in flags[1]],
+        anomalous=list(map(bool, flags[0])), replay=list(map(bool, flags[1])),
     )
 
 
 def decode(raw: bytes) -> DecodedBatch:
     """A batch from its (decompressed) columnar JSON; CodecError if anything is off."""
     try:
-        doc = json.loads(raw)
+        doc = _loads(raw)
     except (ValueError, RecursionError) as exc:
         raise CodecError(f"not JSON: {exc}") from exc
     if type(doc) is not dict or doc.get("v") != 1:

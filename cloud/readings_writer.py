@@ -1,0 +1,302 @@
+"""Writing a batch's readings into the partitioned ``readings`` table, each one exactly once.
+
+Readings are idempotent on their identity (device, boot, seq). The common path pays nothing
+for that: a small table keeps, per (device, boot), the highest seq stored (the high-water
+mark, locked for the transaction), and rows above it cannot exist yet, so they are streamed
+into ``readings`` with one binary COPY: no conflict check, no per-row work in the database
+beyond storing. Only rows at or below the mark (a catch-up after an outage, a backfill, a
+lost ack) take the ``INSERT … ON CONFLICT DO NOTHING`` path, and the unique index stays the
+safety net: if the COPY ever meets a duplicate (two batches racing for a new boot), it is
+rolled back to its savepoint and redone on the slow path. The rollups are fed only by rows
+actually inserted, so they never count a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+from cloud.db.pool import Conn
+from cloud.rollup import device_codes, fold
+from shared.batchcodec import ReadingColumns
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = ("d", "b", "s", "ts", "dts", "rcv", "t", "sc", "scr", "mv", "an", "rp")
+_TYPES = ("text", "text", "bigint", "bigint", "bigint", "bigint", "text", "float8", "text",
+          "text", "bool", "bool")
+_ROLLUP = """
+{name} AS (
+    INSERT INTO {table} (device_id, metric, bucket, min, max, sum, count)
+    SELECT device_id, metric, date_trunc({unit}, ts), min(v), max(v), sum(v), count(*)
+    FROM m GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
+        min = least({table}.min, EXCLUDED.min), max = greatest({table}.max, EXCLUDED.max),
+        sum = {table}.sum + EXCLUDED.sum, count = {table}.count + EXCLUDED.count
+)"""
+# A replayed old batch must not roll a device's type or gateway back to stale values.
+_UPSERT_DEVICES = """
+INSERT INTO devices (device_id, type, gateway_id, first_seen_at, last_seen_at)
+SELECT d, t, %(gw)s, timestamptz 'epoch' + lo * interval '1 ms',
+       timestamptz 'epoch' + hi * interval '1 ms'
+FROM unnest(%(d)s::text[], %(t)s::text[], %(lo)s::bigint[], %(hi)s::bigint[]) AS u(d, t, lo, hi)
+ORDER BY d
+ON CONFLICT (device_id) DO UPDATE SET
+    type = CASE WHEN EXCLUDED.last_seen_at >= devices.last_seen_at
+                THEN EXCLUDED.type ELSE devices.type END,
+    gateway_id = CASE WHEN EXCLUDED.last_seen_at >= devices.last_seen_at
+                      THEN EXCLUDED.gateway_id ELSE devices.gateway_id END,
+    first_seen_at = least(devices.first_seen_at, EXCLUDED.first_seen_at),
+    last_seen_at = greatest(devices.last_seen_at, EXCLUDED.last_seen_at)
+"""
+_UPSERT_HWM = """
+INSERT INTO readings_hwm (device_id, boot_id, max_seq)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) ORDER BY 1, 2
+ON CONFLICT (device_id, boot_id) DO UPDATE
+    SET max_seq = greatest(readings_hwm.max_seq, EXCLUDED.max_seq)
+"""
+
+# -- binary COPY ----------------------------------------------------------------------------
+
+_COPY = (
+    "COPY readings (seq, ts, received_at, batch_seq, anomalous, replay, device_ts, score,"
+    " metrics, device_id, boot_id, gateway_id, type, scorer, model_version)"
+    " FROM STDIN (FORMAT binary)"
+)
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # no flags, no header extension
+_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"  # field length -1
+_PG_EPOCH_MS = 946_684_800_000  # timestamptz travels as microseconds since 2000-01-01 UTC
+# The fixed-width start of every row, built for all rows at once; the row goes on with its
+# metrics JSON and the text fields (few distinct combinations per batch, encoded once each).
+_HEAD = np.dtype([
+    ("nf", ">i2"), ("l_seq", ">i4"), ("seq", ">i8"), ("l_ts", ">i4"), ("ts", ">i8"),
+    ("l_rcv", ">i4"), ("rcv", ">i8"), ("l_bs", ">i4"), ("bs", ">i8"),
+    ("l_an", ">i4"), ("an", "u1"), ("l_rp", ">i4"), ("rp", "u1"),
+    ("l_dts", ">i4"), ("dts", ">i8"), ("l_sc", ">i4"), ("sc", ">f8"),
+    ("l_m", ">i4"), ("jsonb_version", "u1"),
+])
+_AT = {name: _HEAD.fields[name][1] for name in ("l_dts", "l_sc", "l_m")}  # type: ignore[index]
+
+
+def _metrics_json(cols: ReadingColumns) -> list[bytes]:
+    """Each row's metrics object as JSON (repr of a float is valid, shortest JSON)."""
+    names = list(cols.metrics)
+    values = list(cols.metrics.values())
+    # Metric names are pattern-checked ([a-z][a-z0-9_]*): nothing to escape.
+    template = ("{" + ",".join(f'"{n}":%r' for n in names) + "}").encode()
+    out = list(map(template.__mod__, zip(*values, strict=True)))
+    if any(None in v for v in values):
+        for i, row in enumerate(zip(*values, strict=True)):
+            if None in row:
+                out[i] = json.dumps({n: x for n, x in zip(names, row, strict=True)
+                                     if x is not None}, separators=(",", ":")).encode()
+    return out
+
+
+def _text(value: str | None) -> bytes:
+    if value is None:
+        return _NULL
+    data = value.encode()
+    return len(data).to_bytes(4, "big") + data
+
+
+def copy_payload(cols: ReadingColumns, gateway_id: str, batch_seq: int) -> bytes:
+    """``cols`` as one binary COPY stream for ``_COPY``, built column-wise (no per-row calls)."""
+    n = len(cols)
+    head = np.zeros(n, dtype=_HEAD)
+    head["nf"] = 15
+    for name, size in (("l_seq", 8), ("l_ts", 8), ("l_rcv", 8), ("l_bs", 8), ("l_an", 1),
+                       ("l_rp", 1), ("l_dts", 8), ("l_sc", 8)):
+        head[name] = size
+    head["seq"] = cols.seq
+    head["ts"] = (np.asarray(cols.ts_ms, dtype=np.int64) - _PG_EPOCH_MS) * 1000
+    head["rcv"] = (np.asarray(cols.received_ms, dtype=np.int64) - _PG_EPOCH_MS) * 1000
+    head["bs"] = batch_seq
+    head["an"] = cols.anomalous
+    head["rp"] = cols.replay
+    no_dts = None in cols.device_ts_ms
+    dts = [0 if d is None else d for d in cols.device_ts_ms] if no_dts else cols.device_ts_ms
+    head["dts"] = (np.asarray(dts, dtype=np.int64) - _PG_EPOCH_MS) * 1000
+    head["sc"] = np.asarray(cols.score, dtype=np.float64)  # None -> NaN, patched below
+    metrics = _metrics_json(cols)
+    head["l_m"] = np.fromiter(map(len, metrics), dtype=np.int32, count=n) + 1
+    head["jsonb_version"] = 1
+    heads: list[bytes] = head.view(f"V{_HEAD.itemsize}").tolist()
+    if no_dts or None in cols.score:
+        for i, (d, s) in enumerate(zip(cols.device_ts_ms, cols.score, strict=True)):
+            if d is None or s is None:
+                h = heads[i]
+                heads[i] = b"".join((
+                    h[:_AT["l_dts"]], _NULL if d is None else h[_AT["l_dts"]:_AT["l_sc"]],
+                    _NULL if s is None else h[_AT["l_sc"]:_AT["l_m"]], h[_AT["l_m"]:]))
+    gw = _text(gateway_id)
+    keys = set(zip(cols.device, cols.boot, cols.type, cols.scorer, cols.model_version,
+                   strict=True))
+    texts = {k: b"".join((_text(k[0]), _text(k[1]), gw, _text(k[2]), _text(k[3]), _text(k[4])))
+             for k in keys}
+    tails = map(texts.__getitem__, zip(cols.device, cols.boot, cols.type, cols.scorer,
+                                       cols.model_version, strict=True))
+    rows = chain.from_iterable(zip(heads, metrics, tails, strict=True))
+    return b"".join(chain((_SIGNATURE,), rows, (_TRAILER,)))
+
+
+def _take(cols: ReadingColumns, idx: Sequence[int]) -> ReadingColumns:
+    """The rows ``idx`` of ``cols`` (in that order)."""
+    if len(idx) == len(cols):
+        return cols
+    get = itemgetter(*idx)
+
+    def take(values: list[Any]) -> list[Any]:
+        return list(get(values)) if len(idx) > 1 else [values[idx[0]]]
+
+    return ReadingColumns(
+        device=take(cols.device), boot=take(cols.boot), seq=take(cols.seq),
+        type=take(cols.type), ts_ms=take(cols.ts_ms), device_ts_ms=take(cols.device_ts_ms),
+        received_ms=take(cols.received_ms),
+        metrics={m: take(v) for m, v in cols.metrics.items()}, score=take(cols.score),
+        scorer=take(cols.scorer), model_version=take(cols.model_version),
+        anomalous=take(cols.anomalous), replay=take(cols.replay))
+
+
+def _copy_fast(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq: int) -> int:
+    """COPY rows known to be new straight into ``readings``, then fold them into the rollups."""
+    payload = copy_payload(cols, gateway_id, batch_seq)
+    with conn.cursor() as cur, cur.copy(_COPY) as copy:
+        copy.write(payload)
+    fold(conn, cols)
+    return len(cols)
+
+
+# -- slow path: conflict checks in the database --------------------------------------------
+
+
+def _pick(cols: ReadingColumns, idx: Sequence[int] | None) -> dict[str, Any]:
+    """Parameter arrays of the rows ``idx`` (all rows when None)."""
+    def take(values: list[Any]) -> list[Any]:
+        return values if idx is None else [values[i] for i in idx]
+
+    columns: tuple[list[Any], ...] = (
+        cols.device, cols.boot, cols.seq, cols.ts_ms, cols.device_ts_ms, cols.received_ms,
+        cols.type, cols.score, cols.scorer, cols.model_version, cols.anomalous, cols.replay)
+    out: dict[str, Any] = {name: take(v) for name, v in zip(_COLUMNS, columns, strict=True)}
+    for k, values in enumerate(cols.metrics.values()):
+        out[f"m{k}"] = take(values)
+    return out
+
+
+def _insert_sql(metric_names: Sequence[str], on_conflict: bool) -> sql.Composed:
+    cols = [*_COLUMNS, *(f"m{k}" for k in range(len(metric_names)))]
+    types = [*_TYPES, *("float8" for _ in metric_names)]
+    arrays = sql.SQL(", ").join(
+        sql.SQL("{}::{}[]").format(sql.Placeholder(c), sql.SQL(t))
+        for c, t in zip(cols, types, strict=True))
+    pairs = sql.SQL(", ").join(
+        sql.SQL("{}, {}").format(sql.Literal(name), sql.Identifier(f"m{k}"))
+        for k, name in enumerate(metric_names))
+    return sql.SQL("""
+WITH ins AS (
+    INSERT INTO readings (device_id, boot_id, seq, ts, device_ts, received_at, gateway_id,
+                          batch_seq, type, metrics, score, scorer, model_version, anomalous,
+                          replay)
+    SELECT d, b, s, timestamptz 'epoch' + ts * interval '1 ms',
+           timestamptz 'epoch' + dts * interval '1 ms',
+           timestamptz 'epoch' + rcv * interval '1 ms', {gw}, {bs}, t,
+           jsonb_strip_nulls(jsonb_build_object({pairs})), sc, scr, mv, an, rp
+    FROM unnest({arrays}) AS u({names})
+    {conflict}
+    RETURNING device_id, ts, metrics
+), m AS (
+    SELECT device_id, ts, e.key AS metric, e.value::double precision AS v
+    FROM ins, jsonb_each(ins.metrics) AS e
+), {r1}, {r2}
+SELECT count(*) FROM ins""").format(
+        gw=sql.Placeholder("gw"), bs=sql.Placeholder("bs"), pairs=pairs, arrays=arrays,
+        names=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        conflict=sql.SQL("ON CONFLICT DO NOTHING" if on_conflict else ""),
+        r1=sql.SQL(_ROLLUP).format(name=sql.Identifier("r1"),
+                                   table=sql.Identifier("readings_1m"), unit=sql.Literal("minute")),
+        r2=sql.SQL(_ROLLUP).format(name=sql.Identifier("r2"),
+                                   table=sql.Identifier("readings_1h"), unit=sql.Literal("hour")),
+    )
+
+
+def _insert(conn: Conn, cols: ReadingColumns, idx: Sequence[int] | None, *,
+            gateway_id: str, batch_seq: int) -> int:
+    """Insert the rows ``idx`` (all when None) skipping stored ones; rollups from RETURNING."""
+    params = _pick(cols, idx)
+    params.update(gw=gateway_id, bs=batch_seq)
+    row = conn.execute(_insert_sql(list(cols.metrics), on_conflict=True), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- the batch ------------------------------------------------------------------------------
+
+
+def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq: int) -> int:
+    """Insert the readings not stored yet, inside the caller's transaction; returns how many."""
+    n = len(cols)
+    if n == 0:
+        return 0
+    pair_of: dict[tuple[str, str], int] = {
+        p: k for k, p in enumerate(sorted(set(zip(cols.device, cols.boot, strict=True))))}
+    pairs = list(pair_of)
+    code = np.fromiter(map(pair_of.__getitem__, zip(cols.device, cols.boot, strict=True)),
+                       dtype=np.int64, count=n)
+    seq = np.asarray(cols.seq, dtype=np.int64)
+    top = np.full(len(pairs), -1, dtype=np.int64)
+    np.maximum.at(top, code, seq)
+    mark = np.full(len(pairs), -1, dtype=np.int64)
+    # Locked in (device, boot) order, like every writer: batches touching the same devices
+    # queue here instead of deadlocking.
+    for d, b, m in conn.execute(
+            "SELECT device_id, boot_id, max_seq FROM readings_hwm"
+            " WHERE (device_id, boot_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY 1, 2 FOR UPDATE",
+            ([p[0] for p in pairs], [p[1] for p in pairs])):
+        mark[pair_of[(d, b)]] = m
+    # seq < 2**32 and fewer than 2**31 pairs: one int64 key per identity.
+    unique = len(np.unique(code << 32 | seq)) == n
+    fresh = seq > mark[code]
+    fast: list[int] = np.flatnonzero(fresh).tolist() if unique else []
+    slow: list[int] | None = np.flatnonzero(~fresh).tolist() if unique else None
+    inserted = 0
+    if fast:
+        try:
+            with conn.transaction():
+                inserted = _copy_fast(conn, _take(cols, fast), gateway_id, batch_seq)
+        except psycopg.errors.UniqueViolation:
+            # A race for a new (device, boot): redo these rows with conflict checks.
+            log.info("batch %s/%d met concurrent rows; slow path", gateway_id, batch_seq)
+            inserted = 0
+            slow = None
+    if slow is None or slow:
+        inserted += _insert(conn, cols, slow, gateway_id=gateway_id, batch_seq=batch_seq)
+    conn.execute(_UPSERT_HWM, ([p[0] for p in pairs], [p[1] for p in pairs], top.tolist()))
+    _upsert_devices(conn, cols, gateway_id)
+    return inserted
+
+
+def _upsert_devices(conn: Conn, cols: ReadingColumns, gateway_id: str) -> None:
+    """First/last seen and the latest type of each device in the batch."""
+    codes, names = device_codes(cols.device)
+    ts = np.asarray(cols.ts_ms, dtype=np.int64)
+    # By device, then time, then position: a device's last row is its latest reading
+    # (the later one of equal times).
+    order = np.lexsort((np.arange(len(ts)), ts, codes))
+    ends: npt.NDArray[np.intp] = np.searchsorted(codes[order], np.arange(len(names)),
+                                                 side="right") - 1
+    starts = np.searchsorted(codes[order], np.arange(len(names)), side="left")
+    first, last = order[starts], order[ends]
+    conn.execute(_UPSERT_DEVICES, {
+        "gw": gateway_id, "d": names, "t": [cols.type[i] for i in last.tolist()],
+        "lo": ts[first].tolist(), "hi": ts[last].tolist()})
