@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from psycopg.errors import UniqueViolation
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
@@ -122,14 +123,13 @@ def apply_batch(conn: Conn, batch: SyncBatch | DecodedBatch, gateway_id: str) ->
         raise IngestError("apply_batch needs a connection outside a transaction")
     ensure_partitions(conn, batch.readings.ts_ms)
     n = len(batch.readings)
-    with conn.transaction():
-        fresh = conn.execute(
-            "INSERT INTO sync_batches (gateway_id, batch_seq, n_readings, n_alerts)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING true",
-            (gateway_id, batch.batch_seq, n, len(batch.alerts)),
-        ).fetchone()
-        ack = _apply(conn, batch, gateway_id) if fresh else _stored_ack(conn, batch, gateway_id)
-        ack.desired = desired_state(conn, gateway_id)
+    try:
+        ack = _transaction(conn, batch, gateway_id, checked=False)
+    except UniqueViolation:
+        # Another batch stored rows of a new (device, boot) first; everything rolled back.
+        log.info("batch %s/%d raced another for new rows; applying it with conflict checks",
+                 gateway_id, batch.batch_seq)
+        ack = _transaction(conn, batch, gateway_id, checked=True)
     # Logged only now: the transaction block has committed.
     log.info(
         "%s batch %s/%d: %d readings (%d new, %d duplicate), %d alerts upserted",
@@ -157,7 +157,21 @@ def desired_state(conn: Conn, gateway_id: str) -> DesiredState:
     return DesiredState(config_version=row[0], config=row[1], models=row[2], backfill=backfill)
 
 
-def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str) -> SyncAck:
+def _transaction(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -> SyncAck:
+    """The batch's one transaction: ledger row first, then its content, then the answer."""
+    with conn.transaction():
+        fresh = conn.execute(
+            "INSERT INTO sync_batches (gateway_id, batch_seq, n_readings, n_alerts)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING true",
+            (gateway_id, batch.batch_seq, len(batch.readings), len(batch.alerts)),
+        ).fetchone()
+        ack = (_apply(conn, batch, gateway_id, checked=checked) if fresh
+               else _stored_ack(conn, batch, gateway_id))
+        ack.desired = desired_state(conn, gateway_id)
+    return ack
+
+
+def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -> SyncAck:
     """Write a batch seen for the first time; its sync_batches row is already inserted."""
     # Alerts and device events first: they matter most, and they are small.
     upserted = _upsert_alerts(conn, batch.alerts, gateway_id)
@@ -166,7 +180,8 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str) -> SyncAck:
             "device": e.device, "type": e.type, "gw": gateway_id, "state": e.state,
             "boot": e.boot, "fw": e.fw,
             "at": _ts(e.at_ms)})
-    inserted = insert_readings(conn, batch.readings, gateway_id, batch.batch_seq)
+    inserted = insert_readings(conn, batch.readings, gateway_id, batch.batch_seq,
+                               checked=checked)
     conn.execute(
         "UPDATE sync_batches SET n_inserted = %s, n_alerts = %s"
         " WHERE gateway_id = %s AND batch_seq = %s",

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 from psycopg import sql
 
 from cloud.db.pool import Conn
@@ -242,8 +241,16 @@ def _insert(conn: Conn, cols: ReadingColumns, idx: Sequence[int] | None, *,
 # -- the batch ------------------------------------------------------------------------------
 
 
-def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq: int) -> int:
-    """Insert the readings not stored yet, inside the caller's transaction; returns how many."""
+def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq: int, *,
+                    checked: bool = False) -> int:
+    """Insert the readings not stored yet, inside the caller's transaction; returns how many.
+
+    Rows above the high-water mark are COPY'd without conflict checks. If another batch raced
+    us to a new (device, boot), the COPY raises UniqueViolation and the caller's whole
+    transaction rolls back; it then calls again with ``checked=True``, which puts every row
+    through ``ON CONFLICT DO NOTHING``. (A savepoint around the COPY would avoid the redo, at
+    two extra round trips on every batch for a race that is rare.)
+    """
     n = len(cols)
     if n == 0:
         return 0
@@ -267,18 +274,10 @@ def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq
     # seq < 2**32 and fewer than 2**31 pairs: one int64 key per identity.
     unique = len(np.unique(code << 32 | seq)) == n
     fresh = seq > mark[code]
-    fast: list[int] = np.flatnonzero(fresh).tolist() if unique else []
-    slow: list[int] | None = np.flatnonzero(~fresh).tolist() if unique else None
-    inserted = 0
-    if fast:
-        try:
-            with conn.transaction():
-                inserted = _copy_fast(conn, _take(cols, fast), gateway_id, batch_seq)
-        except psycopg.errors.UniqueViolation:
-            # A race for a new (device, boot): redo these rows with conflict checks.
-            log.info("batch %s/%d met concurrent rows; slow path", gateway_id, batch_seq)
-            inserted = 0
-            slow = None
+    direct = unique and not checked
+    fast: list[int] = np.flatnonzero(fresh).tolist() if direct else []
+    slow: list[int] | None = np.flatnonzero(~fresh).tolist() if direct else None
+    inserted = _copy_fast(conn, _take(cols, fast), gateway_id, batch_seq) if fast else 0
     if slow is None or slow:
         inserted += _insert(conn, cols, slow, gateway_id=gateway_id, batch_seq=batch_seq)
     conn.execute(_UPSERT_HWM, ([p[0] for p in pairs], [p[1] for p in pairs], top.tolist()))
