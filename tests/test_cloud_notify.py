@@ -186,6 +186,12 @@ def test_receivers_down_are_retried_and_every_attempt_logged(pg_dsn: str) -> Non
                            alert_id="aaaa0001").json()
         everything = biz.get("viewer", "/api/v1/notifications").json()
         jobs = {j["kind"] + ":" + j["status"]: j for j in biz.get("admin", "/api/v1/jobs").json()}
+        metrics = biz.client.get("/metrics").text
+    # The shared queue's state is on /metrics for alerting on stuck or failing deliveries.
+    assert 'smaint_cloud_jobs{kind="webhook",status="failed"} 1.0' in metrics
+    assert 'smaint_cloud_jobs{kind="webhook",status="done"} 1.0' in metrics
+    assert 'smaint_cloud_notification_deliveries{channel="webhook",ok="false"} 5.0' in metrics
+    assert 'smaint_cloud_notification_deliveries{channel="webhook",ok="true"} 1.0' in metrics
     down = sorted((d for d in everything if d["target"] == nobody), key=lambda d: d["attempt"])
     assert [(d["attempt"], d["ok"]) for d in down] == [(1, False), (2, False), (3, False)]
     assert all("ConnectError" in d["detail"] for d in down)

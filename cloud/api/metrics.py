@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from cloud.db.pool import Conn
 
 
 class CloudMetrics:
@@ -43,3 +45,27 @@ class CloudMetrics:
             ["method", "route"],
             registry=self.registry,
         )
+        # Queue state lives in PostgreSQL, shared by every replica: read at scrape time.
+        self.jobs = Gauge(
+            "smaint_cloud_jobs",
+            "Background jobs in the shared job table, by kind and status",
+            ["kind", "status"],
+            registry=self.registry,
+        )
+        self.deliveries = Gauge(
+            "smaint_cloud_notification_deliveries",
+            "Notification delivery attempts logged, by channel and outcome",
+            ["channel", "ok"],
+            registry=self.registry,
+        )
+
+    def refresh_queues(self, conn: Conn) -> None:
+        """Read the job table and delivery log into the gauges."""
+        self.jobs.clear()
+        for kind, status, n in conn.execute(
+                "SELECT kind, status, count(*) FROM jobs GROUP BY 1, 2"):
+            self.jobs.labels(kind, status).set(n)
+        self.deliveries.clear()
+        for channel, ok, n in conn.execute(
+                "SELECT channel, ok, count(*) FROM notification_deliveries GROUP BY 1, 2"):
+            self.deliveries.labels(channel, str(ok).lower()).set(n)

@@ -39,5 +39,11 @@ def readyz(state: State) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(state: State) -> Response:
-    """The app's metrics in Prometheus text format."""
+    """The app's metrics in Prometheus text format, with the shared job queue's state."""
+    try:
+        with state.db().connection(timeout=min(2.0, state.settings.pool_timeout_s)) as conn:
+            state.metrics.refresh_queues(conn)
+    except (psycopg.Error, PoolTimeout) as exc:
+        # The process's own counters are still worth serving when the database is away.
+        log.warning("metrics without queue state: %s", exc)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
