@@ -64,6 +64,29 @@ ON CONFLICT (gateway_id, alert_id) DO UPDATE SET
 WHERE alerts.updated_ms < EXCLUDED.updated_ms
 """
 
+# The end of a fresh batch in one round trip: its counts, the gateway's last contact, and
+# the desired state (the UPDATE's RETURNING; config columns are not among those it sets).
+_FINISH = """
+WITH sb AS (
+    UPDATE sync_batches SET n_inserted = %(ins)s, n_alerts = %(up)s
+    WHERE gateway_id = %(gw)s AND batch_seq = %(bs)s
+), g AS (
+    UPDATE gateways SET last_seen_at = now(), reported_state = coalesce(%(st)s, reported_state),
+        reported_at = CASE WHEN %(has)s THEN now() ELSE reported_at END
+    WHERE gateway_id = %(gw)s
+    RETURNING config_version, desired_config, desired_models
+)
+SELECT g.config_version, g.desired_config, g.desired_models,
+       coalesce(b.ids, '{}'), coalesce(b.lo, '{}'), coalesce(b.hi, '{}')
+FROM (SELECT 1) one LEFT JOIN g ON true, LATERAL (
+    SELECT array_agg(id ORDER BY id) AS ids, array_agg(lo ORDER BY id) AS lo,
+           array_agg(hi ORDER BY id) AS hi
+    FROM (SELECT id, (extract(epoch FROM since_at) * 1000)::bigint AS lo,
+                 (extract(epoch FROM until_at) * 1000)::bigint AS hi
+          FROM backfill_requests WHERE gateway_id = %(gw)s AND completed_at IS NULL
+          ORDER BY id LIMIT 100) o) b
+"""
+
 
 def check_batch(batch: SyncBatch) -> None:
     """Reject what the schema lets through but the database cannot hold faithfully."""
@@ -164,10 +187,12 @@ def _transaction(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: b
             "INSERT INTO sync_batches (gateway_id, batch_seq, n_readings, n_alerts)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING true",
             (gateway_id, batch.batch_seq, len(batch.readings), len(batch.alerts)),
-        ).fetchone()
-        ack = (_apply(conn, batch, gateway_id, checked=checked) if fresh
-               else _stored_ack(conn, batch, gateway_id))
-        ack.desired = desired_state(conn, gateway_id)
+            prepare=True).fetchone()
+        if fresh:
+            ack = _apply(conn, batch, gateway_id, checked=checked)
+        else:
+            ack = _stored_ack(conn, batch, gateway_id)
+            ack.desired = desired_state(conn, gateway_id)
     return ack
 
 
@@ -182,25 +207,25 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -
             "at": _ts(e.at_ms)})
     inserted = insert_readings(conn, batch.readings, gateway_id, batch.batch_seq,
                                checked=checked)
-    conn.execute(
-        "UPDATE sync_batches SET n_inserted = %s, n_alerts = %s"
-        " WHERE gateway_id = %s AND batch_seq = %s",
-        (inserted, upserted, gateway_id, batch.batch_seq),
-    )
-    state = Jsonb(batch.state.model_dump(mode="json")) if batch.state else None
-    conn.execute(
-        "UPDATE gateways SET last_seen_at = now(),"
-        " reported_state = coalesce(%s, reported_state),"
-        " reported_at = CASE WHEN %s THEN now() ELSE reported_at END WHERE gateway_id = %s",
-        (state, state is not None, gateway_id))
     if batch.backfill_done:
+        # Before the desired state is read, which must no longer list these requests.
         conn.execute(
             "UPDATE backfill_requests SET completed_at = now() WHERE gateway_id = %s"
             " AND id = ANY(%s) AND completed_at IS NULL", (gateway_id, batch.backfill_done))
+    state = Jsonb(batch.state.model_dump(mode="json")) if batch.state else None
+    row = conn.execute(_FINISH, {
+        "ins": inserted, "up": upserted, "gw": gateway_id, "bs": batch.batch_seq,
+        "st": state, "has": state is not None}, prepare=True).fetchone()
+    assert row is not None  # noqa: S101 - the outer SELECT always yields one row
+    backfill = [BackfillRequest(id=i, since_ms=lo, until_ms=hi)
+                for i, lo, hi in zip(row[3], row[4], row[5], strict=True)]
+    desired = (DesiredState(backfill=backfill) if row[0] is None else
+               DesiredState(config_version=row[0], config=row[1], models=row[2],
+                            backfill=backfill))
     return SyncAck(
         gateway=gateway_id, batch_seq=batch.batch_seq, first_time=True,
         readings_inserted=inserted, readings_duplicate=len(batch.readings) - inserted,
-        alerts_upserted=upserted,
+        alerts_upserted=upserted, desired=desired,
     )
 
 

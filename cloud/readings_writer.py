@@ -25,7 +25,7 @@ import numpy.typing as npt
 from psycopg import sql
 
 from cloud.db.pool import Conn
-from cloud.rollup import device_codes, fold
+from cloud.rollup import array_literal, device_codes, fold
 from shared.batchcodec import ReadingColumns
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,16 @@ _ROLLUP = """
         min = least({table}.min, EXCLUDED.min), max = greatest({table}.max, EXCLUDED.max),
         sum = {table}.sum + EXCLUDED.sum, count = {table}.count + EXCLUDED.count
 )"""
+# Devices and high-water marks in one round trip. An unreferenced data-modifying CTE runs
+# after the main statement: devices, then marks, each in sorted order, like every writer.
 # A replayed old batch must not roll a device's type or gateway back to stale values.
 _UPSERT_DEVICES = """
+WITH hwm AS (
+    INSERT INTO readings_hwm (device_id, boot_id, max_seq)
+    SELECT * FROM unnest(%(hd)s::text[], %(hb)s::text[], %(hs)s::bigint[]) ORDER BY 1, 2
+    ON CONFLICT (device_id, boot_id) DO UPDATE
+        SET max_seq = greatest(readings_hwm.max_seq, EXCLUDED.max_seq)
+)
 INSERT INTO devices (device_id, type, gateway_id, first_seen_at, last_seen_at)
 SELECT d, t, %(gw)s, timestamptz 'epoch' + lo * interval '1 ms',
        timestamptz 'epoch' + hi * interval '1 ms'
@@ -56,12 +64,6 @@ ON CONFLICT (device_id) DO UPDATE SET
                       THEN EXCLUDED.gateway_id ELSE devices.gateway_id END,
     first_seen_at = least(devices.first_seen_at, EXCLUDED.first_seen_at),
     last_seen_at = greatest(devices.last_seen_at, EXCLUDED.last_seen_at)
-"""
-_UPSERT_HWM = """
-INSERT INTO readings_hwm (device_id, boot_id, max_seq)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) ORDER BY 1, 2
-ON CONFLICT (device_id, boot_id) DO UPDATE
-    SET max_seq = greatest(readings_hwm.max_seq, EXCLUDED.max_seq)
 """
 
 # -- binary COPY ----------------------------------------------------------------------------
@@ -263,13 +265,14 @@ def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq
     top = np.full(len(pairs), -1, dtype=np.int64)
     np.maximum.at(top, code, seq)
     mark = np.full(len(pairs), -1, dtype=np.int64)
+    devs, boots = array_literal([p[0] for p in pairs]), array_literal([p[1] for p in pairs])
     # Locked in (device, boot) order, like every writer: batches touching the same devices
     # queue here instead of deadlocking.
     for d, b, m in conn.execute(
             "SELECT device_id, boot_id, max_seq FROM readings_hwm"
             " WHERE (device_id, boot_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
             " ORDER BY 1, 2 FOR UPDATE",
-            ([p[0] for p in pairs], [p[1] for p in pairs])):
+            (devs, boots), prepare=True):
         mark[pair_of[(d, b)]] = m
     # seq < 2**32 and fewer than 2**31 pairs: one int64 key per identity.
     unique = len(np.unique(code << 32 | seq)) == n
@@ -280,13 +283,14 @@ def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq
     inserted = _copy_fast(conn, _take(cols, fast), gateway_id, batch_seq) if fast else 0
     if slow is None or slow:
         inserted += _insert(conn, cols, slow, gateway_id=gateway_id, batch_seq=batch_seq)
-    conn.execute(_UPSERT_HWM, ([p[0] for p in pairs], [p[1] for p in pairs], top.tolist()))
-    _upsert_devices(conn, cols, gateway_id)
+    _upsert_devices(conn, cols, gateway_id, {
+        "hd": devs, "hb": boots, "hs": array_literal(top.tolist())})
     return inserted
 
 
-def _upsert_devices(conn: Conn, cols: ReadingColumns, gateway_id: str) -> None:
-    """First/last seen and the latest type of each device in the batch."""
+def _upsert_devices(conn: Conn, cols: ReadingColumns, gateway_id: str,
+                    marks: dict[str, str]) -> None:
+    """First/last seen and the latest type of each device, and the new high-water marks."""
     codes, names = device_codes(cols.device)
     ts = np.asarray(cols.ts_ms, dtype=np.int64)
     # By device, then time, then position: a device's last row is its latest reading
@@ -297,5 +301,7 @@ def _upsert_devices(conn: Conn, cols: ReadingColumns, gateway_id: str) -> None:
     starts = np.searchsorted(codes[order], np.arange(len(names)), side="left")
     first, last = order[starts], order[ends]
     conn.execute(_UPSERT_DEVICES, {
-        "gw": gateway_id, "d": names, "t": [cols.type[i] for i in last.tolist()],
-        "lo": ts[first].tolist(), "hi": ts[last].tolist()})
+        "gw": gateway_id, "d": array_literal(names),
+        "t": array_literal([cols.type[i] for i in last.tolist()]),
+        "lo": array_literal(ts[first].tolist()), "hi": array_literal(ts[last].tolist()),
+        **marks}, prepare=True)
