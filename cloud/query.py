@@ -229,15 +229,24 @@ def bucketed(
         raise ValueError(f"give 1..{MAX_BUCKET_DEVICES} devices")
     since, until = _aware(since), _aware(until)
     # An hour-aligned width reads the hourly rollup: 60x fewer rows than the minute one.
-    table = "readings_1h" if width_s % 3600 == 0 else "readings_1m"
+    # Deltas not folded yet (at most a second or two of ingest) are added, binned the same
+    # way, so that a chart never misses what was just acknowledged.
+    table, unit = ("readings_1h", "1 hour") if width_s % 3600 == 0 else ("readings_1m",
+                                                                          "1 minute")
     rows = conn.execute(
         sql.SQL(
             "SELECT device_id, date_bin(%(w)s * interval '1 s', bucket, timestamptz 'epoch') b,"
-            " min(min), max(max), sum(sum) / sum(count), sum(count)::bigint FROM {}"
+            " min(min), max(max), sum(sum) / sum(count), sum(count)::bigint FROM ("
+            " SELECT device_id, bucket, min, max, sum, count FROM {}"
             " WHERE device_id = ANY(%(d)s) AND metric = %(m)s"
-            " AND bucket >= %(lo)s AND bucket < %(hi)s GROUP BY 1, 2 ORDER BY 1, 2"
+            " AND bucket >= %(lo)s AND bucket < %(hi)s"
+            " UNION ALL SELECT device_id, bucket, min, max, sum, count FROM rollup_pending"
+            " WHERE device_id = ANY(%(d)s) AND metric = %(m)s"
+            " AND date_bin(%(u)s::interval, bucket, timestamptz 'epoch') >= %(lo)s"
+            " AND date_bin(%(u)s::interval, bucket, timestamptz 'epoch') < %(hi)s) r"
+            " GROUP BY 1, 2 ORDER BY 1, 2"
         ).format(sql.Identifier(table)),
-        {"w": width_s, "d": devices, "m": metric, "lo": since, "hi": until},
+        {"w": width_s, "d": devices, "m": metric, "lo": since, "hi": until, "u": unit},
     ).fetchall()
     return BucketSeries(
         metric=metric, width_s=width_s, source=table,

@@ -6,26 +6,26 @@ mark, locked for the transaction), and rows above it cannot exist yet, so they a
 into ``readings`` with one binary COPY: no conflict check, no per-row work in the database
 beyond storing. Only rows at or below the mark (a catch-up after an outage, a backfill, a
 lost ack) take the ``INSERT … ON CONFLICT DO NOTHING`` path, and the unique index stays the
-safety net: if the COPY ever meets a duplicate (two batches racing for a new boot), it is
-rolled back to its savepoint and redone on the slow path. The rollups are fed only by rows
-actually inserted, so they never count a duplicate.
+safety net: if the COPY ever meets a duplicate (two batches racing for a new boot), the
+batch's transaction is rolled back and redone with conflict checks (cloud.ingest). Rollup
+deltas (cloud.rollup) come only from rows actually inserted: a duplicate is never counted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
-from itertools import chain
+from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from psycopg import sql
 
 from cloud.db.pool import Conn
-from cloud.rollup import array_literal, device_codes, fold
+from cloud.rollup import array_literal, device_codes, record
 from shared.batchcodec import ReadingColumns
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,6 @@ log = logging.getLogger(__name__)
 _COLUMNS = ("d", "b", "s", "ts", "dts", "rcv", "t", "sc", "scr", "mv", "an", "rp")
 _TYPES = ("text", "text", "bigint", "bigint", "bigint", "bigint", "text", "float8", "text",
           "text", "bool", "bool")
-_ROLLUP = """
-{name} AS (
-    INSERT INTO {table} (device_id, metric, bucket, min, max, sum, count)
-    SELECT device_id, metric, date_trunc({unit}, ts), min(v), max(v), sum(v), count(*)
-    FROM m GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
-        min = least({table}.min, EXCLUDED.min), max = greatest({table}.max, EXCLUDED.max),
-        sum = {table}.sum + EXCLUDED.sum, count = {table}.count + EXCLUDED.count
-)"""
 # Devices and high-water marks in one round trip. An unreferenced data-modifying CTE runs
 # after the main statement: devices, then marks, each in sorted order, like every writer.
 # A replayed old batch must not roll a device's type or gateway back to stale values.
@@ -90,17 +81,25 @@ _AT = {name: _HEAD.fields[name][1] for name in ("l_dts", "l_sc", "l_m")}  # type
 
 
 def _metrics_json(cols: ReadingColumns) -> list[bytes]:
-    """Each row's metrics object as JSON (repr of a float is valid, shortest JSON)."""
-    names = list(cols.metrics)
-    values = list(cols.metrics.values())
-    # Metric names are pattern-checked ([a-z][a-z0-9_]*): nothing to escape.
-    template = ("{" + ",".join(f'"{n}":%r' for n in names) + "}").encode()
-    out = list(map(template.__mod__, zip(*values, strict=True)))
-    if any(None in v for v in values):
-        for i, row in enumerate(zip(*values, strict=True)):
+    """Each row's metrics object as JSON text."""
+    if not cols.metrics or not len(cols):
+        return [b"{}"] * len(cols)
+    # orjson writes a whole column's numbers (shortest round-trip form, as repr) in one C
+    # call; splitting that list and joining the pieces per row costs a third of formatting
+    # each row in Python. Metric names are pattern-checked ([a-z][a-z0-9_]*): no escaping.
+    pieces: list[Iterable[bytes]] = []
+    for k, (name, values) in enumerate(cols.metrics.items()):
+        pieces.append(repeat(('{"' if k == 0 else ',"').encode() + name.encode() + b'":'))
+        pieces.append(orjson.dumps(values)[1:-1].split(b","))
+    pieces.append(repeat(b"}"))
+    out = list(map(b"".join, zip(*pieces, strict=False)))  # the repeats are endless
+    if any(None in v for v in cols.metrics.values()):
+        # A reading without some metric leaves that key out (orjson wrote null there).
+        names = list(cols.metrics)
+        for i, row in enumerate(zip(*cols.metrics.values(), strict=True)):
             if None in row:
-                out[i] = json.dumps({n: x for n, x in zip(names, row, strict=True)
-                                     if x is not None}, separators=(",", ":")).encode()
+                out[i] = orjson.dumps({n: x for n, x in zip(names, row, strict=True)
+                                       if x is not None})
     return out
 
 
@@ -170,11 +169,11 @@ def _take(cols: ReadingColumns, idx: Sequence[int]) -> ReadingColumns:
 
 
 def _copy_fast(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq: int) -> int:
-    """COPY rows known to be new straight into ``readings``, then fold them into the rollups."""
+    """COPY rows known to be new straight into ``readings``; their rollup deltas follow."""
     payload = copy_payload(cols, gateway_id, batch_seq)
     with conn.cursor() as cur, cur.copy(_COPY) as copy:
         copy.write(payload)
-    fold(conn, cols)
+    record(conn, cols)
     return len(cols)
 
 
@@ -219,21 +218,23 @@ WITH ins AS (
 ), m AS (
     SELECT device_id, ts, e.key AS metric, e.value::double precision AS v
     FROM ins, jsonb_each(ins.metrics) AS e
-), {r1}, {r2}
+), r AS (
+    INSERT INTO rollup_pending (device_id, metric, bucket, min, max, sum, count)
+    SELECT device_id, metric, date_bin('1 minute', ts, timestamptz 'epoch'), min(v), max(v),
+           sum(v), count(*)
+    FROM m GROUP BY 1, 2, 3
+)
 SELECT count(*) FROM ins""").format(
         gw=sql.Placeholder("gw"), bs=sql.Placeholder("bs"), pairs=pairs, arrays=arrays,
         names=sql.SQL(", ").join(map(sql.Identifier, cols)),
         conflict=sql.SQL("ON CONFLICT DO NOTHING" if on_conflict else ""),
-        r1=sql.SQL(_ROLLUP).format(name=sql.Identifier("r1"),
-                                   table=sql.Identifier("readings_1m"), unit=sql.Literal("minute")),
-        r2=sql.SQL(_ROLLUP).format(name=sql.Identifier("r2"),
-                                   table=sql.Identifier("readings_1h"), unit=sql.Literal("hour")),
     )
 
 
 def _insert(conn: Conn, cols: ReadingColumns, idx: Sequence[int] | None, *,
             gateway_id: str, batch_seq: int) -> int:
-    """Insert the rows ``idx`` (all when None) skipping stored ones; rollups from RETURNING."""
+    """Insert the rows ``idx`` (all when None) skipping stored ones; rollup deltas from
+    RETURNING."""
     params = _pick(cols, idx)
     params.update(gw=gateway_id, bs=batch_seq)
     row = conn.execute(_insert_sql(list(cols.metrics), on_conflict=True), params).fetchone()

@@ -1,49 +1,75 @@
-"""Folding freshly stored readings into the per-minute and per-hour rollups.
+"""Rollups: min, max, sum and count of every metric per device and minute, and per hour.
 
-The rows of one batch are aggregated here with numpy (a 5,000-reading batch of 100 devices
-folds into a few hundred minute buckets), so the database only upserts the buckets. Callers
-pass only rows that were really inserted: a duplicate must never be counted twice.
+Ingest does not upsert the rollup tables itself. Each batch aggregates the rows it really
+inserted (never a duplicate) into per-minute deltas with numpy (a 5,000-reading batch of 100
+devices gives a few hundred) and appends them to ``rollup_pending`` with one binary COPY, in
+the batch's own transaction. A folder running in every cloud process moves the pending deltas
+into ``readings_1m`` and ``readings_1h`` about once a second: the DELETE … RETURNING and both
+upserts are one transaction, so each delta is folded exactly once. A second of batches then
+costs one upsert per bucket instead of one per bucket and batch, and concurrent batches never
+queue on each other's bucket rows. Queries (cloud.query.bucketed) add the deltas still
+pending, so their answers are exact at every moment.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cloud.db.pool import Conn
 from shared.batchcodec import ReadingColumns
 
-_MINUTE_MS = 60_000
+log = logging.getLogger(__name__)
 
-# Both tables in one round trip. Devices and metrics travel as small name arrays plus
-# per-bucket codes, numbers as array literals: dumping thousands of Python numbers one by one
-# through the driver costs more than the upsert itself.
-_UPSERT = """
-WITH r1 AS (
+_MINUTE_MS = 60_000
+_PG_EPOCH_MS = 946_684_800_000  # timestamptz travels as microseconds since 2000-01-01 UTC
+_FOLD_LOCK = 0x736D61696E76  # advisory lock: one fold at a time across all processes
+FOLD_LIMIT = 200_000  # deltas per fold transaction
+
+_COPY = ("COPY rollup_pending (bucket, min, max, sum, count, device_id, metric)"
+         " FROM STDIN (FORMAT binary)")
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_TRAILER = b"\xff\xff"
+_HEAD = np.dtype([
+    ("nf", ">i2"), ("l_b", ">i4"), ("bucket", ">i8"), ("l_lo", ">i4"), ("lo", ">f8"),
+    ("l_hi", ">i4"), ("hi", ">f8"), ("l_s", ">i4"), ("s", ">f8"), ("l_n", ">i4"), ("n", ">i8"),
+])
+
+# Both rollups from one batch of deltas; buckets in key order, like every writer of them.
+# date_bin on the epoch, not date_trunc: the session's time zone must not move an hour.
+_FOLD = """
+WITH d AS (
+    DELETE FROM rollup_pending
+    WHERE ctid = ANY(ARRAY(SELECT ctid FROM rollup_pending LIMIT %(limit)s))
+    RETURNING device_id, metric, bucket, min, max, sum, count
+), m AS (
+    SELECT device_id, metric, bucket, min(min) AS lo, max(max) AS hi, sum(sum) AS s,
+           sum(count)::bigint AS n
+    FROM d GROUP BY 1, 2, 3
+), r1 AS (
     INSERT INTO readings_1m (device_id, metric, bucket, min, max, sum, count)
-    SELECT (%(dn)s::text[])[d + 1], (%(mn)s::text[])[m + 1],
-           timestamptz 'epoch' + b * interval '1 minute', lo, hi, s, n
-    FROM unnest(%(d1)s::int[], %(m1)s::int[], %(b1)s::bigint[], %(lo1)s::float8[],
-                %(hi1)s::float8[], %(s1)s::float8[], %(n1)s::bigint[]) AS u(d, m, b, lo, hi, s, n)
-    ORDER BY 1, 2, 3
+    SELECT * FROM m ORDER BY 1, 2, 3
     ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
         min = least(readings_1m.min, EXCLUDED.min), max = greatest(readings_1m.max, EXCLUDED.max),
         sum = readings_1m.sum + EXCLUDED.sum, count = readings_1m.count + EXCLUDED.count
 ), r2 AS (
     INSERT INTO readings_1h (device_id, metric, bucket, min, max, sum, count)
-    SELECT (%(dn)s::text[])[d + 1], (%(mn)s::text[])[m + 1],
-           timestamptz 'epoch' + b * interval '1 hour', lo, hi, s, n
-    FROM unnest(%(d2)s::int[], %(m2)s::int[], %(b2)s::bigint[], %(lo2)s::float8[],
-                %(hi2)s::float8[], %(s2)s::float8[], %(n2)s::bigint[]) AS u(d, m, b, lo, hi, s, n)
-    ORDER BY 1, 2, 3
+    SELECT device_id, metric, date_bin('1 hour', bucket, timestamptz 'epoch'), min(lo), max(hi),
+           sum(s), sum(n)::bigint
+    FROM m GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
         min = least(readings_1h.min, EXCLUDED.min), max = greatest(readings_1h.max, EXCLUDED.max),
         sum = readings_1h.sum + EXCLUDED.sum, count = readings_1h.count + EXCLUDED.count
 )
-SELECT 1
+SELECT count(*) FROM d
 """
 
 
@@ -73,30 +99,25 @@ def _starts(*keys: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
 def _reduce(device: npt.NDArray[np.int64], bucket: npt.NDArray[np.int64],
             columns: Sequence[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
                                     npt.NDArray[np.float64], npt.NDArray[np.int64]]],
-            ) -> tuple[Buckets, list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
-                                            npt.NDArray[np.float64], npt.NDArray[np.int64]]]]:
+            ) -> Buckets:
     """Merge rows sorted by (device, bucket): per metric (min, max, sum, count), NaN = none."""
     starts = _starts(device, bucket)
-    per_metric = []
     parts: list[Buckets] = []
     for k, (lo, hi, total, n) in enumerate(columns):
         # fmin/fmax skip NaN (a row without this metric); an all-NaN run has count 0.
-        agg = (np.fmin.reduceat(lo, starts), np.fmax.reduceat(hi, starts),
-               np.add.reduceat(total, starts), np.add.reduceat(n, starts))
-        per_metric.append(agg)
-        keep = agg[3] > 0
-        parts.append(Buckets(device[starts][keep], np.full(int(keep.sum()), k, np.int64),
-                             bucket[starts][keep], agg[0][keep], agg[1][keep], agg[2][keep],
-                             agg[3][keep]))
+        count = np.add.reduceat(n, starts)
+        keep = count > 0
+        parts.append(Buckets(
+            device[starts][keep], np.full(int(keep.sum()), k, np.int64), bucket[starts][keep],
+            np.fmin.reduceat(lo, starts)[keep], np.fmax.reduceat(hi, starts)[keep],
+            np.add.reduceat(total, starts)[keep], count[keep]))
     # Every reading has at least one metric, so there is at least one part.
-    merged = Buckets(*(np.concatenate([getattr(p, f.name) for p in parts])
-                       for f in fields(Buckets)))
-    return merged, per_metric
+    return Buckets(*(np.concatenate([getattr(p, f.name) for p in parts])
+                     for f in fields(Buckets)))
 
 
-def aggregate(device_codes: npt.NDArray[np.int64], cols: ReadingColumns
-              ) -> tuple[Buckets, Buckets]:
-    """Minute and hour buckets of ``cols`` (all rows), devices given as integer codes."""
+def aggregate(device_codes: npt.NDArray[np.int64], cols: ReadingColumns) -> Buckets:
+    """Minute buckets of ``cols`` (all rows), devices given as integer codes."""
     minute = np.asarray(cols.ts_ms, dtype=np.int64) // _MINUTE_MS
     order = np.lexsort((minute, device_codes))
     dev, minute = device_codes[order], minute[order]
@@ -106,15 +127,7 @@ def aggregate(device_codes: npt.NDArray[np.int64], cols: ReadingColumns
         v = np.asarray(values, dtype=np.float64)[order]
         present = ~np.isnan(v)
         columns.append((v, v, np.where(present, v, 0.0), present.astype(np.int64)))
-    minutes, per_metric = _reduce(dev, minute, columns)
-    starts = _starts(dev, minute)
-    hours, _ = _reduce(dev[starts], minute[starts] // 60, per_metric)
-    return minutes, hours
-
-
-def _literal(values: npt.NDArray[np.int64] | npt.NDArray[np.float64]) -> str:
-    """An array literal (repr of a float is exact; the values are finite)."""
-    return "{" + ",".join(map(repr, values.tolist())) + "}"
+    return _reduce(dev, minute, columns)
 
 
 def array_literal(values: Sequence[str] | Sequence[int]) -> str:
@@ -140,19 +153,87 @@ def device_codes(devices: Sequence[str]) -> tuple[npt.NDArray[np.int64], list[st
                        count=len(devices)), names
 
 
-def fold(conn: Conn, cols: ReadingColumns) -> None:
-    """Add the rows of ``cols`` (all freshly inserted) to readings_1m and readings_1h."""
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return len(data).to_bytes(4, "big") + data
+
+
+def record(conn: Conn, cols: ReadingColumns) -> int:
+    """Append the per-minute deltas of ``cols`` (all freshly inserted) to rollup_pending."""
     if not len(cols):
-        return
+        return 0
     codes, names = device_codes(cols.device)
-    minutes, hours = aggregate(codes, cols)
-    params: dict[str, object] = {"dn": array_literal(names),
-                                 "mn": array_literal(list(cols.metrics))}
-    for suffix, b in (("1", minutes), ("2", hours)):
-        params.update({
-            f"d{suffix}": _literal(b.device), f"m{suffix}": _literal(b.metric),
-            f"b{suffix}": _literal(b.bucket), f"lo{suffix}": _literal(b.min),
-            f"hi{suffix}": _literal(b.max), f"s{suffix}": _literal(b.sum),
-            f"n{suffix}": _literal(b.count)})
-    # Prepared on first use (not psycopg's fifth): a pooled connection sees few batches.
-    conn.execute(_UPSERT, params, prepare=True)
+    b = aggregate(codes, cols)
+    n = len(b.count)
+    head = np.zeros(n, dtype=_HEAD)
+    head["nf"] = 7
+    for name in ("l_b", "l_lo", "l_hi", "l_s", "l_n"):
+        head[name] = 8
+    head["bucket"] = (b.bucket * _MINUTE_MS - _PG_EPOCH_MS) * 1000
+    head["lo"], head["hi"], head["s"], head["n"] = b.min, b.max, b.sum, b.count
+    devices = [_text(d) for d in names]
+    metrics = [_text(m) for m in cols.metrics]
+    tails = map(bytes.__add__, map(devices.__getitem__, b.device.tolist()),
+                map(metrics.__getitem__, b.metric.tolist()))
+    heads: list[bytes] = head.view(f"V{_HEAD.itemsize}").tolist()
+    payload = b"".join(chain((_SIGNATURE,), chain.from_iterable(zip(heads, tails, strict=True)),
+                             (_TRAILER,)))
+    with conn.cursor() as cur, cur.copy(_COPY) as copy:
+        copy.write(payload)
+    return n
+
+
+def fold_pending(conn: Conn, limit: int = FOLD_LIMIT) -> int:
+    """Fold up to ``limit`` pending deltas into the rollups; 0 if another fold is running."""
+    with conn.transaction():
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_FOLD_LOCK,)).fetchone()
+        if not row or not row[0]:
+            return 0
+        done = conn.execute(_FOLD, {"limit": limit}, prepare=True).fetchone()
+    return int(done[0]) if done else 0
+
+
+class RollupFolder:
+    """Folds pending rollup deltas every ``interval_s`` in a background thread."""
+
+    def __init__(self, pool: ConnectionPool, interval_s: float) -> None:
+        self.pool = pool
+        self.interval_s = interval_s
+        self.folded = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start folding in a daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name="smaint-rollup", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Fold what is pending one last time, then end the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def fold_all(self) -> int:
+        """Fold until nothing is pending (or another process holds the fold)."""
+        total = 0
+        with self.pool.connection() as conn:
+            while (n := fold_pending(conn)) > 0:
+                total += n
+                if n < FOLD_LIMIT:
+                    break
+        self.folded += total
+        return total
+
+    def _loop(self) -> None:
+        while True:
+            stopping = self._stop.wait(self.interval_s)
+            try:
+                self.fold_all()
+            except (psycopg.Error, PoolTimeout) as exc:
+                # The database is away: the deltas stay pending until it is back.
+                log.warning("rollup fold failed, retrying in %.1f s: %s", self.interval_s, exc)
+            except Exception:  # the loop must outlive any one failure
+                log.exception("rollup fold crashed")
+            if stopping:
+                return

@@ -40,6 +40,10 @@ class CloudSettings(BaseSettings):
         default=600, ge=0,
         description="requests per user key (or failed-auth address) and minute; 0 = off",
     )
+    rollup_fold_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="how often pending rollup deltas are folded into readings_1m/readings_1h",
+    )
     worker_enabled: bool = Field(
         default=True, description="run the background job worker inside this process"
     )

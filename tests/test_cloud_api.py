@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,6 +92,19 @@ def test_sync_then_retry_then_overlap(cloud: Cloud) -> None:
     assert "smaint_cloud_readings_duplicate_total 5.0" in metrics
     assert 'smaint_cloud_sync_batches_total{first_time="false"} 1.0' in metrics
     assert 'route="/api/v1/sync/batches",status="200"' in metrics
+
+
+def test_running_app_folds_rollup_deltas(cloud: Cloud) -> None:
+    assert cloud.post(body(1, 120)).status_code == 200
+    deadline = time.monotonic() + 15
+    while "smaint_cloud_rollup_pending_deltas 0.0" not in cloud.client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the app never folded its rollup deltas"
+        time.sleep(0.1)
+    with psycopg.connect(cloud.dsn) as conn:
+        row = conn.execute("SELECT sum(count) FROM readings_1m WHERE device_id = 'dev-1'"
+                           " AND metric = 'temperature_c'").fetchone()
+    assert row is not None
+    assert row[0] == 120
 
 
 def test_gzip_body(cloud: Cloud) -> None:

@@ -16,6 +16,7 @@ from cloud.db.pool import Conn
 from cloud.exceptions import GatewayNotFoundError
 from cloud.ingest import apply_batch, desired_state, request_backfill
 from cloud.query import bucketed, list_devices, list_gateways
+from cloud.rollup import fold_pending
 from shared import batchcodec
 from shared.schemas import DeviceEvent, GatewayState, SyncBatch
 from tests.test_cloud_ingest import T0, batch, reading
@@ -40,7 +41,9 @@ def scalar(conn: Conn, query: str) -> int:
 
 
 def rollups_match_raw(conn: Conn, table: str, unit: str) -> bool:
-    """The maintained rollup equals the aggregate recomputed from the raw rows."""
+    """After a fold, the rollup equals the aggregate recomputed from the raw rows."""
+    fold_pending(conn)
+    assert scalar(conn, "SELECT count(*) FROM rollup_pending") == 0
     diff = scalar(conn, f"""
         SELECT count(*) FROM (
             (SELECT device_id, key, date_trunc('{unit}', ts), min(v), max(v), count(*)
@@ -132,19 +135,69 @@ def test_buckets_come_from_the_rollups(conn: Conn) -> None:
     apply_batch(conn, batch(1, rows), "gw-1")
     since = datetime.fromtimestamp(T0 / 1000, tz=UTC).replace(minute=0, second=0,
                                                               microsecond=0)
+    values = [40.0 + i % 7 for i in range(180)]
+
+    def check() -> None:
+        series = bucketed(conn, ["dev-1"], "temperature_c", since=since,
+                          until=since + timedelta(hours=5), width_s=3600)
+        conn.rollback()
+        assert series.source == "readings_1h"
+        assert sum(b.count for b in series.buckets) == 180
+        assert min(b.min for b in series.buckets) == min(values)
+        assert max(b.max for b in series.buckets) == max(values)
+        fine = bucketed(conn, ["dev-1"], "temperature_c", since=since,
+                        until=since + timedelta(hours=5), width_s=600)
+        conn.rollback()
+        assert fine.source == "readings_1m"
+        assert sum(b.count * b.avg for b in fine.buckets) == pytest.approx(sum(values))
+
+    # Acknowledged but not folded yet: the answer comes from the pending deltas.
+    assert scalar(conn, "SELECT count(*) FROM readings_1h") == 0
+    check()
+    assert fold_pending(conn) > 0
+    assert scalar(conn, "SELECT count(*) FROM rollup_pending") == 0
+    hours = {(T0 + i * 60_000) // 3_600_000 for i in range(180)}
+    assert scalar(conn, "SELECT count(*) FROM readings_1h WHERE metric = 'temperature_c'"
+                        " AND device_id = 'dev-1'") == len(hours)
+    check()
+    # Half folded, half pending: still each value once.
+    apply_batch(conn, batch(2, [reading(i, ts_ms=T0 + i * 60_000) for i in range(180, 200)]),
+                "gw-1")
+    values += [40.0 + i % 7 for i in range(180, 200)]
     series = bucketed(conn, ["dev-1"], "temperature_c", since=since,
                       until=since + timedelta(hours=5), width_s=3600)
-    assert series.source == "readings_1h"
-    assert sum(b.count for b in series.buckets) == 180
-    values = [40.0 + i % 7 for i in range(180)]
-    assert min(b.min for b in series.buckets) == min(values)
-    assert max(b.max for b in series.buckets) == max(values)
-    fine = bucketed(conn, ["dev-1"], "temperature_c", since=since,
-                    until=since + timedelta(hours=5), width_s=600)
-    assert fine.source == "readings_1m"
-    assert sum(b.count * b.avg for b in fine.buckets) == pytest.approx(sum(values))
+    conn.rollback()
+    assert sum(b.count for b in series.buckets) == 200
     with pytest.raises(ValueError, match="multiple of 60"):
         bucketed(conn, ["dev-1"], "x", since=since, until=since, width_s=90)
+
+
+def test_concurrent_folds_fold_each_delta_once(conn: Conn, pg_dsn: str) -> None:
+    # Many batches pending; four folders race (as four cloud replicas would).
+    for b in range(1, 21):
+        rows = [reading(i, device=f"dev-{i % 5}", ts_ms=T0 + i * 7_000)
+                for i in range((b - 1) * 100, b * 100)]
+        apply_batch(conn, batch(b, rows), "gw-1")
+    pending = scalar(conn, "SELECT count(*) FROM rollup_pending")
+    folded: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def folder() -> None:
+        with psycopg.connect(pg_dsn) as c:
+            barrier.wait()
+            for _ in range(20):
+                folded.append(fold_pending(c, limit=37))
+
+    threads = [threading.Thread(target=folder) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fold_pending(conn)  # whatever the racers left
+    assert sum(folded) <= pending
+    assert scalar(conn, "SELECT count(*) FROM rollup_pending") == 0
+    assert rollups_match_raw(conn, "readings_1m", "minute")
+    assert rollups_match_raw(conn, "readings_1h", "hour")
 
 
 def test_desired_state_reported_state_and_device_events(conn: Conn) -> None:

@@ -31,6 +31,7 @@ from cloud.db.pool import open_pool
 from cloud.exceptions import CloudError, RateLimitedError
 from cloud.jobs import Worker
 from cloud.notify import handlers as notify_handlers
+from cloud.rollup import RollupFolder
 from cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -86,11 +87,15 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
         worker = Worker(state.pool, settings, notify_handlers(settings))
         if settings.worker_enabled:
             worker.start()
+        # Not optional like the job worker: ingest relies on someone folding its deltas.
+        folder = RollupFolder(state.pool, settings.rollup_fold_s)
+        folder.start()
         log.info("cloud API ready (env=%s)", settings.env)
         try:
             yield
         finally:
             await run_in_threadpool(worker.stop)
+            await run_in_threadpool(folder.stop)
             pool, state.pool = state.pool, None
             await run_in_threadpool(pool.close)
 

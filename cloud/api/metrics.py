@@ -59,8 +59,14 @@ class CloudMetrics:
             registry=self.registry,
         )
 
+        self.rollup_pending = Gauge(
+            "smaint_cloud_rollup_pending_deltas",
+            "Rollup deltas stored by ingest and not yet folded into readings_1m/readings_1h",
+            registry=self.registry,
+        )
+
     def refresh_queues(self, conn: Conn) -> None:
-        """Read the job table and delivery log into the gauges."""
+        """Read the job table, delivery log and pending rollup deltas into the gauges."""
         self.jobs.clear()
         for kind, status, n in conn.execute(
                 "SELECT kind, status, count(*) FROM jobs GROUP BY 1, 2"):
@@ -69,3 +75,5 @@ class CloudMetrics:
         for channel, ok, n in conn.execute(
                 "SELECT channel, ok, count(*) FROM notification_deliveries GROUP BY 1, 2"):
             self.deliveries.labels(channel, str(ok).lower()).set(n)
+        row = conn.execute("SELECT count(*) FROM rollup_pending").fetchone()
+        self.rollup_pending.set(row[0] if row else 0)
