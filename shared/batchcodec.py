@@ -18,9 +18,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from operator import add
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import zstandard
 from pydantic import TypeAdapter, ValidationError
 
@@ -57,6 +58,8 @@ _BOOT = re.compile("^[0-9a-f]{8,32}$")
 _METRIC = re.compile("^[a-z][a-z0-9_]{0,63}$")
 _SCORERS = frozenset({"onnx", "stat", "none"})
 _MAX_EPOCH_MS = 2**53
+_F64_EXACT = 2**53  # every integer up to this is a float64
+_I64_MAX = 2**63 - 1
 _MAX_SEQ = 2**32 - 1
 _MAX_READINGS = 50_000
 _INT = frozenset({int})
@@ -256,15 +259,34 @@ def _ints(v: object, where: str, n: int) -> list[int]:
     return values
 
 
-def _undelta(v: object, where: str, n: int, low: int, high: int) -> list[int]:
+def _undelta_array(v: object, where: str, n: int, low: int, high: int
+                  ) -> npt.NDArray[np.int64]:
+    """Running sums of ``n`` integer deltas, each within ``low..high`` (which fit int64)."""
     try:
         deltas = _ints(v, where, n)
     except CodecError as exc:
         raise CodecError("expected integer deltas", where) from exc
-    out = list(accumulate(deltas))
-    if out and not (low <= min(out) and max(out) <= high):
+    if not deltas:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        arr: npt.NDArray[np.int64] | None = np.array(deltas, dtype=np.int64)
+    except OverflowError:  # a delta beyond int64
+        arr = None
+    bound = _I64_MAX // n
+    if arr is not None and -bound <= arr.min() and arr.max() <= bound:
+        out = np.cumsum(arr)  # no partial sum can overflow: in C
+    else:  # exact, in Python: huge deltas may still cancel out
+        exact = list(accumulate(deltas))
+        if not (low <= min(exact) and max(exact) <= high):
+            raise CodecError(f"values outside {low}..{high}", where)
+        return np.array(exact, dtype=np.int64)
+    if not (low <= out.min() and out.max() <= high):
         raise CodecError(f"values outside {low}..{high}", where)
     return out
+
+
+def _undelta(v: object, where: str, n: int, low: int, high: int) -> list[int]:
+    return _undelta_array(v, where, n, low, high).tolist()  # type: ignore[no-any-return]
 
 
 def _strings(v: object, where: str, n: int, pattern: re.Pattern[str] | None, *,
@@ -294,8 +316,13 @@ def _floats(v: object, where: str, n: int) -> list[float | None]:
         raise CodecError("null positions must be increasing indexes", where)
     if "s" in v:
         k = 10 ** _int(v["s"], f"{where}.s", 0, _MAX_SCALE)
-        ints = _undelta(v.get("v"), f"{where}.v", n - len(nulls), -(2**62), 2**62)
-        present: list[float] = list(map(k.__rtruediv__, ints))  # i / k for each i
+        ints = _undelta_array(v.get("v"), f"{where}.v", n - len(nulls), -(2**62), 2**62)
+        present: list[float]
+        if not len(ints) or (ints.min() >= -_F64_EXACT and ints.max() <= _F64_EXACT):
+            # Integers a float64 holds exactly: numpy's i / k rounds as Python's does.
+            present = (ints / k).tolist()
+        else:
+            present = list(map(k.__rtruediv__, ints.tolist()))  # i / k for each i
     else:
         present = _list(v.get("f"), f"{where}.f", n - len(nulls))
         try:
@@ -319,25 +346,41 @@ def _floats(v: object, where: str, n: int) -> list[float | None]:
     return out
 
 
-def _offset_times(doc: dict[str, Any], ts: list[int], n: int
+def _offset_times(doc: dict[str, Any], ts: npt.NDArray[np.int64], n: int
                   ) -> tuple[list[int | None], list[int]]:
     """Device clock and receipt times, sent as offsets from ts."""
     dts_off = _list(doc.get("dts"), "readings.dts", n)
     rcv_off = _list(doc.get("rcv"), "readings.rcv", n)
     if not set(map(type, dts_off)) <= _INT_OR_NONE or not set(map(type, rcv_off)) <= _INT:
         raise CodecError("expected integer offsets", "readings.dts/rcv")
+    bad = CodecError("time outside the epoch range", "readings.dts/rcv")
     dts: list[int | None]
     if None in dts_off:
-        dts = [None if d is None else d + t for d, t in zip(dts_off, ts, strict=True)]
+        times = ts.tolist()
+        dts = [None if d is None else d + t for d, t in zip(dts_off, times, strict=True)]
         known = [d for d in dts if d is not None]
+        if known and not (min(known) >= 0 and max(known) <= _MAX_EPOCH_MS):
+            raise bad
     else:
-        known = list(map(add, dts_off, ts))
-        dts = known  # type: ignore[assignment]  # the same list: no None in it
-    rcv = list(map(add, rcv_off, ts))
-    for values in (known, rcv):
-        if values and not (min(values) >= 0 and max(values) <= _MAX_EPOCH_MS):
-            raise CodecError("time outside the epoch range", "readings.dts/rcv")
-    return dts, rcv
+        dts = _plus(dts_off, ts, bad)  # type: ignore[assignment]  # no None in it
+    return dts, _plus(rcv_off, ts, bad)
+
+
+def _plus(offsets: list[int], ts: npt.NDArray[np.int64], bad: CodecError) -> list[int]:
+    """``ts + offsets`` as a list, every sum within the epoch range (else ``bad``)."""
+    if not offsets:
+        return []
+    try:
+        off = np.array(offsets, dtype=np.int64)
+    except OverflowError:
+        raise bad from None
+    # ts is within 0..2**53, so a sum in range needs an offset within ±2**53: no overflow.
+    if off.min() < -_MAX_EPOCH_MS or off.max() > _MAX_EPOCH_MS:
+        raise bad
+    out = ts + off
+    if out.min() < 0 or out.max() > _MAX_EPOCH_MS:
+        raise bad
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def _check_each_has_a_metric(metrics: dict[str, list[float | None]], n: int) -> None:
@@ -356,8 +399,9 @@ def decode_columns(doc: object) -> ReadingColumns:
     if type(doc) is not dict:
         raise CodecError("expected an object", "readings")
     n = _int(doc.get("n"), "readings.n", 0, _MAX_READINGS)
-    ts = _undelta(doc.get("ts"), "readings.ts", n, 0, _MAX_EPOCH_MS)
-    dts, rcv = _offset_times(doc, ts, n)
+    ts_array = _undelta_array(doc.get("ts"), "readings.ts", n, 0, _MAX_EPOCH_MS)
+    dts, rcv = _offset_times(doc, ts_array, n)
+    ts: list[int] = ts_array.tolist()
     metrics_doc = doc.get("metrics")
     if type(metrics_doc) is not dict or len(metrics_doc) > 64:
         raise CodecError("expected at most 64 metric columns", "readings.metrics")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import json
 
 import pytest
@@ -57,6 +58,27 @@ def test_any_json_decodes_or_raises_codec_error(doc: object) -> None:
         raw = json.dumps(candidate).encode()
         with contextlib.suppress(CodecError):
             batchcodec.decode(raw)
+
+
+big = st.one_of(st.integers(), st.sampled_from([2**62, -(2**62), 2**63 - 1, -(2**63), 2**64]))
+
+
+@given(st.lists(big, min_size=1, max_size=12))
+@settings(max_examples=300)
+def test_deltas_decode_exactly_or_are_refused_never_wrapped(deltas: list[int]) -> None:
+    # The int64 fast path must agree with exact integer sums: no silent overflow.
+    exact = list(itertools.accumulate(deltas))
+    low, high = -(2**62), 2**62
+    doc = {"s": 0, "v": deltas, "n": []}
+    if low <= min(exact) and max(exact) <= high:
+        assert batchcodec._floats(doc, "c", len(deltas)) == [float(x) for x in exact]
+        assert batchcodec._undelta(deltas, "c", len(deltas), low, high) == exact
+    else:
+        with pytest.raises(CodecError, match="outside"):
+            batchcodec._undelta(deltas, "c", len(deltas), low, high)
+    scaled = {"s": 3, "v": deltas, "n": []}
+    if low <= min(exact) and max(exact) <= high:
+        assert batchcodec._floats(scaled, "c", len(deltas)) == [x / 1000 for x in exact]
 
 
 def test_each_bad_column_is_named() -> None:
