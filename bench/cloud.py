@@ -206,6 +206,8 @@ def measure_ingest(dsn: str, tokens: list[str], n_batches: int,
             "copy_ceiling_per_s": round(statistics.median(ceiling)),
             "ingest_ratio": round(statistics.median(ratios), 3),
             "ingest_ratio_rounds": [round(x, 3) for x in ratios],
+            "ingest_per_s_rounds": [round(x) for x in ingest],
+            "copy_ceiling_per_s_rounds": [round(x) for x in ceiling],
             "ingest_rows": rows * rounds}
 
 
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.cloud", description=__doc__)
     ap.add_argument("--json", action="store_true", help="print only the JSON result line")
     ap.add_argument("--batches", type=int, default=15, help="batches per gateway (ingest)")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=5,
                     help="alternating ingest / ceiling rounds (medians reported)")
     ap.add_argument("--devices", type=int, default=1000, help="devices in the query table")
     ap.add_argument("--per-device", type=int, default=10_000, help="readings per device")

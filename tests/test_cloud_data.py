@@ -130,6 +130,31 @@ def test_columnar_batch_applies_like_row_json(conn: Conn) -> None:
     assert [tuple(s) for s in stored] == expect
 
 
+def test_fast_path_stores_gaps_exactly(conn: Conn) -> None:
+    # Readings without some metric, without a device clock or without a score: the binary
+    # COPY must write NULL / leave the key out, and the rollups must not count the gap.
+    rows = []
+    for i in range(60):
+        r = reading(i, score=None if i % 5 == 0 else 0.25 * i)
+        update: dict[str, object] = {}
+        if i % 3 == 0:
+            update["metrics"] = {"temperature_c": 40.0 + i}
+        if i % 4 == 0:
+            update["device_ts_ms"] = None
+        rows.append(r.model_copy(update=update))
+    decoded = batchcodec.decode(batchcodec.decompress(batchcodec.encode(batch(1, rows)),
+                                                      1 << 24))
+    assert apply_batch(conn, decoded, "gw-1").readings_inserted == 60
+    stored = conn.execute(
+        "SELECT seq, metrics, score, (extract(epoch FROM device_ts) * 1000)::bigint"
+        " FROM readings ORDER BY seq").fetchall()
+    conn.rollback()
+    assert [tuple(x) for x in stored] == [
+        (r.seq, r.metrics, r.score, r.device_ts_ms) for r in rows]
+    assert rollups_match_raw(conn, "readings_1m", "minute")
+    assert scalar(conn, "SELECT sum(count) FROM readings_1h WHERE metric = 'current_a'") == 40
+
+
 def test_buckets_come_from_the_rollups(conn: Conn) -> None:
     rows = [reading(i, ts_ms=T0 + i * 60_000) for i in range(180)]  # 3 hours, 1/min
     apply_batch(conn, batch(1, rows), "gw-1")
