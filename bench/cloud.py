@@ -40,6 +40,7 @@ import psycopg
 
 from cloud.auth import create_gateway
 from cloud.db.migrate import migrate
+from cloud.db.pool import configure
 from cloud.ingest import ensure_partitions
 from cloud.query import bucketed, readings_page
 from cloud.rollup import fold_pending
@@ -286,6 +287,7 @@ def measure_queries(dsn: str, devices: int, per_device: int) -> dict[str, float]
     raw: list[float] = []
     roll: list[float] = []
     with psycopg.connect(dsn) as conn:
+        configure(conn)  # as the API's pool sets up each connection
         for _ in range(60):
             dev = f"q-{rng.randrange(devices):04d}"
             since = datetime.fromtimestamp(
