@@ -12,11 +12,11 @@ Against a private, durable (fsync on) PostgreSQL it measures, in one run:
   ``ingest_ratio`` = the first over the second. Ingest time includes folding the rollup
   deltas it left pending. The two alternate for ``--rounds`` rounds (15 batches per gateway
   each) and the medians are reported, with each round's ratio.
-- ``query_1000_ms``: p95 of fetching 1,000 raw readings of one device (cloud.query) from a
+- ``query_1000_ms``: p95 of fetching 1,000 raw readings of one device (cloud.query.readings) from a
   table of 10 million rows loaded with generate_series (then a CHECKPOINT, and autovacuum
   left to finish: the queries are timed on a settled database).
 - ``rollup_24h_ms``: p95 of hourly buckets of one metric over 24 h for 100 devices
-  (cloud.query.bucketed over readings_1h, filled by generate_series for the 10M-row fleet).
+  (cloud.query.readings.bucketed over readings_1h, filled by generate_series for the 10M-row fleet).
 
 The last line printed is one JSON object.
 """
@@ -39,17 +39,17 @@ from typing import Any
 import httpx
 import psycopg
 
-from cloud.auth import create_gateway
+from cloud.access.gateway_tokens import create_gateway
 from cloud.db.migrate import migrate
 from cloud.db.pool import configure
-from cloud.ingest import ensure_partitions
-from cloud.query import bucketed, readings_page
-from cloud.rollup import fold_pending
+from cloud.ingest.batch import ensure_partitions
+from cloud.ingest.rollup import fold_pending
+from cloud.query.readings import bucketed, readings_page
+from devstack.ports import free_port, wait_for_port
+from devstack.postgres import PrivatePostgres
 from shared import batchcodec
-from shared.devstack.ports import free_port, wait_for_port
-from shared.devstack.postgres import PrivatePostgres
 from shared.schemas import Reading, SyncBatch
-from shared.simulator.signals import nab_machine_temperature_f
+from simulator.signals import nab_machine_temperature_f
 
 BATCH = 5000
 GATEWAYS = 4

@@ -45,11 +45,11 @@ from typing import Any
 
 import httpx
 
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port, wait_for_port
 from shared import topics
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port, wait_for_port
-from shared.simulator.signals import SignalSource, make_source
 from shared.topics import STATUS_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION
+from simulator.signals import SignalSource, make_source
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_ID = "gw-bench"
@@ -331,7 +331,7 @@ def measure_latency(port: int, db: Path, devices: list[Device], rate: int,
 def train_models(out: Path) -> subprocess.Popen[bytes]:
     """Start ``smaint cloud train-initial`` into ``out`` (what the demo does at set-up)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "cloud", "train-initial", "--out", str(out),
+        [sys.executable, "-m", "smaint.cli", "cloud", "train-initial", "--out", str(out),
          "--key", str(out.parent / "signing.key")], cwd=REPO, stdout=subprocess.PIPE)
 
 

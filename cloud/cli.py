@@ -116,7 +116,7 @@ def _train_initial(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, settings: CloudSettings) -> int:
-    from cloud.auth import create_gateway, revoke_gateway  # noqa: PLC0415
+    from cloud.access.gateway_tokens import create_gateway, revoke_gateway  # noqa: PLC0415
     from cloud.db.migrate import migrate  # noqa: PLC0415
 
     if args.command == "serve":
@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace, settings: CloudSettings) -> int:
         return _user(args, settings)
     with psycopg.connect(settings.db_dsn, connect_timeout=10) as conn:
         if args.command == "backfill":
-            from cloud.ingest import request_backfill  # noqa: PLC0415
+            from cloud.ingest.batch import request_backfill  # noqa: PLC0415
 
             req = request_backfill(conn, args.gateway_id, args.since, args.until)
             print(f"backfill request {req} queued for gateway {args.gateway_id}")
@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace, settings: CloudSettings) -> int:
 
 
 def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
-    from cloud.users import create_user, issue_key, list_users, revoke_key  # noqa: PLC0415
+    from cloud.access.users import create_user, issue_key, list_users, revoke_key  # noqa: PLC0415
 
     with psycopg.connect(settings.db_dsn, connect_timeout=10) as conn:
         if args.action in {"add", "key"}:

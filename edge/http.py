@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from edge.alerts import AlertNotFoundError, AlertResolvedError
+from edge.alert_lifecycle import AlertNotFoundError, AlertResolvedError
 from edge.metrics import GatewayMetrics
 from shared.schemas import Alert
 

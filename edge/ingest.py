@@ -31,7 +31,7 @@ from typing import Any
 
 import aiomqtt
 
-from edge.health import StorageHealth, is_storage_failure
+from edge.degraded import StorageHealth, is_storage_failure
 from edge.metrics import GatewayMetrics
 from edge.pipeline import Pipeline
 from edge.retention import Retention

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from edge.alerts import AlertTracker
-from edge.health import DeviceHealth
+from edge.alert_lifecycle import AlertTracker
+from edge.device_tracking import DeviceTracker
 from edge.score import UNSCORED, Score, Scorer
 from edge.store import ReadingKey, ReadingRow, Store, now_ms
 from edge.validate import DeadLetter, Incoming, classify
@@ -43,7 +43,7 @@ class Pipeline:
 
     def __init__(self, store: Store, scorer: Scorer, alerts: AlertTracker, gateway_id: str,
                  on_alerts: Callable[[list[Alert]], None] | None = None, *,
-                 health: DeviceHealth | None = None) -> None:
+                 health: DeviceTracker | None = None) -> None:
         self.store = store
         self.scorer = scorer
         self.alerts = alerts
@@ -51,7 +51,7 @@ class Pipeline:
         # Called after the commit with every alert version of the batch, in order (MQTT).
         self.on_alerts = on_alerts
         # Seq gaps, device clocks and rates (edge/health.py); re-times readings (edge/timing.py).
-        self.health = health if health is not None else DeviceHealth()
+        self.health = health if health is not None else DeviceTracker()
         # Alert versions a failed transaction could not write (full disk): the next commit does.
         self._unsaved_alerts: dict[str, Alert] = {}
 

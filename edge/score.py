@@ -1,8 +1,9 @@
 """Anomaly scoring: an ONNX model per sensor profile, a robust statistical detector otherwise.
 
-:class:`ModelScorer` scores a reading with its profile's model (edge.models) once the device's
-feature window is full, and with :class:`RobustZScorer` while there is no model, while the
-window fills, or if the model fails at run time. Each Score names its scorer and model version.
+:class:`ModelScorer` scores a reading with its profile's model (edge.model_registry) once
+the device's feature window is full, and with :class:`RobustZScorer` while there is no model,
+while the window fills, or if the model fails at run time. Each Score names its scorer and
+model version.
 
 The statistical detector keeps, per (device, metric), the last ``window`` values. Once it has
 ``warmup`` of them, a new value's robust z-score is ``(x - median) / (1.4826 * MAD)``: median
@@ -23,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from edge.model import ModelRunError, OnnxModel
+from edge.onnx_model import ModelRunError, OnnxModel
 from shared.features import FeatureSpec, window_features
 from shared.schemas import Scorer as ScorerName
 from shared.schemas import Telemetry

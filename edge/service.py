@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from edge.alerts import AlertPublisher, AlertTracker, acknowledge_alert
+from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
+from edge.degraded import StorageHealth
+from edge.device_tracking import DeviceTracker
 from edge.exceptions import GatewayError
-from edge.health import DeviceHealth, StorageHealth
 from edge.http import EmbeddedServer, build_app, make_server
 from edge.ingest import Ingestor
 from edge.metrics import GatewayMetrics
-from edge.models import ModelRegistry, load_trusted_keys
+from edge.model_registry import ModelRegistry, load_trusted_keys
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.retention import Retention, run_retention, used_bytes
@@ -52,7 +53,7 @@ class Gateway:
         self.alerts.load(self.store.open_alerts())
         self.outbox = Outbox(self.store)
         self.metrics = GatewayMetrics(lambda: self.store.counters, self.gauges)
-        self.health = DeviceHealth(s.skew_tolerance_ms)
+        self.health = DeviceTracker(s.skew_tolerance_ms)
         self.health.load(self.store.boots())
         self.storage = StorageHealth()
         self.retention = Retention(self.store, int(s.db_max_mb * 1024 * 1024),

@@ -34,9 +34,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=".venv/.smaint-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
+want="$(cat pyproject.toml simulator/pyproject.toml | sha256sum | cut -d' ' -f1) $EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing the project into .venv ($EXTRAS), a few minutes the first time"
-  .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
+  # The simulator (with its replay data) is a distribution of its own: the demo, the tests
+  # and the benchmarks use it; a gateway's `.[edge]` install never carries it.
+  .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]" -e ./simulator
   echo "$want" > "$stamp"
 fi

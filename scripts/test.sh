@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 
 echo "== ruff"
 .venv/bin/ruff check .
+echo "== import contracts"
+.venv/bin/lint-imports
 echo "== mypy"
 .venv/bin/mypy
 if [ -x firmware/esp32/build_host.sh ]; then

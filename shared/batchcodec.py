@@ -30,6 +30,7 @@ from shared.schemas import (
     DeviceEvent,
     GatewayState,
     Reading,
+    ReadingAggregate,
     SyncBatch,
 )
 from shared.topics import ID_PATTERN
@@ -68,6 +69,7 @@ _NUMBER = frozenset({int, float})
 _alerts = TypeAdapter(list[Alert])
 _events = TypeAdapter(list[DeviceEvent])
 _state = TypeAdapter(GatewayState | None)
+_aggregates = TypeAdapter(list[ReadingAggregate])
 
 
 class CodecError(ValueError):
@@ -143,12 +145,14 @@ class DecodedBatch:
     events: list[DeviceEvent] = field(default_factory=list)
     state: GatewayState | None = None
     backfill_done: list[int] = field(default_factory=list)
+    aggregates: list[ReadingAggregate] = field(default_factory=list)
 
     @classmethod
     def from_batch(cls, b: SyncBatch) -> DecodedBatch:
         """The row-JSON SyncBatch in this shape."""
         return cls(b.gateway, b.batch_seq, b.created_ms, ReadingColumns.from_readings(b.readings),
-                   list(b.alerts), list(b.events), b.state, list(b.backfill_done))
+                   list(b.alerts), list(b.events), b.state, list(b.backfill_done),
+                   list(b.aggregates))
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -217,6 +221,7 @@ def encode(batch: SyncBatch | DecodedBatch, level: int = ZSTD_LEVEL) -> bytes:
         "events": [e.model_dump(mode="json") for e in batch.events],
         "state": batch.state.model_dump(mode="json") if batch.state else None,
         "backfill_done": list(batch.backfill_done),
+        "aggregates": [a.model_dump(mode="json") for a in batch.aggregates],
         "readings": encode_columns(cols),
     }
     raw = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
@@ -439,7 +444,7 @@ def decode(raw: bytes) -> DecodedBatch:
     if type(doc) is not dict or doc.get("v") != 1:
         raise CodecError("expected a version 1 batch object", "v")
     unknown = set(doc) - {"v", "gateway", "batch_seq", "created_ms", "alerts", "events",
-                          "state", "backfill_done", "readings"}
+                          "state", "backfill_done", "aggregates", "readings"}
     if unknown:
         raise CodecError("unknown fields", ",".join(sorted(unknown))[:100])
     gateway = doc.get("gateway")
@@ -449,6 +454,7 @@ def decode(raw: bytes) -> DecodedBatch:
         alerts = _alerts.validate_python(doc.get("alerts", []))
         events = _events.validate_python(doc.get("events", []))
         state = _state.validate_python(doc.get("state"))
+        aggregates = _aggregates.validate_python(doc.get("aggregates", []))
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         raise CodecError(first["msg"], ".".join(map(str, first["loc"]))) from exc
@@ -460,4 +466,5 @@ def decode(raw: bytes) -> DecodedBatch:
         readings=decode_columns(doc.get("readings")),
         alerts=alerts, events=events, state=state,
         backfill_done=[_int(d, "backfill_done", 1, 2**63 - 1) for d in done],
+        aggregates=aggregates,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.topics import ID_PATTERN
 
@@ -147,6 +147,37 @@ class DeviceEvent(BaseModel):
     fw: str | None = Field(default=None, max_length=32, description="firmware version")
 
 
+class ReadingAggregate(BaseModel):
+    """What the gateway kept of unsynced readings it had to drop under its disk budget.
+
+    One row per device, metric and minute; a later fold of the same minute merges into it and
+    sends it again with a newer ``updated_ms`` (the cloud keeps the newest: last writer wins).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: DeviceId
+    metric: MetricName
+    minute_ms: EpochMs = Field(multiple_of=60_000, description="start of the minute (UTC)")
+    type: str = Field(max_length=32, description="sensor profile name")
+    n: int = Field(ge=1, le=2**31 - 1, description="readings folded into this row")
+    min: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+    mean: float = Field(allow_inf_nan=False)
+    sum: float = Field(allow_inf_nan=False)
+    first_ts_ms: EpochMs = Field(description="earliest reading folded in")
+    last_ts_ms: EpochMs = Field(description="latest reading folded in")
+    updated_ms: EpochMs = Field(description="last merge, for last-writer-wins upserts")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReadingAggregate:
+        if not self.min <= self.max:
+            raise ValueError("min is above max")
+        if not self.minute_ms <= self.first_ts_ms <= self.last_ts_ms < self.minute_ms + 60_000:
+            raise ValueError("first_ts_ms..last_ts_ms must lie within the minute, in order")
+        return self
+
+
 class GatewayState(BaseModel):
     """What a gateway actually runs, reported with every upload (the desired state's mirror)."""
 
@@ -198,6 +229,9 @@ class SyncBatch(BaseModel):
     alerts: list[Alert] = Field(default_factory=list, max_length=10_000)
     events: list[DeviceEvent] = Field(
         default_factory=list, max_length=10_000, description="device status changes")
+    aggregates: list[ReadingAggregate] = Field(
+        default_factory=list, max_length=50_000,
+        description="per-minute aggregates of readings folded under the disk budget")
     state: GatewayState | None = Field(default=None, description="the gateway's actual state")
     backfill_done: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
         default_factory=list, max_length=1000, description="backfill requests completed")

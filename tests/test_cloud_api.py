@@ -20,13 +20,13 @@ import pytest
 from fastapi.testclient import TestClient  # its httpx warning is filtered in pyproject
 from pydantic import ValidationError
 
+from cloud.access.gateway_tokens import create_gateway, revoke_gateway
+from cloud.access.users import create_user
 from cloud.api.app import create_app
-from cloud.auth import create_gateway, revoke_gateway
 from cloud.cli import main
 from cloud.db.migrate import migrate
 from cloud.settings import CloudSettings, load_settings
-from cloud.users import create_user
-from shared.devstack.ports import free_port, wait_for_port
+from devstack.ports import free_port, wait_for_port
 from shared.schemas import SyncAck
 from tests.test_cloud_ingest import T0, alert, batch, reading
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from cloud.ingest import desired_state
+from cloud.ingest.batch import desired_state
 from tests.test_cloud_users import running_biz
 
 PATH = "/api/v1/gateways/gw-1/backfill"

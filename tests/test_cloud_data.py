@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from cloud.auth import create_gateway
+from cloud.access.gateway_tokens import create_gateway
 from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.exceptions import GatewayNotFoundError
-from cloud.ingest import apply_batch, desired_state, request_backfill
-from cloud.query import bucketed, list_devices, list_gateways
-from cloud.rollup import fold_pending
+from cloud.ingest.batch import apply_batch, desired_state, request_backfill
+from cloud.ingest.rollup import fold_pending
+from cloud.query.readings import bucketed, list_devices, list_gateways
 from shared import batchcodec
 from shared.schemas import DeviceEvent, GatewayState, SyncBatch
 from tests.test_cloud_ingest import T0, batch, reading

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud.auth import authenticate, create_gateway, revoke_gateway
+from cloud.access.gateway_tokens import authenticate, create_gateway, revoke_gateway
 from cloud.db.migrate import available, migrate
 from cloud.db.pool import Conn
 from cloud.exceptions import (
@@ -22,8 +22,8 @@ from cloud.exceptions import (
     InvalidBatchError,
     MigrationError,
 )
-from cloud.ingest import apply_batch
-from cloud.query import decode_cursor, encode_cursor, readings_page, stats
+from cloud.ingest.batch import apply_batch
+from cloud.query.readings import decode_cursor, encode_cursor, readings_page, stats
 from shared.schemas import Alert, Reading, SyncBatch
 
 T0 = 1_700_000_000_000  # a fixed epoch-ms origin so expected times are exact

@@ -13,11 +13,11 @@ import httpx
 import psycopg
 import pytest
 
+from cloud.background.jobs import Job, backoff_s, claim, complete, enqueue, fail
 from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
-from cloud.jobs import Job, backoff_s, claim, complete, enqueue, fail
 from cloud.settings import CloudSettings
-from shared.devstack.ports import free_port, wait_for_port
+from devstack.ports import free_port, wait_for_port
 from tests.test_cloud_notify import SECRET, receiver, signature_ok, wait_until
 from tests.test_cloud_users import T0, make_alert, prepare_db, upload
 
@@ -84,8 +84,8 @@ def test_failures_back_off_then_fail(conn: Conn) -> None:
 
 
 def test_a_handler_error_is_recorded_not_raised(pg_dsn: str) -> None:
+    from cloud.background.jobs import Worker  # noqa: PLC0415
     from cloud.db.pool import open_pool  # noqa: PLC0415
-    from cloud.jobs import Worker  # noqa: PLC0415
 
     migrate(pg_dsn)
     settings = CloudSettings(db_dsn=pg_dsn, job_max_attempts=1)

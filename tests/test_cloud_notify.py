@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
-from cloud.notify import verify_signature
-from shared.devstack.ports import free_port
+from cloud.background.notify import verify_signature
+from devstack.ports import free_port
 from shared.schemas import SyncBatch
 from tests.test_cloud_users import SYNC, T0, make_alert, running_biz, upload
 

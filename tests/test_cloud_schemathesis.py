@@ -23,8 +23,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 
-from cloud.users import create_user
-from shared.devstack.ports import free_port, wait_for_port
+from cloud.access.users import create_user
+from devstack.ports import free_port, wait_for_port
 from tests.test_cloud_users import make_alert, make_reading, prepare_db, upload
 
 MAX_EXAMPLES = 15

@@ -18,13 +18,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from cloud.access.gateway_tokens import create_gateway, revoke_gateway
+from cloud.access.users import ROLES, create_user
 from cloud.api.app import create_app
-from cloud.auth import create_gateway, revoke_gateway
 from cloud.cli import main
 from cloud.db.migrate import migrate
-from cloud.ingest import apply_batch
+from cloud.ingest.batch import apply_batch
 from cloud.settings import CloudSettings
-from cloud.users import ROLES, create_user
 from shared.schemas import Alert, Reading, SyncBatch
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.alerts import AlertTracker
+from edge.alert_lifecycle import AlertTracker
 from edge.pipeline import Pipeline
 from edge.score import RobustZScorer
 from edge.store import Store

@@ -6,7 +6,7 @@ import socket
 
 import psycopg
 
-from shared.devstack.mosquitto import PrivateMosquitto
+from devstack.mosquitto import PrivateMosquitto
 
 
 def test_postgres_database_is_usable(pg_dsn: str) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port
 from edge.settings import GatewaySettings
 from shared import topics
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port
 from shared.schemas import Alert
 from tests.fixtures.gateway import Publisher, running_gateway
 

@@ -8,10 +8,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port
 from edge.settings import GatewaySettings
 from shared import topics
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port
 from tests.fixtures.gateway import Publisher, running_gateway
 
 

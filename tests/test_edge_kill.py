@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port
-from shared.simulator.fleet import Fleet
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port
+from simulator.fleet import Fleet
 from tests.fixtures.process import ServiceProcess
 
 PREFIX = "kill-"

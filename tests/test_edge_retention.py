@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from edge.alerts import AlertTracker
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port
+from edge.alert_lifecycle import AlertTracker
 from edge.pipeline import Pipeline
 from edge.retention import Retention, used_bytes
 from edge.score import RobustZScorer
@@ -20,8 +22,6 @@ from edge.settings import ConfigFileError, GatewaySettings, load_settings
 from edge.store import Store
 from edge.validate import Incoming
 from shared import topics
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port
 from shared.schemas import Alert
 from tests.fixtures.gateway import Publisher, running_gateway
 

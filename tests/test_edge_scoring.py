@@ -23,14 +23,14 @@ from sklearn.ensemble import IsolationForest
 
 from cloud.training.onnx_export import isolation_forest_onnx
 from cloud.training.train import train_bundle
-from edge.model import OnnxModel
-from edge.models import ModelRegistry
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port
+from edge.model_registry import ModelRegistry
+from edge.onnx_model import OnnxModel
 from edge.score import FeatureRing, ModelScorer, RobustZScorer
 from edge.settings import GatewaySettings
 from shared import topics
 from shared.bundle import Manifest, public_key_text, read_bundle, write_bundle
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port
 from shared.features import DeviceWindow, FeatureSpec, series_features, window_features
 from shared.schemas import Telemetry
 from tests.fixtures.gateway import Publisher, running_gateway
@@ -226,7 +226,7 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
         await asyncio.to_thread(send)
         sent += n
 
-    caplog.set_level(logging.INFO, logger="edge.models")
+    caplog.set_level(logging.INFO, logger="edge.model_registry")
     async with running_gateway(settings_) as gw:
         with Publisher("127.0.0.1", broker.port, "pub-scoring") as pub:
             # 1. No model for motor: the statistical detector scores (after its warm-up).
@@ -247,7 +247,7 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
             await gw.wait_status(lambda s: s["stored"] >= 50)
             assert {sc for _, sc, _ in scorers(db, dev)[30:]} == {"stat"}
             refusals = [r.getMessage() for r in caplog.records
-                        if r.name == "edge.models" and r.levelno == logging.ERROR]
+                        if r.name == "edge.model_registry" and r.levelno == logging.ERROR]
             assert any("not a readable zip" in m for m in refusals)
             assert any("signature does not verify" in m for m in refusals)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edge.alerts import AlertTracker
+from edge.alert_lifecycle import AlertTracker
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.score import RobustZScorer

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.alerts import AlertTracker
+from edge.alert_lifecycle import AlertTracker
 from edge.pipeline import Pipeline
 from edge.score import RobustZScorer
 from edge.store import READING_COLUMNS, Store

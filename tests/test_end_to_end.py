@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.devstack.demo import Demo
+from devstack.demo import Demo
 
 
 @pytest.mark.slow

@@ -19,11 +19,11 @@ import httpx
 import psycopg
 import pytest
 
-from cloud.auth import create_gateway
+from cloud.access.gateway_tokens import create_gateway
 from cloud.db.migrate import migrate
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port
-from shared.simulator.fleet import Fleet
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port
+from simulator.fleet import Fleet
 from tests.fixtures.process import ServiceProcess
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port
 from edge.settings import GatewaySettings
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port
 from tests.fixtures.gateway import running_gateway
 from tests.test_firmware_host import start_node, virtual_esp32
 

@@ -22,9 +22,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devstack.mosquitto import PrivateMosquitto
 from shared import topics
 from shared.codec import decode_telemetry
-from shared.devstack.mosquitto import PrivateMosquitto
 from shared.exceptions import DecodeError
 from shared.schemas import Telemetry
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.training.train import TrainingDataError, train_bundle
-from edge.model import OnnxModel
+from edge.onnx_model import OnnxModel
 from shared.bundle import BundleError, generate_key, load_private_key, read_bundle
 from shared.features import series_features
 

@@ -13,15 +13,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from devstack.mosquitto import PrivateMosquitto
 from shared import topics
 from shared.codec import decode_status, decode_telemetry
-from shared.devstack.mosquitto import PrivateMosquitto
 from shared.sensors import PROFILES, SensorProfile, profile
-from shared.simulator import cli
-from shared.simulator.exceptions import SimulatorError, UnknownDeviceError
-from shared.simulator.faults import OFFSET_SPAN, Fault, FaultInjector, FaultRecord
-from shared.simulator.fleet import Fleet
-from shared.simulator.signals import (
+from simulator import cli
+from simulator.exceptions import SimulatorError, UnknownDeviceError
+from simulator.faults import OFFSET_SPAN, Fault, FaultInjector, FaultRecord
+from simulator.fleet import Fleet
+from simulator.signals import (
     MotorReplay,
     TurbofanReplay,
     cmapss_units,

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from cloud.access.gateway_tokens import create_gateway
 from cloud.api.app import create_app
-from cloud.auth import create_gateway
 from cloud.db.migrate import migrate
-from cloud.ingest import request_backfill
+from cloud.ingest.batch import request_backfill
 from cloud.settings import CloudSettings
 from edge.outbox import Outbox
 from edge.settings import GatewaySettings

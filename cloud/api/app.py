@@ -26,12 +26,12 @@ from cloud.api.routes import (
     sync,
 )
 from cloud.api.routes import users as user_routes
+from cloud.background.jobs import Worker
+from cloud.background.notify import handlers as notify_handlers
 from cloud.db.migrate import migrate
 from cloud.db.pool import open_pool
 from cloud.exceptions import CloudError, RateLimitedError
-from cloud.jobs import Worker
-from cloud.notify import handlers as notify_handlers
-from cloud.rollup import RollupFolder
+from cloud.ingest.rollup import RollupFolder
 from cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
-from cloud import ratelimit
+from cloud.access import ratelimit
+from cloud.access.gateway_tokens import authenticate
+from cloud.access.users import Principal, Role, authenticate_key
 from cloud.api.metrics import CloudMetrics
-from cloud.auth import authenticate
 from cloud.exceptions import AuthError, ForbiddenRoleError, RateLimitedError
 from cloud.settings import CloudSettings
-from cloud.users import Principal, Role, authenticate_key
 
 
 @dataclass

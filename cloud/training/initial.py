@@ -1,6 +1,6 @@
 """The first models: one per sensor profile, trained on normal stretches of the bundled data.
 
-The series come from the simulator's replay sources (shared.simulator.signals), so the models
+The series come from the simulator's replay sources (simulator.signals), so the models
 see exactly what simulated devices publish, through the same feature code the gateway runs.
 Only normal operation is used:
 
@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from cloud.training.train import train_bundle
 from shared.bundle import generate_key, load_private_key, public_key_text
-from shared.simulator.signals import (
+from simulator.signals import (
     AI4I_COLUMNS,
     AI4I_FILE,
     NAB_FILE,
@@ -52,7 +52,7 @@ PUBLIC_KEY_FILE = "trusted_keys.txt"
 
 
 def _data_text(name: str, encoding: str = "utf-8") -> list[str]:
-    path = resources.files("shared.simulator").joinpath("data").joinpath(name)
+    path = resources.files("simulator").joinpath("data").joinpath(name)
     return path.read_text(encoding=encoding).splitlines()
 
 

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from cloud import audit
-from cloud.alerts import (
+from cloud.api.deps import Operator, Pool, Viewer
+from cloud.operations import audit
+from cloud.operations.alert_review import (
     MAX_COMMENT,
     MAX_PAGE,
     AlertPage,
@@ -23,7 +24,6 @@ from cloud.alerts import (
     list_alerts,
     resolve,
 )
-from cloud.api.deps import Operator, Pool, Viewer
 from shared.topics import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])

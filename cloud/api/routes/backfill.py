@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field, model_validator
 
-from cloud import audit
 from cloud.api.deps import Admin, Pool
-from cloud.ingest import request_backfill
+from cloud.ingest.batch import request_backfill
+from cloud.operations import audit
 from shared.topics import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["sync"])

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 
 from cloud.api.deps import Admin, Pool, Viewer
 from cloud.api.routes.alerts import DENIED
-from cloud.jobs import JobInfo, list_jobs
-from cloud.notify import Delivery, list_deliveries
+from cloud.background.jobs import JobInfo, list_jobs
+from cloud.background.notify import Delivery, list_deliveries
 from shared.topics import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])

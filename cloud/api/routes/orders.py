@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from cloud import audit
 from cloud.api.deps import Operator, Pool, Viewer
 from cloud.api.routes.alerts import DENIED, AlertIdPath, GatewayPath
-from cloud.orders import (
+from cloud.operations import audit
+from cloud.operations.orders import (
     MAX_PAGE,
     Order,
     OrderChange,

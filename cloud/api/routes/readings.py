@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 
 from cloud.api.deps import Pool, require_role
-from cloud.query import (
+from cloud.query.readings import (
     MAX_BUCKET_DEVICES,
     MAX_PAGE,
     BucketSeries,
@@ -23,7 +23,7 @@ from cloud.query import (
     list_gateways,
     readings_page,
 )
-from cloud.query import stats as query_stats
+from cloud.query.readings import stats as query_stats
 from shared.topics import ID_PATTERN
 
 ID_RE = re.compile(ID_PATTERN)

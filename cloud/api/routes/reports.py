@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 
 from cloud.api.deps import Pool, Viewer
 from cloud.api.routes.alerts import DENIED, Since, Until, utc
-from cloud.reports import MAX_DAYS, FleetReport, fleet_health, to_csv, to_html
+from cloud.query.reports import MAX_DAYS, FleetReport, fleet_health, to_csv, to_html
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from cloud.api.deps import GatewayAuth, State
 from cloud.exceptions import BodyError, BodyTooLargeError, UnsupportedEncodingError
-from cloud.ingest import apply_batch
+from cloud.ingest.batch import apply_batch
 from shared import batchcodec
 from shared.batchcodec import DecodedBatch
 from shared.schemas import SyncAck, SyncBatch

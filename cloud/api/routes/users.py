@@ -7,10 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from cloud import audit
-from cloud.api.deps import Admin, Pool, Viewer
-from cloud.api.routes.alerts import DENIED
-from cloud.users import (
+from cloud.access.users import (
     USER_NAME_PATTERN,
     IssuedKey,
     Role,
@@ -21,6 +18,9 @@ from cloud.users import (
     revoke_key,
     set_role,
 )
+from cloud.api.deps import Admin, Pool, Viewer
+from cloud.api.routes.alerts import DENIED
+from cloud.operations import audit
 from shared.topics import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["users"])

@@ -7,8 +7,8 @@ into ``readings`` with one binary COPY: no conflict check, no per-row work in th
 beyond storing. Only rows at or below the mark (a catch-up after an outage, a backfill, a
 lost ack) take the ``INSERT … ON CONFLICT DO NOTHING`` path, and the unique index stays the
 safety net: if the COPY ever meets a duplicate (two batches racing for a new boot), the
-batch's transaction is rolled back and redone with conflict checks (cloud.ingest). Rollup
-deltas (cloud.rollup) come only from rows actually inserted: a duplicate is never counted.
+batch's transaction is rolled back and redone with conflict checks (cloud.ingest.batch). Rollup
+deltas (cloud.ingest.rollup) come only from rows actually inserted: a duplicate is never counted.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import orjson
 from psycopg import sql
 
 from cloud.db.pool import Conn
-from cloud.rollup import array_literal, device_codes, record
+from cloud.ingest.rollup import array_literal, device_codes, record
 from shared.batchcodec import ReadingColumns
 
 log = logging.getLogger(__name__)

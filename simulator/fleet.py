@@ -20,10 +20,10 @@ from types import TracebackType
 from typing import Any
 
 from shared.sensors import PROFILES
-from shared.simulator.device import DEFAULT_MAX_INFLIGHT, SimulatedDevice
-from shared.simulator.exceptions import SimulatorError, UnknownDeviceError
-from shared.simulator.faults import Fault, FaultInjector, FaultRecord, fault_kind
-from shared.simulator.signals import SourceKind, make_source
+from simulator.device import DEFAULT_MAX_INFLIGHT, SimulatedDevice
+from simulator.exceptions import SimulatorError, UnknownDeviceError
+from simulator.faults import Fault, FaultInjector, FaultRecord, fault_kind
+from simulator.signals import SourceKind, make_source
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel
 
-from cloud import jobs
-from cloud.alerts import AlertView, get_alert
+from cloud.background import jobs
 from cloud.db.pool import Conn
 from cloud.exceptions import DeliveryError, NotFoundError
+from cloud.operations.alert_review import AlertView, get_alert
 from cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)

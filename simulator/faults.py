@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, cast, get_args
 
 from shared.sensors import SensorProfile
-from shared.simulator.exceptions import SimulatorError
+from simulator.exceptions import SimulatorError
 
 FaultKind = Literal["spike", "drift", "stuck", "noise"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)

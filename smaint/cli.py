@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import cast
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("shared.devstack.demo", "run the whole system on this machine and show every hop"),
+    "demo": ("devstack.demo", "run the whole system on this machine and show every hop"),
     "gateway": ("edge.cli", "the edge gateway service (ingest, store, score, alert, sync)"),
     "cloud": ("cloud.cli", "the cloud API service and its administration"),
-    "simulate": ("shared.simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
+    "simulate": ("simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
 }
 
 USAGE = "usage: smaint <command> [options]\n\ncommands:\n" + "\n".join(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.model import OnnxModel
+from edge.onnx_model import OnnxModel
 from shared.bundle import BundleError, parse_public_key, read_bundle
 from shared.sensors import PROFILES
 

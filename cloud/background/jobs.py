@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
-from cloud import ratelimit
+from cloud.access import ratelimit
 from cloud.db.pool import Conn
 from cloud.exceptions import CloudError
 from cloud.settings import CloudSettings

@@ -27,10 +27,10 @@ from typing import Any
 
 import httpx
 
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port, wait_for_port
-from shared.devstack.postgres import PrivatePostgres
-from shared.simulator.fleet import Fleet
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port, wait_for_port
+from devstack.postgres import PrivatePostgres
+from simulator.fleet import Fleet
 
 GATEWAY_ID = "gw-demo"
 # SIMULATED faults the demo injects, one every FAULT_EVERY_S seconds, cycling through the

@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cloud import audit
-from cloud.alerts import get_alert
+from cloud.access.users import Principal
 from cloud.db.pool import Conn
 from cloud.exceptions import InvalidTransitionError, NotFoundError
-from cloud.users import Principal
+from cloud.operations import audit
+from cloud.operations.alert_review import get_alert
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Applying a gateway's sync batch: exactly once per (gateway, batch_seq), in one transaction.
 
 A ``sync_batches`` row claims the batch: the first application writes alerts, device events
-and readings (cloud.readings_writer, which stores each reading once and feeds the rollups)
+and readings (cloud.ingest.readings_writer, which stores each reading once and feeds the rollups)
 and records its counts; a re-sent batch gets the same ack rebuilt from those counts.
 """
 
@@ -24,7 +24,7 @@ from cloud.exceptions import (
     IngestError,
     InvalidBatchError,
 )
-from cloud.readings_writer import insert_readings
+from cloud.ingest.readings_writer import insert_readings
 from shared.batchcodec import DecodedBatch
 from shared.schemas import Alert, BackfillRequest, DesiredState, SyncAck, SyncBatch
 

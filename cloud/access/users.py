@@ -17,9 +17,9 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from cloud import audit
 from cloud.db.pool import Conn
 from cloud.exceptions import AuthError, ConflictError, NotFoundError
+from cloud.operations import audit
 
 log = logging.getLogger(__name__)
 

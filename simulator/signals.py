@@ -2,7 +2,7 @@
 
 Replays: NAB machine temperature drives ``motor`` (°F converted to °C, with vibration and
 current synthesised from it), AI4I 2020 rows drive ``mill``, C-MAPSS FD001 engines drive
-``turbofan``. Provenance and licenses: ``shared/simulator/data/README.md``. Files are read on
+``turbofan``. Provenance and licenses: ``simulator/data/README.md``. Files are read on
 first use, not at import time, and cached for the process.
 """
 
@@ -16,8 +16,8 @@ from importlib import resources
 from typing import Literal, Protocol
 
 from shared.sensors import SensorProfile, profile
-from shared.simulator.exceptions import SimulatorError
-from shared.simulator.faults import FAULT_KINDS, Fault, FaultInjector, FaultKind, FaultRecord
+from simulator.exceptions import SimulatorError
+from simulator.faults import FAULT_KINDS, Fault, FaultInjector, FaultKind, FaultRecord
 
 __all__ = [
     "CMAPSS_COLUMNS",
@@ -74,7 +74,7 @@ class SignalSource(Protocol):
 
 
 def _data_lines(name: str, encoding: str = "utf-8") -> list[str]:
-    path = resources.files("shared.simulator").joinpath("data").joinpath(name)
+    path = resources.files("simulator").joinpath("data").joinpath(name)
     # splitlines() also drops the CRLF endings of the AI4I file; no field spans lines.
     return path.read_text(encoding=encoding).splitlines()
 

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 
 from shared.exceptions import SmaintError
-from shared.simulator.faults import FAULT_KINDS
-from shared.simulator.fleet import Fleet
+from simulator.faults import FAULT_KINDS
+from simulator.fleet import Fleet
 
 
 @dataclass(frozen=True, slots=True)

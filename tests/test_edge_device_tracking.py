@@ -8,8 +8,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from edge.alerts import AlertTracker
-from edge.health import DeviceHealth
+from devstack.mosquitto import PrivateMosquitto
+from devstack.ports import free_port
+from edge.alert_lifecycle import AlertTracker
+from edge.device_tracking import DeviceTracker
 from edge.pipeline import Pipeline
 from edge.score import RobustZScorer
 from edge.service import Gateway, run_gateway
@@ -18,9 +20,7 @@ from edge.store import Store
 from edge.timing import BootClock, retime
 from edge.validate import Incoming
 from shared import topics
-from shared.devstack.mosquitto import PrivateMosquitto
-from shared.devstack.ports import free_port
-from shared.simulator.fleet import Fleet
+from simulator.fleet import Fleet
 from tests.fixtures.gateway import Publisher, RunningGateway, running_gateway
 
 T0 = 1_700_000_000_000
@@ -76,7 +76,7 @@ def telemetry(device: str, seq: int, boot: str = "0badc0de", synced: bool = True
 
 def test_seq_gaps_are_counted_per_boot_and_uncounted_when_filled(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "gw.db")
-    health = DeviceHealth(TOL)
+    health = DeviceTracker(TOL)
     pipe = Pipeline(store, RobustZScorer(), AlertTracker(), "gw-gaps", health=health)
     topic = topics.telemetry("gap-dev")
 
@@ -93,7 +93,7 @@ def test_seq_gaps_are_counted_per_boot_and_uncounted_when_filled(tmp_path: Path)
     send(0, 1, 5, boot="feedf00d")  # a new boot: seq restarts, its own gaps
     assert health.device_gaps() == {"gap-dev": 2 + 3}
     # The accounting survives a restart of the gateway.
-    reloaded = DeviceHealth(TOL)
+    reloaded = DeviceTracker(TOL)
     reloaded.load(store.boots())
     assert reloaded.seq_gaps() == 5
     rows = store.conn.execute("SELECT time_source, count(*) FROM readings GROUP BY 1").fetchall()

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from shared.devstack.ports import free_port, wait_for_port
+from devstack.ports import free_port, wait_for_port
 
 
 class PostgresNotFoundError(RuntimeError):

@@ -24,8 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from shared import topics
 from shared.codec import encode
 from shared.schemas import DeviceStatus, Telemetry
-from shared.simulator.faults import FaultInjector, FaultRecord
-from shared.simulator.signals import SignalSource
+from simulator.faults import FaultInjector, FaultRecord
+from simulator.signals import SignalSource
 
 log = logging.getLogger(__name__)
 

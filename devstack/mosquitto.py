@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from shared.devstack.ports import free_port, wait_for_port
+from devstack.ports import free_port, wait_for_port
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "mosquitto" / "mosquitto.conf"
 
@@ -42,7 +42,7 @@ class PrivateMosquitto:
         data.mkdir(parents=True, exist_ok=True)
         lines = [
             REPO_CONF.read_text(),
-            "# --- private instance (shared/devstack/mosquitto.py) ---",
+            "# --- private instance (devstack/mosquitto.py) ---",
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
             f"persistence_location {data}/",

@@ -7,7 +7,7 @@ the batch's own transaction. A folder running in every cloud process moves the p
 into ``readings_1m`` and ``readings_1h`` about once a second: the DELETE … RETURNING and both
 upserts are one transaction, so each delta is folded exactly once. A second of batches then
 costs one upsert per bucket instead of one per bucket and batch, and concurrent batches never
-queue on each other's bucket rows. Queries (cloud.query.bucketed) add the deltas still
+queue on each other's bucket rows. Queries (cloud.query.readings.bucketed) add the deltas still
 pending, so their answers are exact at every moment.
 """
 

@@ -1,4 +1,4 @@
-"""Health: per-device seq gaps, clocks and message rates, and the gateway's own storage state.
+"""Device tracking: per-device seq gaps, clocks and message rates.
 
 Seq gaps are counted per (device, boot): a boot whose readings span seqs ``first..last`` and of
 which ``n`` distinct ones were stored is missing ``last - first + 1 - n``. A reading that comes
@@ -8,21 +8,17 @@ redelivery of a stored reading is dropped before it gets here and counts nothing
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.store import BootRow, Store, now_ms
+from edge.store import BootRow, Store
 from edge.timing import BootClock, TimeSource, retime
 from shared.schemas import Telemetry
 
 RATE_WINDOW_S = 60
-# SQLite primary result codes that mean "this disk cannot take writes now" (sqlite3.h).
-_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_FULL = 8, 10, 14, 13
-_STORAGE_CODES = {_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_FULL}
 
 
 @dataclass(slots=True)
@@ -66,7 +62,7 @@ class _Rate:
         return sum(n for _, n in self.buckets) / RATE_WINDOW_S
 
 
-class DeviceHealth:
+class DeviceTracker:
     """Per-boot seq accounting and clocks, per-device message rates (mirrors ``device_boots``)."""
 
     def __init__(self, skew_tolerance_ms: int = 120_000) -> None:
@@ -163,45 +159,3 @@ class DeviceHealth:
             d["rate_per_s"] = round(self.rate(d["device"]), 3)
             out.append(d)
         return out
-
-
-def is_storage_failure(exc: sqlite3.Error) -> bool:
-    """True if the error says the disk refuses writes (full, read-only, I/O), not a bug."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in _STORAGE_CODES
-    text = str(exc).lower()
-    return any(s in text for s in ("disk is full", "readonly", "disk i/o"))
-
-
-class StorageHealth:
-    """Whether the database takes writes; the gateway is degraded while it does not."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self.since_ms: int | None = None
-        self.episodes = 0
-
-    @property
-    def degraded(self) -> bool:
-        """True while writes fail."""
-        return self.reason is not None
-
-    def enter(self, reason: str) -> bool:
-        """Note a failed write; True if this starts a new degraded episode."""
-        started = self.reason is None
-        self.reason = reason
-        if started:
-            self.since_ms = now_ms()
-            self.episodes += 1
-        return started
-
-    def leave(self) -> None:
-        """Writes succeed again."""
-        self.reason = None
-        self.since_ms = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """For /api/status and /healthz."""
-        return {"status": "degraded" if self.degraded else "ok", "reason": self.reason,
-                "since_ms": self.since_ms, "episodes": self.episodes}

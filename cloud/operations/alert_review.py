@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cloud import audit
+from cloud.access.users import Principal
 from cloud.db.pool import Conn
 from cloud.exceptions import BadCursorError, InvalidTransitionError, NotFoundError
-from cloud.users import Principal
+from cloud.operations import audit
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Who may do what: gateway tokens, users and API keys, rate limits."""

@@ -1,0 +1,1 @@
+"""Background work in PostgreSQL: the job queue and the notifications it delivers."""

@@ -1,0 +1,1 @@
+"""Ingest: a gateway's sync batch applied once, its readings written, rollups kept."""

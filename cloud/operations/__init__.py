@@ -1,0 +1,1 @@
+"""Operator work: alert review and decisions, maintenance orders, the audit log."""

@@ -1,0 +1,1 @@
+"""The read side: readings page by page, chart buckets, the registries, reports."""

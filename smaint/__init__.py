@@ -1,0 +1,1 @@
+"""The ``smaint`` command: one entry point for the gateway, cloud, simulator and demo."""
