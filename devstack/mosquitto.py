@@ -12,7 +12,7 @@ from types import TracebackType
 
 from devstack.ports import free_port, wait_for_port
 
-REPO_CONF = Path(__file__).resolve().parents[2] / "mosquitto" / "mosquitto.conf"
+REPO_CONF = Path(__file__).resolve().parents[1] / "mosquitto" / "mosquitto.conf"
 
 
 class MosquittoNotFoundError(RuntimeError):
