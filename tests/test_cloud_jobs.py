@@ -83,6 +83,7 @@ def test_failures_back_off_then_fail(conn: Conn) -> None:
     assert 5 <= delays[5] <= 10  # capped
 
 
+@pytest.mark.expected_errors("cloud.background.jobs", r"crashed, now failed")
 def test_a_handler_error_is_recorded_not_raised(pg_dsn: str) -> None:
     from cloud.background.jobs import Worker  # noqa: PLC0415
     from cloud.db.pool import open_pool  # noqa: PLC0415
