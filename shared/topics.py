@@ -16,7 +16,7 @@ from shared.exceptions import TopicError
 ROOT = "smaint/v1"
 ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _ID = re.compile(ID_PATTERN)
-_DEVICE_TOPIC = re.compile(rf"^{ROOT}/dev/({ID_PATTERN})/(telemetry|status)$")
+_DEVICE_TOPIC = re.compile(rf"{ROOT}/dev/({ID_PATTERN})/(telemetry|status)")
 
 DeviceChannel = Literal["telemetry", "status"]
 
@@ -52,7 +52,7 @@ def alerts(gateway: str) -> str:
 
 def parse_device_topic(topic: str) -> tuple[str, DeviceChannel]:
     """Split a device topic into (device id, channel); TopicError if it is not one."""
-    m = _DEVICE_TOPIC.match(topic)
+    m = _DEVICE_TOPIC.fullmatch(topic)
     if m is None:
         raise TopicError(f"topic {topic!r} is not {ROOT}/dev/<device>/(telemetry|status)")
     channel: DeviceChannel = "telemetry" if m.group(2) == "telemetry" else "status"
