@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import zstandard
-from hypothesis import given, settings
 from fastapi.exceptions import RequestValidationError
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud.api.routes.sync import decode_batch
