@@ -7,7 +7,7 @@ error, because a device that sends them is misconfigured and someone must be tol
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -46,7 +46,10 @@ Seq = Annotated[int, Field(ge=0, le=MAX_SEQ, description="per-boot message count
 EpochMs = Annotated[
     int, Field(ge=0, le=MAX_EPOCH_MS, description="milliseconds since the Unix epoch")]
 MetricName = Annotated[str, Field(pattern=anchored(METRIC_PATTERN))]
-Metrics = Annotated[dict[MetricName, float], Field(min_length=1, max_length=MAX_METRICS)]
+# JSON Schema: pydantic lists the key pattern but would let other keys through; pydantic refuses.
+_ONLY_METRIC_KEYS: dict[str, Any] = {"additionalProperties": False}
+Metrics = Annotated[dict[MetricName, float], Field(
+    min_length=1, max_length=MAX_METRICS, json_schema_extra=_ONLY_METRIC_KEYS)]
 ProfileName = Annotated[str, Field(max_length=MAX_PROFILE_NAME, pattern=anchored(TEXT_PATTERN),
                                    description="sensor profile name (shared.sensors)")]
 ModelVersion = Annotated[str, Field(max_length=MAX_MODEL_VERSION, pattern=anchored(TEXT_PATTERN),
@@ -107,9 +110,11 @@ class DeviceConfig(_Wire):
     interval_ms: int | None = Field(
         default=None, ge=10, le=86_400_000, description="sample interval of every sensor")
     enabled: list[MetricName] | None = Field(
-        default=None, min_length=1, max_length=64, description="metrics to sample (others off)")
+        default=None, min_length=1, max_length=MAX_METRICS,
+        description="metrics to sample (others off)")
     sensor_ms: dict[MetricName, Annotated[int, Field(ge=10, le=86_400_000)]] = Field(
-        default_factory=dict, max_length=64, description="per-metric sample interval override")
+        default_factory=dict, max_length=MAX_METRICS, json_schema_extra=_ONLY_METRIC_KEYS,
+        description="per-metric sample interval override")
 
 
 Scorer = Literal["onnx", "stat", "none"]
@@ -154,8 +159,8 @@ class Alert(BaseModel):
     scorer: Scorer
     model_version: ModelVersion | None = None
     explanation: dict[MetricName, Annotated[float, Field(allow_inf_nan=False)]] = Field(
-        default_factory=dict, max_length=64, description="metric -> contribution to the score"
-    )
+        default_factory=dict, max_length=MAX_METRICS, json_schema_extra=_ONLY_METRIC_KEYS,
+        description="metric -> contribution to the score")
     updated_ms: EpochMs = Field(description="last state change, for last-writer-wins upserts")
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 from shared.exceptions import TopicError
@@ -19,6 +20,38 @@ _ID = re.compile(ID_PATTERN)
 _DEVICE_TOPIC = re.compile(rf"{ROOT}/dev/({ID_PATTERN})/(telemetry|status)")
 
 DeviceChannel = Literal["telemetry", "status"]
+
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """One branch of the tree: its address, who publishes what on it, and how."""
+
+    name: str
+    address: str  # with its id as an {parameter} placeholder
+    parameter: Literal["device", "gateway"]
+    sender: str
+    receivers: tuple[str, ...]
+    payload: str  # the model's name in shared.schemas
+    qos: int
+    retain: bool
+    description: str
+
+
+# The tree as data: docs/contract/asyncapi.json and the firmware check are built from it.
+CHANNELS: tuple[Channel, ...] = (
+    Channel("telemetry", f"{ROOT}/dev/{{device}}/telemetry", "device", "device", ("gateway",),
+            "Telemetry", qos=1, retain=False, description="one reading per message"),
+    Channel("status", f"{ROOT}/dev/{{device}}/status", "device", "device", ("gateway",),
+            "DeviceStatus", qos=1, retain=True,
+            description="online on connect; offline is also the device's MQTT last will"),
+    Channel("config", f"{ROOT}/dev/{{device}}/config", "device", "gateway", ("device",),
+            "DeviceConfig", qos=1, retain=True,
+            description="desired configuration; an empty retained message clears it"),
+    Channel("alerts", f"{ROOT}/gw/{{gateway}}/alerts", "gateway", "gateway", ("consumer",),
+            "Alert", qos=1, retain=False,
+            description="every new version of an alert, for local consumers"),
+)
 
 TELEMETRY_SUBSCRIPTION = f"{ROOT}/dev/+/telemetry"
 STATUS_SUBSCRIPTION = f"{ROOT}/dev/+/status"
