@@ -492,7 +492,8 @@ def decode(raw: bytes) -> DecodedBatch:
         raise CodecError(first["msg"], ".".join(map(str, first["loc"]))) from exc
     return DecodedBatch(
         gateway=header.gateway, batch_seq=header.batch_seq, created_ms=header.created_ms,
-        readings=decode_columns(doc.get("readings")),
+        # As in the row form, a batch may leave its readings out (alerts or events only).
+        readings=decode_columns(doc["readings"]) if "readings" in doc else ReadingColumns(),
         alerts=header.alerts, events=header.events, state=header.state,
         backfill_done=header.backfill_done, aggregates=header.aggregates,
     )
