@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import urllib.request
 from pathlib import Path
 
@@ -35,24 +36,20 @@ MODEL_KEY = "models/motor/v1/model.onnx"
 
 
 def _blob(n: int, seed: int = 0) -> bytes:
-    """Deterministic incompressible-looking bytes."""
-    out = bytearray()
-    counter = 0
-    while len(out) < n:
-        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
-        counter += 1
-    return bytes(out[:n])
+    """Deterministic incompressible bytes."""
+    return random.Random(seed).randbytes(n)
 
 
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
-    """An empty store of each backend (the S3 one in a bucket of this test's own)."""
+    """An empty store of each backend (the S3 one under a key prefix of this test's own)."""
     if request.param == "local":
         config = ArtifactStoreConfig(local_root=tmp_path / "artifacts")
     else:
         server: S3Server = request.getfixturevalue("s3_server")
         config = ArtifactStoreConfig(
-            backend="s3", s3_bucket=request.getfixturevalue("s3_bucket"),
+            backend="s3", s3_bucket=request.getfixturevalue("s3_session_bucket"),
+            s3_prefix=request.getfixturevalue("s3_prefix"),
             s3_endpoint_url=server.endpoint_url, s3_region=server.region,
             s3_access_key_id=server.access_key_id,
             s3_secret_access_key=server.secret_access_key)
