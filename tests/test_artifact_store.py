@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,7 @@ def test_put_file_checks_the_expected_sha256(store: ArtifactStore, tmp_path: Pat
     with pytest.raises(ArtifactIntegrityError, match="expected"):
         store.put_file(MODEL_KEY, src, sha256=hashlib.sha256(b"other").hexdigest())
     assert not store.exists(MODEL_KEY)
-    with pytest.raises(ArtifactStoreError, match="missing.onnx"):
+    with pytest.raises(ArtifactStoreError, match=r"missing\.onnx"):
         store.put_file(MODEL_KEY, tmp_path / "missing.onnx")
 
 
@@ -192,9 +193,10 @@ BAD_KEYS = ["", "/etc/passwd", "../escape", "models/../../escape", "a//b", "a/",
 @pytest.mark.parametrize("key", BAD_KEYS)
 def test_invalid_keys_are_refused_naming_the_key(store: ArtifactStore, key: str,
                                                  tmp_path: Path) -> None:
-    calls = [lambda: store.put_bytes(key, b"x"), lambda: store.get_bytes(key),
-             lambda: store.get_range(key, 0), lambda: store.head(key),
-             lambda: store.delete(key), lambda: store.exists(key)]
+    calls: list[Callable[[], object]] = [
+        lambda: store.put_bytes(key, b"x"), lambda: store.get_bytes(key),
+        lambda: store.get_range(key, 0), lambda: store.head(key),
+        lambda: store.delete(key), lambda: store.exists(key)]
     for call in calls:
         with pytest.raises(InvalidArtifactKeyError) as err:
             call()
@@ -248,8 +250,8 @@ def test_local_store_refuses_files_it_did_not_write(tmp_path: Path) -> None:
 
 def test_s3_prefix_keeps_keys_inside_it(s3_server: S3Server, s3_bucket: str) -> None:
     store = open_artifact_store(ArtifactStoreConfig(
-        backend="s3", s3_bucket=s3_bucket, s3_prefix="smaint", s3_endpoint_url=s3_server.endpoint_url,
-        s3_access_key_id="k", s3_secret_access_key="s"))
+        backend="s3", s3_bucket=s3_bucket, s3_prefix="smaint",
+        s3_endpoint_url=s3_server.endpoint_url, s3_access_key_id="k", s3_secret_access_key="s"))
     assert isinstance(store, S3ArtifactStore)
     store.put_bytes(MODEL_KEY, b"m")
     raw = s3_server.client().list_objects_v2(Bucket=s3_bucket)
