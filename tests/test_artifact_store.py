@@ -41,7 +41,8 @@ def _blob(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-@pytest.fixture(params=["local", "s3"])
+# The S3 backend's first test waits for SeaweedFS to start (5-12 s).
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     """An empty store of each backend (the S3 one under a key prefix of this test's own)."""
     if request.param == "local":
@@ -248,6 +249,7 @@ def test_local_store_refuses_files_it_did_not_write(tmp_path: Path) -> None:
         store.head("stray.bin")
 
 
+@pytest.mark.slow
 def test_s3_prefix_keeps_keys_inside_it(s3_server: S3Server, s3_bucket: str) -> None:
     store = open_artifact_store(ArtifactStoreConfig(
         backend="s3", s3_bucket=s3_bucket, s3_prefix="smaint",
@@ -260,6 +262,7 @@ def test_s3_prefix_keeps_keys_inside_it(s3_server: S3Server, s3_bucket: str) -> 
     assert store.get_bytes(MODEL_KEY) == b"m"
 
 
+@pytest.mark.slow
 def test_s3_errors_say_what_to_fix(s3_server: S3Server) -> None:
     no_bucket = S3ArtifactStore("no-such-bucket-here", endpoint_url=s3_server.endpoint_url,
                                 access_key_id="k", secret_access_key="s")

@@ -56,6 +56,7 @@ def _run(model: bytes, output: str, x: Matrix) -> npt.NDArray[np.float64]:
     return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
+@pytest.mark.slow  # skl2onnx takes seconds to convert 100 trees
 def test_compact_export_skl2onnx_and_sklearn_agree_on_10000_rows(
     data: tuple[IsolationForest, Matrix, Matrix],
 ) -> None:
