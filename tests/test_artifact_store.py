@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,33 @@ def test_overwrite_replaces_bytes_and_checksum(store: ArtifactStore) -> None:
     assert store.head(MODEL_KEY) == info
     assert info.sha256 == hashlib.sha256(b"second, longer version").hexdigest()
     assert store.list("models/") == [MODEL_KEY]
+
+
+def test_readers_see_whole_versions_while_a_writer_overwrites(store: ArtifactStore) -> None:
+    versions = [_blob(256 * 1024, seed=10), _blob(200 * 1024, seed=11)]
+    store.put_bytes(MODEL_KEY, versions[0])
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def overwrite() -> None:
+        try:
+            for i in range(30):
+                store.put_bytes(MODEL_KEY, versions[i % 2])
+        except BaseException as e:  # noqa: BLE001 (handed to the main thread)
+            errors.append(e)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=overwrite)
+    writer.start()
+    reads = 0
+    while not done.is_set() or reads == 0:
+        # Never a mix of two versions, never bytes paired with the other version's sha256.
+        assert store.get_bytes(MODEL_KEY) in versions
+        reads += 1
+    writer.join()
+    assert errors == []
+    assert store.get_bytes(MODEL_KEY) == versions[1]
 
 
 def test_missing_key_raises_not_found_naming_the_key(store: ArtifactStore) -> None:
