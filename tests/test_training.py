@@ -8,6 +8,8 @@ temperature faults injected where operators later confirm failures.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +27,10 @@ from cloud.db.pool import Conn
 from cloud.ingest.batch import apply_batch
 from cloud.operations import alert_review, audit
 from cloud.operations.alert_review import Decision
+from cloud.training.champion import decide
 from cloud.training.cli import main as train_cli
-from cloud.training.config import TrainingConfig
+from cloud.training.config import GatePolicy, TrainingConfig
+from cloud.training.evaluate import Evaluation
 from cloud.training.pipeline import TrainingResult, train_models
 from shared.bundle import generate_key, load_private_key, parse_public_key, read_bundle
 from shared.schemas import Alert, Reading, SyncBatch
@@ -116,8 +120,8 @@ def test_training_tracks_registers_and_gates(
         "--quantile", "0.95", "--holdout", "0.25",
     ]) == 0
     printed = capsys.readouterr().out
-    assert "motor: 4,800 readings of 2 devices loaded" in printed
-    assert "mill: 2,400 readings of 1 devices loaded" in printed
+    assert "motor: 4,800 readings of 2 device(s) loaded" in printed
+    assert "mill: 2,400 readings of 1 device(s) loaded" in printed
     assert "smaint-motor v1 promoted" in printed
     assert "smaint-mill v1 promoted" in printed
 
@@ -212,3 +216,50 @@ def test_too_little_data_is_skipped_with_the_reason(
     (skipped,) = result.skipped
     assert skipped.profile == "motor"
     assert "widen the window" in skipped.reason
+
+
+def _evaluation(far: float, detected: int = 2, flagged: int = 0) -> Evaluation:
+    """Measures of a model on 1,000 held-out windows, 2 confirmed failures, 2 false alarms."""
+    return Evaluation(
+        heldout_windows=1000, heldout_normal_windows=1000, heldout_anomaly_rate=far,
+        score_quantiles={}, failures=2, failures_detected=detected, false_positives=2,
+        false_positives_flagged=flagged, recall=detected / 2, false_positive_rate=flagged / 2,
+        precision=detected / (detected + flagged) if detected + flagged else None)
+
+
+@pytest.mark.parametrize(("challenger", "outcome", "why"), [
+    (_evaluation(0.010), "promoted", "no worse than champion v4"),
+    (_evaluation(0.0115), "promoted", "no worse"),  # within the false-alarm tolerance
+    (_evaluation(0.020), "rejected", "held-out false-alarm rate 0.0200 vs champion 0.0100"),
+    (_evaluation(0.001, detected=1), "rejected", "confirmed failures detected 1/2 vs "
+                                                 "champion 2/2"),
+    (_evaluation(0.001, flagged=1), "rejected", "labelled false positives still flagged 1/2"),
+])
+def test_gate_promotes_only_a_version_no_worse_on_every_measure(
+    challenger: Evaluation, outcome: str, why: str,
+) -> None:
+    decision = decide(challenger, _evaluation(0.010), challenger_version="5",
+                      champion_version="4", policy=GatePolicy())
+    assert decision.outcome == outcome
+    assert why in decision.reason
+
+
+def test_gate_promotes_the_first_version_and_replaces_an_unmeasurable_champion() -> None:
+    first = decide(_evaluation(0.5), None, challenger_version="1", champion_version=None,
+                   policy=GatePolicy())
+    assert first.promoted
+    assert "first version" in first.reason
+    broken = decide(_evaluation(0.5), None, challenger_version="2", champion_version="1",
+                    policy=GatePolicy(), champion_error="signature does not verify")
+    assert broken.promoted
+    assert "signature does not verify" in broken.reason
+
+
+def test_train_cli_help_does_not_load_the_training_stack() -> None:
+    code = ("import sys, contextlib, io\nfrom cloud.training.cli import main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['--help'])\n"
+            "print(sorted(m for m in ('mlflow', 'sklearn', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

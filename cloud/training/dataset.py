@@ -194,9 +194,14 @@ def feature_windows(data: ProfileData, spec: FeatureSpec) -> FeatureWindows:
 def default_window(until: datetime | None, since: datetime | None,
                    length: timedelta) -> tuple[datetime, datetime]:
     """The window to train on: up to ``until`` (now), from ``since`` (``length`` before)."""
-    end = until or datetime.now(UTC)
-    start = since or end - length
+    # A naive time is UTC: psycopg would otherwise read it in the server's time zone.
+    end = _aware(until) if until else datetime.now(UTC)
+    start = _aware(since) if since else end - length
     if start >= end:
         raise ValueError(f"empty window: since {start.isoformat()} is not before "
                          f"until {end.isoformat()}")
     return start, end
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

@@ -38,7 +38,7 @@ from cloud.training.dataset import (
     profiles_in_window,
 )
 from cloud.training.evaluate import Evaluation, Scorer, evaluate
-from cloud.training.tracking import BUNDLE_DIR, Tracker
+from cloud.training.tracking import BUNDLE_DIR, Tracker, TrackingError
 from cloud.training.train import fit_model, make_manifest
 from shared.bundle import BundleError, public_key_text, read_bundle, write_bundle
 from shared.features import FeatureSpec
@@ -146,9 +146,10 @@ def _margin(config: TrainingConfig) -> timedelta:
 
 
 def _summary(r: ProfileResult) -> str:
-    labels = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r.labels.items()) or "no labels"
+    labels = (f"labels: {r.labels['confirmed_failure']} confirmed failures, "
+              f"{r.labels['false_positive']} false positives")
     return (f"{r.profile}: {r.rows_train + r.rows_heldout:,} rows ({r.rows_train:,} train / "
-            f"{r.rows_heldout:,} held-out) from {r.devices} devices, {labels}; "
+            f"{r.rows_heldout:,} held-out) from {r.devices} device(s), {labels}; "
             f"{r.model_name} v{r.version} {r.decision.outcome} in {r.seconds:.1f} s "
             f"({r.decision.reason})")
 
@@ -165,7 +166,7 @@ def _train_profile(
         return SkippedProfile(profile=name, reason="no readings in the window")
     devices = {s.device for s in data.series}
     if progress is not None:
-        progress(f"{name}: {data.rows:,} readings of {len(devices)} devices loaded in "
+        progress(f"{name}: {data.rows:,} readings of {len(devices)} device(s) loaded in "
                  f"{time.perf_counter() - t0:.1f} s; training")
     events = [e for e in all_events if e.device in devices]
     first, last = data.span_ms()
@@ -256,7 +257,7 @@ def _gate(tracker: Tracker, config: TrainingConfig, key: Ed25519PrivateKey, *, m
             raw = tracker.download(str(current.run_id), f"{BUNDLE_DIR}/{data.profile}.smb")
             manifest, onnx_bytes = read_bundle(raw, [key.public_key()])
             champion = evaluate(Scorer(manifest, onnx_bytes), data, cutoff_ms, events)
-        except (BundleError, ValueError, OSError) as exc:
+        except (BundleError, TrackingError, ValueError) as exc:
             error = str(exc)
             log.warning("champion %s v%s cannot be evaluated: %s", model_name, current.version,
                         error)

@@ -126,10 +126,14 @@ class Tracker:
             raise
 
     def download(self, run_id: str, artifact_path: str) -> bytes:
-        """The bytes of one artifact file of a run."""
+        """The bytes of one artifact file of a run; TrackingError if it cannot be read."""
         with tempfile.TemporaryDirectory(prefix="smaint-train-") as tmp:
-            local = self.client.download_artifacts(run_id, artifact_path, tmp)
-            return Path(local).read_bytes()
+            try:
+                local = self.client.download_artifacts(run_id, artifact_path, tmp)
+                return Path(local).read_bytes()
+            except (self._error, OSError) as exc:
+                raise TrackingError(f"run {run_id} has no readable {artifact_path}: "
+                                    f"{exc}") from exc
 
     def tag_version(self, model_name: str, version: str, tags: dict[str, str]) -> None:
         """Tags on a registered model version."""
