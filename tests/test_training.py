@@ -148,7 +148,7 @@ def test_training_tracks_registers_and_gates(
     assert run.data.tags["gate.outcome"] == "promoted"
     assert "first version" in run.data.tags["gate.reason"]
     assert {a.path for a in client.list_artifacts(run.info.run_id, "bundle")} == {
-        "bundle/motor.smb", "bundle/manifest.json"}
+        "bundle/motor.smb", "bundle/manifest.json", "bundle/model.onnx"}
 
     # The registered ONNX model is the one in the signed bundle, and onnxruntime runs it.
     trusted = [parse_public_key((out / "trusted_keys.txt").read_text())]

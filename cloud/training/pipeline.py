@@ -220,7 +220,8 @@ def _train_profile(
         tracker.log_metrics(challenger.metrics())
         bundle = write_bundle(manifest, fitted.onnx_bytes, key)
         version = tracker.register_onnx(fitted.onnx_bytes, model_name)
-        tracker.log_files({f"{name}.smb": bundle, "manifest.json": manifest.to_json()})
+        tracker.log_files({f"{name}.smb": bundle, "manifest.json": manifest.to_json(),
+                           "model.onnx": fitted.onnx_bytes})
         decision = _gate(tracker, config, key, model_name=model_name, version=version,
                          challenger=challenger, data=data, cutoff_ms=cutoff_ms, events=events)
         tracker.log_metrics(decision.champion.metrics("champion.") if decision.champion else {})
