@@ -38,7 +38,7 @@ from cloud.training.dataset import (
     profiles_in_window,
 )
 from cloud.training.evaluate import Evaluation, Scorer, evaluate
-from cloud.training.tracking import BUNDLE_DIR, Tracker, TrackingError
+from cloud.training.tracking import BUNDLE_DIR, Tracker, TrackingError, mlflow_errors
 from cloud.training.train import fit_model, make_manifest
 from shared.bundle import BundleError, public_key_text, read_bundle, write_bundle
 from shared.features import FeatureSpec
@@ -122,9 +122,13 @@ def train_models(
     trained: list[ProfileResult] = []
     skipped: list[SkippedProfile] = []
     for name in wanted:
-        outcome = _train_profile(conn, tracker, config, key, name=name, since=start,
-                                 until=end, all_events=events, out_dir=out_dir, actor=actor,
-                                 progress=progress)
+        try:
+            outcome = _train_profile(conn, tracker, config, key, name=name, since=start,
+                                     until=end, all_events=events, out_dir=out_dir,
+                                     actor=actor, progress=progress)
+        except mlflow_errors() as exc:
+            raise TrackingError(f"MLflow refused the {name} run at "
+                                f"{config.resolved_tracking_uri()}: {exc}") from exc
         if isinstance(outcome, SkippedProfile):
             skipped.append(outcome)
             line = f"{name}: skipped, {outcome.reason}"

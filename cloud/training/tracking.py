@@ -10,6 +10,7 @@ should train against one store (the CLI and the cloud's job worker both do).
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -34,6 +35,12 @@ class TrackingError(CloudError):
     """MLflow's store could not be reached or refused a write."""
 
     http_status = 503
+
+
+def mlflow_errors() -> tuple[type[Exception], ...]:
+    """MLflow's exception type once mlflow is loaded (nothing to catch before): for ``except``."""
+    module = sys.modules.get("mlflow.exceptions")
+    return () if module is None else (module.MlflowException,)
 
 
 class Tracker:
