@@ -22,6 +22,7 @@ import pytest
 
 from cloud.access.gateway_tokens import create_gateway
 from cloud.access.users import Principal
+from cloud.artifacts import ArtifactStore, LocalArtifactStore
 from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.ingest.batch import apply_batch
@@ -98,9 +99,11 @@ def config(tmp_path: Path) -> TrainingConfig:
                           holdout_fraction=0.25, min_train_windows=200, min_heldout_windows=50)
 
 
-def _train(conn: Conn, config: TrainingConfig, key_path: Path, **update: object) -> TrainingResult:
+def _train(conn: Conn, config: TrainingConfig, key_path: Path, store: ArtifactStore | None = None,
+           **update: object) -> TrainingResult:
     return train_models(conn, config.model_copy(update=update), load_private_key(key_path),
-                        since=SINCE, until=UNTIL, profiles=["motor"], actor="dana")
+                        since=SINCE, until=UNTIL, profiles=["motor"], artifacts=store,
+                        actor="dana")
 
 
 @pytest.mark.slow
@@ -186,10 +189,17 @@ def test_training_tracks_registers_and_gates(
     assert client.get_model_version("smaint-motor", "2").tags["gate"] == "rejected"
 
     # 3. A better one (calibrated higher: fewer false alarms, failures still caught) is.
-    better = _train(conn, config, key_path, quantile=0.999)
+    # It also goes to the artifact store, where the rollout fetches bundles from.
+    store = LocalArtifactStore(tmp_path / "store")
+    better = _train(conn, config, key_path, store, quantile=0.999)
     (result,) = better.trained
     assert result.decision.outcome == "promoted", result.decision.reason
     assert result.decision.challenger.recall == 1.0
+    assert result.artifact_key == f"models/motor/{result.bundle_version}/bundle.smb"
+    stored, _ = read_bundle(store.get_bytes(result.artifact_key), trusted)
+    assert stored.version == result.bundle_version
+    assert client.get_model_version("smaint-motor", "3").tags["bundle_artifact_key"] == \
+        result.artifact_key
     assert str(client.get_model_version_by_alias("smaint-motor", "champion").version) == "3"
 
     entries = audit.entries(conn, entity="model", entity_id="smaint-motor")

@@ -11,6 +11,7 @@ with the actor, to the audit log.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, Field
 
+from cloud.artifacts import ArtifactStore
 from cloud.db.pool import Conn
 from cloud.exceptions import CloudError
 from cloud.operations import audit
@@ -65,8 +67,9 @@ class ProfileResult(BaseModel):
     run_id: str
     version: str = Field(description="registry version of the new model")
     bundle_version: str = Field(description="version in the signed bundle's manifest")
-    bundle_sha256: str
+    bundle_sha256: str = Field(description="of the signed bundle file")
     bundle_path: str | None = Field(description="where the bundle was written, if anywhere")
+    artifact_key: str | None = Field(description="the bundle's key in the artifact store")
     cutoff: datetime = Field(description="readings from here on were held out")
     devices: int
     rows_train: int
@@ -99,13 +102,15 @@ class TrainingResult(BaseModel):
 def train_models(
     conn: Conn, config: TrainingConfig, key: Ed25519PrivateKey, *,
     since: datetime | None = None, until: datetime | None = None,
-    profiles: list[str] | None = None, out_dir: Path | None = None, actor: str = "system",
+    profiles: list[str] | None = None, out_dir: Path | None = None,
+    artifacts: ArtifactStore | None = None, actor: str = "system",
     progress: Progress | None = None,
 ) -> TrainingResult:
     """Train, track, register and gate one model per profile; audits every gate decision.
 
     ``conn`` must be outside a transaction; each step commits its own. ``out_dir`` receives
-    every signed bundle as ``<bundle version>.smb`` and the champion as ``<profile>.smb``.
+    every signed bundle as ``<bundle version>.smb`` and the champion as ``<profile>.smb``;
+    ``artifacts`` every bundle under ``models/<profile>/<bundle version>/bundle.smb``.
     """
     try:
         start, end = default_window(until, since, config.window)
@@ -125,7 +130,7 @@ def train_models(
         try:
             outcome = _train_profile(conn, tracker, config, key, name=name, since=start,
                                      until=end, all_events=events, out_dir=out_dir,
-                                     actor=actor, progress=progress)
+                                     artifacts=artifacts, actor=actor, progress=progress)
         except mlflow_errors() as exc:
             raise TrackingError(f"MLflow refused the {name} run at "
                                 f"{config.resolved_tracking_uri()}: {exc}") from exc
@@ -162,7 +167,7 @@ def _train_profile(
     conn: Conn, lazy_tracker: Callable[[], Tracker], config: TrainingConfig,
     key: Ed25519PrivateKey, *, name: str,
     since: datetime, until: datetime, all_events: list[LabelledEvent], out_dir: Path | None,
-    actor: str, progress: Progress | None,
+    artifacts: ArtifactStore | None, actor: str, progress: Progress | None,
 ) -> ProfileResult | SkippedProfile:
     t0 = time.perf_counter()
     data = load_profile(conn, name, since, until)
@@ -223,7 +228,12 @@ def _train_profile(
         challenger = evaluate(Scorer(manifest, fitted.onnx_bytes), data, cutoff_ms, events)
         tracker.log_metrics(challenger.metrics())
         bundle = write_bundle(manifest, fitted.onnx_bytes, key)
+        bundle_sha256 = hashlib.sha256(bundle).hexdigest()
         version = tracker.register_onnx(fitted.onnx_bytes, model_name)
+        artifact_key = None
+        if artifacts is not None:
+            artifact_key = f"models/{name}/{manifest.version}/bundle.smb"
+            artifacts.put_bytes(artifact_key, bundle, sha256=bundle_sha256)
         tracker.log_files({f"{name}.smb": bundle, "manifest.json": manifest.to_json(),
                            "model.onnx": fitted.onnx_bytes})
         decision = _gate(tracker, config, key, model_name=model_name, version=version,
@@ -232,10 +242,12 @@ def _train_profile(
         tracker.set_tags({"gate.outcome": decision.outcome, "gate.reason": decision.reason,
                           "gate.champion_version": decision.champion_version or "",
                           "gate.challenger_version": version,
-                          "gate.comparison": decision.model_dump_json()})
+                          "gate.comparison": decision.model_dump_json(),
+                          "bundle.artifact_key": artifact_key or ""})
         tracker.tag_version(model_name, version, {
             "gate": decision.outcome, "gate_reason": decision.reason,
-            "bundle_version": manifest.version, "bundle_sha256": manifest.onnx_sha256})
+            "bundle_version": manifest.version, "bundle_sha256": bundle_sha256,
+            "bundle_artifact_key": artifact_key or ""})
         if decision.promoted:
             tracker.promote(model_name, version)
         _audit(conn, actor, model_name, run_id=run_id, bundle_version=manifest.version,
@@ -243,8 +255,9 @@ def _train_profile(
     path = _write_bundles(out_dir, name, manifest.version, bundle, decision.promoted)
     return ProfileResult(
         profile=name, model_name=model_name, run_id=run_id, version=version,
-        bundle_version=manifest.version, bundle_sha256=manifest.onnx_sha256,
-        bundle_path=None if path is None else str(path), cutoff=cutoff, devices=len(devices),
+        bundle_version=manifest.version, bundle_sha256=bundle_sha256,
+        bundle_path=None if path is None else str(path), artifact_key=artifact_key,
+        cutoff=cutoff, devices=len(devices),
         rows_train=rows_train, rows_heldout=data.rows - rows_train, windows_train=len(train),
         windows_failure_excluded=int((before & failure).sum()), labels=labels,
         seconds=round(time.perf_counter() - t0, 2), decision=decision)
