@@ -14,10 +14,11 @@ from pydantic import ValidationError
 
 from cloud.exceptions import CloudError
 from cloud.settings import CloudSettings, load_settings
+from shared import logs as shared_logs
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s]%(context)s %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,14 +81,12 @@ def _utc(text: str) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, json_lines: bool = False) -> None:
     """Log to stderr with the request's correlation id on every line (entry points only)."""
     from cloud.api.correlation import CorrelationIdFilter  # noqa: PLC0415 - pulls in starlette
 
-    handler = logging.StreamHandler()
-    handler.addFilter(CorrelationIdFilter())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    shared_logs.configure_logging(level, json_lines=json_lines, filters=[CorrelationIdFilter()],
+                                  text_format=LOG_FORMAT)
 
 
 def _serve(settings: CloudSettings) -> int:
@@ -96,7 +95,7 @@ def _serve(settings: CloudSettings) -> int:
 
     from cloud.api.app import create_app  # noqa: PLC0415
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_json)
     # log_config=None keeps our handler; our middleware writes the access log with the id.
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,

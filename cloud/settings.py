@@ -35,6 +35,7 @@ class CloudSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="root log level set by `serve`"
     )
+    log_json: bool = Field(default=False, description="log JSON lines instead of text")
     # Users, rate limits, background work and notifications (cloud business layer).
     rate_limit_per_minute: int = Field(
         default=600, ge=0,

@@ -185,7 +185,7 @@ def acknowledge_alert(tracker: AlertTracker, store: Store, alert_id: str,
         # dirty = 1: the outbox sends this version, and updated_ms wins the cloud's upsert.
         store.upsert_alerts([acked])
         store.bump("alerts_acknowledged")
-    log.info("device=%s alert=%s acknowledged", acked.device, acked.alert_id)
+    log.info("alert=%s acknowledged", acked.alert_id, extra={"device": acked.device})
     return acked, True
 
 
@@ -217,8 +217,8 @@ class AlertPublisher:
             if len(self._pending) >= self._max_pending:
                 old = self._pending.popleft()
                 self.dropped += 1
-                log.warning("gateway=%s alert publish queue full; dropped version of alert=%s",
-                            self.gateway_id, old.alert_id)
+                log.warning("alert publish queue full; dropped version of alert=%s",
+                            old.alert_id)
             self._pending.append(alert)
         if self._pending:
             self._wake.set()
@@ -234,8 +234,8 @@ class AlertPublisher:
                     delay = 0.5
                     await self._publish_loop(client, stop)
             except aiomqtt.MqttError as exc:
-                log.warning("gateway=%s alert publisher lost the broker %s:%d: %s",
-                            self.gateway_id, self.host, self.port, exc)
+                log.warning("alert publisher lost the broker %s:%d: %s",
+                            self.host, self.port, exc)
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):

@@ -12,8 +12,7 @@ from edge.exceptions import GatewayError
 from edge.outbox import Outbox
 from edge.settings import load_settings
 from edge.store import Store
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+from shared.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="cloud bearer token (prefer SMAINT_GATEWAY_CLOUD_TOKEN: argv is public)")
     run.add_argument("--http-host", help="status/metrics server host")
     run.add_argument("--http-port", type=int, help="status/metrics server port")
-    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    run.add_argument("--log-level", type=str.upper,
+                     help="DEBUG, INFO, WARNING or ERROR (SMAINT_GATEWAY_LOG_LEVEL)")
+    run.add_argument("--log-json", action="store_const", const=True,
+                     help="log JSON lines instead of text (SMAINT_GATEWAY_LOG_JSON)")
     run.add_argument("--config", help="TOML settings file (also SMAINT_GATEWAY_CONFIG); "
                      "flags override the environment, which overrides the file")
     for name, help_ in (("status", "print the database's counters as JSON"),
@@ -43,14 +45,15 @@ def main(argv: list[str]) -> int:
     """Entry point of ``smaint gateway ...``; returns the process exit status."""
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
-                 if k not in {"command", "log_level", "config"}}
+                 if k not in {"command", "config"}}
     try:
         settings = load_settings(getattr(args, "config", None), **overrides)
     except ValueError as exc:  # ValidationError and ConfigFileError are ValueErrors
         print(f"smaint gateway: invalid settings: {exc}", file=sys.stderr)
         return 2
     if args.command == "run":
-        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+        configure_logging(settings.log_level, json_lines=settings.log_json,
+                          fields={"gateway": settings.gateway_id})
         from edge.service import run_gateway  # noqa: PLC0415  (keeps `status` light)
 
         try:

@@ -26,6 +26,7 @@ from edge.score import ModelScorer, RobustZScorer
 from edge.settings import GatewaySettings
 from edge.store import Store, now_ms
 from edge.sync import Uploader
+from shared.logs import bind_context
 from shared.schemas import Alert, GatewayState
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class Gateway:
                                    threshold=s.score_threshold)
         self.alerts.load(self.store.open_alerts())
         self.outbox = Outbox(self.store)
-        self.metrics = GatewayMetrics(lambda: self.store.counters, self.gauges)
+        self.metrics = GatewayMetrics(self.counters, self.gauges)
         self.health = DeviceTracker(s.skew_tolerance_ms)
         self.health.load(self.store.boots())
         self.storage = StorageHealth()
@@ -73,6 +74,10 @@ class Gateway:
             software = None
         return GatewayState(models=self.models.versions(), software=software,
                             backlog=self.outbox.backlog())
+
+    def counters(self) -> Mapping[str, int]:
+        """Committed store counters plus the in-memory ones, for /metrics."""
+        return {**self.store.counters, "alert_publish_dropped": self.publisher.dropped}
 
     def gauges(self) -> Mapping[str, float]:
         """Live values for /metrics."""
@@ -158,6 +163,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
                       gateway: Gateway | None = None) -> None:
     """Run the gateway until ``stop`` is set or SIGINT/SIGTERM; GatewayError if a part failed."""
     stop = stop or asyncio.Event()
+    # Every log line of this gateway's tasks carries its id (shared/logs.py's filter).
+    bind_context(gateway=settings.gateway_id)
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -171,8 +178,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
                                    degraded=lambda: gw.storage.reason,
                                    devices=lambda: gw.health.report(gw.store)),
                          s.http_host, s.http_port)
-    log.info("gateway=%s starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",
-             s.gateway_id, s.mqtt_host, s.mqtt_port, s.db_path, s.cloud_url, s.http_host,
+    log.info("starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",
+             s.mqtt_host, s.mqtt_port, s.db_path, s.cloud_url, s.http_host,
              s.http_port)
     tasks = {
         asyncio.create_task(gw.ingestor.run(stop), name="ingest"),
@@ -203,8 +210,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         gw.store.close()
         for sig in handled:
             loop.remove_signal_handler(sig)
-        log.info("gateway=%s stopped: %s", s.gateway_id,
-                 {k: v for k, v in gw.store.counters.items() if v})
+        log.info("stopped: %s", {k: v for k, v in gw.store.counters.items() if v})
     if failed:
         raise GatewayError(f"gateway {s.gateway_id} stopped because a part failed: "
                            + "; ".join(sorted(set(failed))))

@@ -147,6 +147,11 @@ class GatewaySettings(BaseSettings):
         description="pause between two write probes while the database cannot be written",
     )
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="root log level of `run`"
+    )
+    log_json: bool = Field(default=False, description="log JSON lines instead of text")
+
     @classmethod
     def settings_customise_sources(
         cls,

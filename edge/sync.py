@@ -106,8 +106,8 @@ class Uploader:
         """Upload until ``stop``: back to back while there is a backlog, else every interval."""
         s = self.settings
         if not self.enabled:
-            log.warning("gateway=%s no cloud token (SMAINT_GATEWAY_CLOUD_TOKEN): readings are "
-                        "kept locally and not synced", s.gateway_id)
+            log.warning("no cloud token (SMAINT_GATEWAY_CLOUD_TOKEN): readings are "
+                        "kept locally and not synced")
         while not stop.is_set():
             result = await self.sync_once() if self.enabled else SyncResult("disabled")
             if result.outcome in {"acked", "rejected"}:
@@ -137,8 +137,8 @@ class Uploader:
                     return await self._post(info, body)
         except SyncRetryableError as exc:
             self.last_error = exc.reason
-            log.warning("gateway=%s batch %d not uploaded after %d tries: %s; will retry",
-                        self.settings.gateway_id, info.batch_seq,
+            log.warning("batch %d not uploaded after %d tries: %s; will retry",
+                        info.batch_seq,
                         self.settings.sync_retry_attempts, exc.reason)
             return SyncResult("failed", info.batch_seq, exc.reason)
         raise AssertionError("unreachable: tenacity either returns or raises")
@@ -183,16 +183,16 @@ class Uploader:
             self.outbox.note_attempt(info.batch_seq, reason)
             self.outbox.note_dead_letter(info.batch_seq, code, reason, now_ms())
             self.last_error = reason
-            log.error("gateway=%s batch %d: %s; uploads paused %.0f s, batch kept",
-                      s.gateway_id, info.batch_seq, reason, s.sync_auth_backoff_s)
+            log.error("batch %d: %s; uploads paused %.0f s, batch kept",
+                      info.batch_seq, reason, s.sync_auth_backoff_s)
             return SyncResult("auth", info.batch_seq, reason)
         if 400 <= code < 500:
             reason = f"HTTP {code}: {resp.text[:_REASON_MAX]}"
             self.outbox.note_attempt(info.batch_seq, reason)
             self.outbox.mark_rejected(info, code, reason, now_ms())
             self.last_error = reason
-            log.error("gateway=%s batch %d rejected (%d readings dead-lettered): %s",
-                      s.gateway_id, info.batch_seq, info.n_readings, reason)
+            log.error("batch %d rejected (%d readings dead-lettered): %s",
+                      info.batch_seq, info.n_readings, reason)
             return SyncResult("rejected", info.batch_seq, reason)
         if code != 200:
             reason = f"HTTP {code}: unexpected answer"
@@ -212,7 +212,7 @@ class Uploader:
         self.outbox.mark_acked(info, now_ms(), ack.desired)
         self.last_ack_ms = now_ms()
         self.last_error = None
-        log.info("gateway=%s %s batch %d acked: %d readings (%d new, %d duplicate), %d alerts%s",
-                 s.gateway_id, info.kind, info.batch_seq, info.n_readings, ack.readings_inserted,
+        log.info("%s batch %d acked: %d readings (%d new, %d duplicate), %d alerts%s",
+                 info.kind, info.batch_seq, info.n_readings, ack.readings_inserted,
                  ack.readings_duplicate, info.n_alerts, "" if ack.first_time else " (again)")
         return SyncResult("acked", info.batch_seq)

@@ -107,6 +107,9 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
                 assert stored_alert(db, opened.alert_id) == ("acknowledged", acked.updated_ms, 1)
                 again = await gw.http.post(url)  # a double click changes nothing
                 assert Alert.model_validate(again.json()) == acked
+                metrics = (await gw.http.get(f"{gw.base_url}/metrics")).text
+                assert "smaint_gateway_alerts_acknowledged_total 1.0" in metrics
+                assert "smaint_gateway_alert_publish_dropped_total 0.0" in metrics
                 missing = await gw.http.post(f"{gw.base_url}/api/alerts/0000dead/ack")
                 assert missing.status_code == 404
 
