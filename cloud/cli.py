@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 from cloud.exceptions import CloudError
 from cloud.settings import CloudSettings, load_settings
 from shared import logs as shared_logs
+from shared.times import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser(
         "backfill", parents=[dsn], help="ask a gateway to upload a time range again")
     backfill.add_argument("gateway_id")
-    backfill.add_argument("--since", required=True, type=_utc, help="ISO time, inclusive")
-    backfill.add_argument("--until", required=True, type=_utc, help="ISO time, exclusive")
+    backfill.add_argument("--since", required=True, type=parse_utc, help="ISO time, inclusive")
+    backfill.add_argument("--until", required=True, type=parse_utc, help="ISO time, exclusive")
 
     user = sub.add_parser("user", help="users and their API keys").add_subparsers(
         dest="action", required=True, metavar="action"
@@ -73,12 +73,6 @@ def _parser() -> argparse.ArgumentParser:
     urevoke.add_argument("key_id", type=int)
     user.add_parser("list", parents=[dsn], help="list users, roles and key ids")
     return p
-
-
-def _utc(text: str) -> datetime:
-    """An ISO 8601 time; without a zone it is taken as UTC."""
-    t = datetime.fromisoformat(text)
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def configure_logging(level: str, json_lines: bool = False) -> None:

@@ -24,11 +24,10 @@ from edge.exceptions import GatewayError
 from edge.score import Score
 from edge.store import Store
 from shared import topics
-from shared.schemas import Alert
+from shared.schemas import Alert, Severity
 
 log = logging.getLogger(__name__)
 
-Severity = Literal["low", "medium", "high"]
 SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 # An open alert is escalated (a new version) when its severity rises or its score grows by
 # this factor over the peak it reports.
