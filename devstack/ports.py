@@ -26,6 +26,15 @@ def free_port() -> int:
         return port
 
 
+def accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``host:port`` accepts a TCP connection right now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout_s: float = 15.0, host: str = "127.0.0.1") -> None:
     """Block until ``host:port`` accepts TCP connections; TimeoutError after ``timeout_s``."""
 

@@ -25,7 +25,7 @@ from tenacity import (
     wait_fixed,
 )
 
-from devstack.ports import wait_for_port
+from devstack.ports import accepts
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class ServiceProcess:
         self.spawn()
         try:
             if self.port is not None:
-                wait_for_port(self.port, timeout_s=timeout_s)
+                port = self.port  # a process that exits early fails at once, not after timeout_s
+                self.wait_until(lambda: accepts(port), timeout_s)
             if self.ready is not None:
                 self.wait_until(self.ready, timeout_s)
         except TimeoutError as exc:
