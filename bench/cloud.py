@@ -174,7 +174,7 @@ def measure_ingest(dsn: str, tokens: list[str], n_batches: int,
     """
     bodies = [_bodies(g, 0, n_batches * rounds) for g in range(GATEWAYS)]
     port = free_port()
-    env = {"SMAINT_CLOUD_LOG_LEVEL": "WARNING", "SMAINT_CLOUD_POOL_MAX": "8"}
+    env = {"SMAINT_CLOUD_LOGGING__LEVEL": "WARNING", "SMAINT_CLOUD_DB__POOL_MAX": "8"}
     cloud = ServiceProcess(["-m", "cloud", "serve", "--port", str(port), "--dsn", dsn], env,
                            port=port, name="cloud").spawn()
     ingest: list[float] = []

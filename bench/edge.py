@@ -203,12 +203,12 @@ class GatewayProcess:
         self.db = workdir / "gateway.db"
         self.log = workdir / "gateway.log"
         env = {"SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
-               "SMAINT_GATEWAY_MQTT_PORT": str(broker_port),
-               "SMAINT_GATEWAY_DB_PATH": str(self.db),
-               "SMAINT_GATEWAY_HTTP_PORT": str(self.http_port),
-               "SMAINT_GATEWAY_MODELS_DIR": str(models),
-               "SMAINT_GATEWAY_MODEL_TRUSTED_KEYS_FILE": str(models / "trusted_keys.txt"),
-               "SMAINT_GATEWAY_CLOUD_TOKEN": ""}
+               "SMAINT_GATEWAY_MQTT__PORT": str(broker_port),
+               "SMAINT_GATEWAY_STORAGE__PATH": str(self.db),
+               "SMAINT_GATEWAY_HTTP__PORT": str(self.http_port),
+               "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(models),
+               "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(models / "trusted_keys.txt"),
+               "SMAINT_GATEWAY_SYNC__TOKEN": ""}
         # --profile: the same gateway under cProfile (slower; for finding the hot path only).
         prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
         self.service = ServiceProcess(

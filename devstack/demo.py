@@ -107,7 +107,7 @@ class Demo:
 
     def _cloud_cli(self, dsn: str, *args: str) -> str:
         res = subprocess.run(
-            [sys.executable, "-m", "cloud", *args], env={**os.environ, "SMAINT_CLOUD_DB_DSN": dsn},
+            [sys.executable, "-m", "cloud", *args], env={**os.environ, "SMAINT_CLOUD_DB__DSN": dsn},
             capture_output=True, text=True, check=False,
         )
         if res.returncode != 0:
@@ -139,25 +139,25 @@ class Demo:
         step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
 
         self._start("cloud", ["-m", "cloud", "serve"], {
-            "SMAINT_CLOUD_DB_DSN": dsn,
-            "SMAINT_CLOUD_HOST": "127.0.0.1",
-            "SMAINT_CLOUD_PORT": str(self.cloud_port),
+            "SMAINT_CLOUD_DB__DSN": dsn,
+            "SMAINT_CLOUD_API__HOST": "127.0.0.1",
+            "SMAINT_CLOUD_API__PORT": str(self.cloud_port),
         }, self.cloud_port)
         step("cloud", f"API http://127.0.0.1:{self.cloud_port}/docs")
 
         models = {
-            "SMAINT_GATEWAY_MODELS_DIR": str(self.models_dir),
-            "SMAINT_GATEWAY_MODEL_TRUSTED_KEYS_FILE": str(self.models_dir / "trusted_keys.txt"),
+            "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(self.models_dir),
+            "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(self.models_dir / "trusted_keys.txt"),
         } if self.train_models else {}
         self._start("gateway", ["-m", "edge", "run"], {
             "SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
-            "SMAINT_GATEWAY_MQTT_HOST": "127.0.0.1",
-            "SMAINT_GATEWAY_MQTT_PORT": str(self.broker.port),
-            "SMAINT_GATEWAY_DB_PATH": str(self.workdir / "gateway.db"),
-            "SMAINT_GATEWAY_CLOUD_URL": f"http://127.0.0.1:{self.cloud_port}",
-            "SMAINT_GATEWAY_CLOUD_TOKEN": token,
-            "SMAINT_GATEWAY_HTTP_HOST": "127.0.0.1",
-            "SMAINT_GATEWAY_HTTP_PORT": str(self.gateway_port),
+            "SMAINT_GATEWAY_MQTT__HOST": "127.0.0.1",
+            "SMAINT_GATEWAY_MQTT__PORT": str(self.broker.port),
+            "SMAINT_GATEWAY_STORAGE__PATH": str(self.workdir / "gateway.db"),
+            "SMAINT_GATEWAY_SYNC__CLOUD_URL": f"http://127.0.0.1:{self.cloud_port}",
+            "SMAINT_GATEWAY_SYNC__TOKEN": token,
+            "SMAINT_GATEWAY_HTTP__HOST": "127.0.0.1",
+            "SMAINT_GATEWAY_HTTP__PORT": str(self.gateway_port),
             **models,
         }, self.gateway_port)
         # The gateway's persistent session must exist before devices publish, or the

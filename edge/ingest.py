@@ -93,13 +93,13 @@ class Ingestor:
             try:
                 await self._session(stop)
             except aiomqtt.MqttError as exc:
-                log.warning("broker %s:%d unavailable or lost: %s", s.mqtt_host, s.mqtt_port, exc)
+                log.warning("broker %s:%d unavailable or lost: %s", s.mqtt.host, s.mqtt.port, exc)
             except sqlite3.Error:
                 # Nothing of the failed batch was acked: the broker resends it on reconnect.
                 log.exception("database error; reconnecting after a pause")
             except _OverflowError:
                 log.warning("incoming queue full (%d); reconnecting to shed load",
-                            s.queue_max)
+                            s.ingest.queue_max)
                 delay = 0.0
             except _ResumeError:
                 log.warning("database writable again; reconnecting to have the "
@@ -121,9 +121,9 @@ class Ingestor:
     def _client(self) -> aiomqtt.Client:
         s = self.settings
         client = aiomqtt.Client(
-            s.mqtt_host, s.mqtt_port, identifier=s.gateway_id, clean_session=False,
-            keepalive=s.mqtt_keepalive_s, queue_type=_BoundedQueue,
-            max_queued_incoming_messages=s.queue_max,
+            s.mqtt.host, s.mqtt.port, identifier=s.gateway_id, clean_session=False,
+            keepalive=s.mqtt.keepalive_s, queue_type=_BoundedQueue,
+            max_queued_incoming_messages=s.ingest.queue_max,
         )
         # aiomqtt has no manual-ack option; set it on the paho client it wraps, before
         # connecting (aiomqtt is pinned to 2.5.1 in pyproject.toml for this reason).
@@ -136,7 +136,7 @@ class Ingestor:
             await client.subscribe([(TELEMETRY_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
             self.connected = True
             log.info("connected to %s:%d, subscribed (persistent session)",
-                     self.settings.mqtt_host, self.settings.mqtt_port)
+                     self.settings.mqtt.host, self.settings.mqtt.port)
             queue = client._queue
             self.queue_depth = queue.qsize
             while True:
@@ -166,7 +166,7 @@ class Ingestor:
 
     def _probe(self) -> None:
         """While degraded: free space by retention, then try a real write."""
-        self._next_probe = time.monotonic() + self.settings.degraded_retry_s
+        self._next_probe = time.monotonic() + self.settings.storage.degraded_retry_s
         try:
             if self.retention is not None:
                 self.retention.enforce(force=True)
@@ -191,7 +191,7 @@ class Ingestor:
         # asyncio.Queue.get() only removes an item when it returns, so it is cancel-safe.
         s = self.settings
         queue = client._queue
-        idle = s.degraded_retry_s if self.storage.degraded else None
+        idle = s.storage.degraded_retry_s if self.storage.degraded else None
         try:
             first = await asyncio.wait_for(self._first(client, queue, stop), idle)
         except TimeoutError:
@@ -200,8 +200,8 @@ class Ingestor:
             return []
         batch = [first]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.batch_wait_ms / 1000
-        while len(batch) < s.batch_max:
+        deadline = loop.time() + s.ingest.batch_wait_ms / 1000
+        while len(batch) < s.ingest.batch_max:
             if not queue.empty():
                 batch.append(queue.get_nowait())
                 continue

@@ -39,28 +39,28 @@ class Gateway:
         s = settings
         self.settings = s
         self.started = time.monotonic()
-        self.store = Store.open(s.db_path, synchronous=s.db_synchronous)
-        self.fallback = RobustZScorer(window=s.score_window, warmup=s.score_warmup,
-                                      threshold=s.score_threshold)
+        self.store = Store.open(s.storage.path, synchronous=s.storage.synchronous)
+        self.fallback = RobustZScorer(window=s.scoring.window, warmup=s.scoring.warmup,
+                                      threshold=s.scoring.threshold)
         self.models = ModelRegistry(
-            s.models_path, load_trusted_keys(s.model_trusted_keys, s.model_trusted_keys_file))
+            s.models_path, load_trusted_keys(s.scoring.trusted_keys, s.scoring.trusted_keys_file))
         self.models.refresh()  # models present at start score the very first readings
         self.scorer = ModelScorer(self.models.get, self.fallback)
-        self.publisher = AlertPublisher(s.mqtt_host, s.mqtt_port, s.gateway_id,
-                                        keepalive_s=s.mqtt_keepalive_s)
-        self.alerts = AlertTracker(open_after=s.alert_open_after,
-                                   resolve_after=s.alert_resolve_after,
-                                   threshold=s.score_threshold)
+        self.publisher = AlertPublisher(s.mqtt.host, s.mqtt.port, s.gateway_id,
+                                        keepalive_s=s.mqtt.keepalive_s)
+        self.alerts = AlertTracker(open_after=s.alerts.open_after,
+                                   resolve_after=s.alerts.resolve_after,
+                                   threshold=s.scoring.threshold)
         self.alerts.load(self.store.open_alerts())
         self.outbox = Outbox(self.store)
         self.metrics = GatewayMetrics(self.counters, self.gauges)
-        self.health = DeviceTracker(s.skew_tolerance_ms)
+        self.health = DeviceTracker(s.ingest.skew_tolerance_ms)
         self.health.load(self.store.boots())
         self.storage = StorageHealth()
-        self.retention = Retention(self.store, int(s.db_max_mb * 1024 * 1024),
-                                   s.retention_low_water, s.gateway_id)
+        self.retention = Retention(self.store, int(s.storage.max_mb * 1024 * 1024),
+                                   s.storage.low_water, s.gateway_id)
         self.pipeline = Pipeline(self.store, self.scorer, self.alerts, s.gateway_id,
-                                 on_alerts=self.publisher.submit if s.alert_publish else None,
+                                 on_alerts=self.publisher.submit if s.alerts.publish else None,
                                  health=self.health)
         self.ingestor = Ingestor(s, self.pipeline, self.metrics, storage=self.storage,
                                  retention=self.retention)
@@ -141,7 +141,7 @@ class Gateway:
     def ack_alert(self, alert_id: str) -> Alert:
         """Acknowledge an alert locally (HTTP); stored, queued for sync and published."""
         alert, changed = acknowledge_alert(self.alerts, self.store, alert_id, now_ms())
-        if changed and self.settings.alert_publish:
+        if changed and self.settings.alerts.publish:
             self.publisher.submit([alert])
         return alert
 
@@ -177,19 +177,19 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
     server = make_server(build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
                                    degraded=lambda: gw.storage.reason,
                                    devices=lambda: gw.health.report(gw.store)),
-                         s.http_host, s.http_port)
+                         s.http.host, s.http.port)
     log.info("starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",
-             s.mqtt_host, s.mqtt_port, s.db_path, s.cloud_url, s.http_host,
-             s.http_port)
+             s.mqtt.host, s.mqtt.port, s.storage.path, s.sync.cloud_url, s.http.host,
+             s.http.port)
     tasks = {
         asyncio.create_task(gw.ingestor.run(stop), name="ingest"),
         asyncio.create_task(gw.uploader.run(stop), name="sync"),
-        asyncio.create_task(_serve_http(server, s.http_host, s.http_port), name="http"),
-        asyncio.create_task(gw.models.watch(stop, s.model_poll_s), name="models"),
-        asyncio.create_task(run_retention(gw.retention, stop, s.retention_interval_s),
+        asyncio.create_task(_serve_http(server, s.http.host, s.http.port), name="http"),
+        asyncio.create_task(gw.models.watch(stop, s.scoring.model_poll_s), name="models"),
+        asyncio.create_task(run_retention(gw.retention, stop, s.storage.retention_interval_s),
                             name="retention"),
     }
-    if s.alert_publish:
+    if s.alerts.publish:
         tasks.add(asyncio.create_task(gw.publisher.run(stop), name="alerts"))
     waiter = asyncio.create_task(stop.wait(), name="stop")
     failed: list[str] = []

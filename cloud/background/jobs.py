@@ -123,8 +123,8 @@ def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
 
 def fail(conn: Conn, job: Job, error: str, settings: CloudSettings) -> str:
     """Reschedule ``job`` with backoff, or mark it failed after the last attempt; new status."""
-    final = job.attempt >= settings.job_max_attempts
-    delay = backoff_s(job.attempt, settings.job_backoff_s, settings.job_backoff_cap_s)
+    final = job.attempt >= settings.jobs.max_attempts
+    delay = backoff_s(job.attempt, settings.jobs.backoff_s, settings.jobs.backoff_cap_s)
     with conn.transaction():
         conn.execute(
             "UPDATE jobs SET status = %s, last_error = %s, locked_until = NULL,"
@@ -168,7 +168,7 @@ class Worker:
         self.name = worker_id()
         self._last_prune = 0.0
         self._loop = BackgroundLoop(f"job worker {self.name}", self._step,
-                                    settings.worker_poll_s)
+                                    settings.jobs.worker_poll_s)
 
     def start(self) -> None:
         """Start claiming jobs in a daemon thread."""
@@ -181,7 +181,7 @@ class Worker:
     def run_once(self) -> bool:
         """Claim and run one job; False if none was due."""
         with self.pool.connection() as conn:
-            job = claim(conn, self.name, self.settings.job_lease_s)
+            job = claim(conn, self.name, self.settings.jobs.lease_s)
             if job is None:
                 return False
             self._run(conn, job)
