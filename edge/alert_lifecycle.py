@@ -24,11 +24,10 @@ from edge.exceptions import GatewayError
 from edge.score import Score
 from edge.store import Store
 from shared import topics
-from shared.schemas import Alert
+from shared.schemas import Alert, Severity
 
 log = logging.getLogger(__name__)
 
-Severity = Literal["low", "medium", "high"]
 SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 # An open alert is escalated (a new version) when its severity rises or its score grows by
 # this factor over the peak it reports.
@@ -185,7 +184,7 @@ def acknowledge_alert(tracker: AlertTracker, store: Store, alert_id: str,
         # dirty = 1: the outbox sends this version, and updated_ms wins the cloud's upsert.
         store.upsert_alerts([acked])
         store.bump("alerts_acknowledged")
-    log.info("device=%s alert=%s acknowledged", acked.device, acked.alert_id)
+    log.info("alert=%s acknowledged", acked.alert_id, extra={"device": acked.device})
     return acked, True
 
 
@@ -217,8 +216,8 @@ class AlertPublisher:
             if len(self._pending) >= self._max_pending:
                 old = self._pending.popleft()
                 self.dropped += 1
-                log.warning("gateway=%s alert publish queue full; dropped version of alert=%s",
-                            self.gateway_id, old.alert_id)
+                log.warning("alert publish queue full; dropped version of alert=%s",
+                            old.alert_id)
             self._pending.append(alert)
         if self._pending:
             self._wake.set()
@@ -234,8 +233,8 @@ class AlertPublisher:
                     delay = 0.5
                     await self._publish_loop(client, stop)
             except aiomqtt.MqttError as exc:
-                log.warning("gateway=%s alert publisher lost the broker %s:%d: %s",
-                            self.gateway_id, self.host, self.port, exc)
+                log.warning("alert publisher lost the broker %s:%d: %s",
+                            self.host, self.port, exc)
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):

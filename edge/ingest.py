@@ -93,19 +93,17 @@ class Ingestor:
             try:
                 await self._session(stop)
             except aiomqtt.MqttError as exc:
-                log.warning("gateway=%s broker %s:%d unavailable or lost: %s", s.gateway_id,
-                            s.mqtt_host, s.mqtt_port, exc)
+                log.warning("broker %s:%d unavailable or lost: %s", s.mqtt.host, s.mqtt.port, exc)
             except sqlite3.Error:
                 # Nothing of the failed batch was acked: the broker resends it on reconnect.
-                log.exception("gateway=%s database error; reconnecting after a pause",
-                              s.gateway_id)
+                log.exception("database error; reconnecting after a pause")
             except _OverflowError:
-                log.warning("gateway=%s incoming queue full (%d); reconnecting to shed load",
-                            s.gateway_id, s.queue_max)
+                log.warning("incoming queue full (%d); reconnecting to shed load",
+                            s.ingest.queue_max)
                 delay = 0.0
             except _ResumeError:
-                log.warning("gateway=%s database writable again; reconnecting to have the "
-                            "broker resend %d unacked messages", s.gateway_id, self.unacked)
+                log.warning("database writable again; reconnecting to have the "
+                            "broker resend %d unacked messages", self.unacked)
                 self.unacked = 0
                 delay = 0.0
             finally:
@@ -115,7 +113,7 @@ class Ingestor:
             if time.monotonic() - started > 30:
                 delay = 0.5  # the last session was healthy: start the back-off afresh
             pause = delay * random.uniform(0.5, 1.0)  # jitter: a fleet must not reconnect at once
-            log.info("gateway=%s reconnecting in %.1f s", s.gateway_id, pause)
+            log.info("reconnecting in %.1f s", pause)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=pause)
             delay = min(max(delay * 2, 0.5), 30.0)
@@ -123,9 +121,9 @@ class Ingestor:
     def _client(self) -> aiomqtt.Client:
         s = self.settings
         client = aiomqtt.Client(
-            s.mqtt_host, s.mqtt_port, identifier=s.gateway_id, clean_session=False,
-            keepalive=s.mqtt_keepalive_s, queue_type=_BoundedQueue,
-            max_queued_incoming_messages=s.queue_max,
+            s.mqtt.host, s.mqtt.port, identifier=s.gateway_id, clean_session=False,
+            keepalive=s.mqtt.keepalive_s, queue_type=_BoundedQueue,
+            max_queued_incoming_messages=s.ingest.queue_max,
         )
         # aiomqtt has no manual-ack option; set it on the paho client it wraps, before
         # connecting (aiomqtt is pinned to 2.5.1 in pyproject.toml for this reason).
@@ -137,8 +135,8 @@ class Ingestor:
         async with client:
             await client.subscribe([(TELEMETRY_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
             self.connected = True
-            log.info("gateway=%s connected to %s:%d, subscribed (persistent session)",
-                     self.settings.gateway_id, self.settings.mqtt_host, self.settings.mqtt_port)
+            log.info("connected to %s:%d, subscribed (persistent session)",
+                     self.settings.mqtt.host, self.settings.mqtt.port)
             queue = client._queue
             self.queue_depth = queue.qsize
             while True:
@@ -161,15 +159,14 @@ class Ingestor:
     def _recovered(self) -> None:
         """A write committed: leave degraded mode; reconnect if messages were left unacked."""
         if self.storage.degraded:
-            log.warning("gateway=%s leaving degraded mode: database writable again",
-                        self.settings.gateway_id)
+            log.warning("leaving degraded mode: database writable again")
             self.storage.leave()
         if self.unacked:
             raise _ResumeError
 
     def _probe(self) -> None:
         """While degraded: free space by retention, then try a real write."""
-        self._next_probe = time.monotonic() + self.settings.degraded_retry_s
+        self._next_probe = time.monotonic() + self.settings.storage.degraded_retry_s
         try:
             if self.retention is not None:
                 self.retention.enforce(force=True)
@@ -178,8 +175,7 @@ class Ingestor:
             if not is_storage_failure(exc):
                 raise
             self.storage.enter(_describe(exc))
-            log.info("gateway=%s database still refuses writes: %s", self.settings.gateway_id,
-                     exc)
+            log.info("database still refuses writes: %s", exc)
             return
         self._recovered()
 
@@ -195,7 +191,7 @@ class Ingestor:
         # asyncio.Queue.get() only removes an item when it returns, so it is cancel-safe.
         s = self.settings
         queue = client._queue
-        idle = s.degraded_retry_s if self.storage.degraded else None
+        idle = s.storage.degraded_retry_s if self.storage.degraded else None
         try:
             first = await asyncio.wait_for(self._first(client, queue, stop), idle)
         except TimeoutError:
@@ -204,8 +200,8 @@ class Ingestor:
             return []
         batch = [first]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.batch_wait_ms / 1000
-        while len(batch) < s.batch_max:
+        deadline = loop.time() + s.ingest.batch_wait_ms / 1000
+        while len(batch) < s.ingest.batch_max:
             if not queue.empty():
                 batch.append(queue.get_nowait())
                 continue
@@ -251,9 +247,9 @@ class Ingestor:
             if not is_storage_failure(exc):
                 raise
             if self.storage.enter(_describe(exc)):
-                log.error("gateway=%s entering degraded mode, database refuses writes: %s; "
+                log.error("entering degraded mode, database refuses writes: %s; "
                           "scoring from memory, leaving messages unacked with the broker",
-                          self.settings.gateway_id, exc)
+                          exc)
             self.unacked += len(batch)
             if time.monotonic() >= self._next_probe:
                 self._probe()  # traffic keeps coming: probe between batches, not only when idle
@@ -261,8 +257,8 @@ class Ingestor:
         elapsed = time.perf_counter() - t0
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), elapsed)
-        log.debug("gateway=%s batch n=%d stored=%d dup=%d dead=%d in %.1f ms",
-                  self.settings.gateway_id, result.received, result.stored, result.duplicates,
+        log.debug("batch n=%d stored=%d dup=%d dead=%d in %.1f ms",
+                  result.received, result.stored, result.duplicates,
                   result.dead_letters, elapsed * 1000)
         return True
 

@@ -92,14 +92,13 @@ class Retention:
         after = used_bytes(self.store)
         result = RetentionResult(before, after, synced, aggregated, agg_rows, letters)
         self.last = result
-        log.warning("gateway=%s disk budget %d B reached (%d B used): dropped %d synced "
+        log.warning("disk budget %d B reached (%d B used): dropped %d synced "
                     "readings, aggregated %d unsynced into %d rows, dropped %d dead letters; "
-                    "%d B used now", self.gateway_id, self.max_bytes, before, synced,
+                    "%d B used now", self.max_bytes, before, synced,
                     aggregated, agg_rows, letters, after)
         if after > target:
-            log.error("gateway=%s still over the disk budget after retention (%d B > %d B): "
-                      "only alerts and readings being uploaded are left", self.gateway_id,
-                      after, target)
+            log.error("still over the disk budget after retention (%d B > %d B): "
+                      "only alerts and readings being uploaded are left", after, target)
         return result
 
     def _drop_synced(self, target: int) -> int:
@@ -198,6 +197,6 @@ async def run_retention(retention: Retention, stop: asyncio.Event, interval_s: f
             retention.enforce()
         except sqlite3.Error:
             # A full or read-only disk: ingest's degraded mode reports it and retries.
-            log.exception("gateway=%s retention pass failed", retention.gateway_id)
+            log.exception("retention pass failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

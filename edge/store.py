@@ -144,7 +144,7 @@ class Store:
         # WAL + NORMAL: a commit is durable once it returns against a crash or kill -9 of this
         # process (the WAL is in the OS page cache), and costs no fsync; only a power cut can
         # lose the last commits before a checkpoint. fsync per batch on an SD card would cap
-        # ingest; FULL is one setting away (SMAINT_GATEWAY_DB_SYNCHRONOUS=FULL).
+        # ingest; FULL is one setting away (SMAINT_GATEWAY_STORAGE__SYNCHRONOUS=FULL).
         if synchronous not in {"NORMAL", "FULL"}:
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         conn.execute(f"PRAGMA synchronous={synchronous}")

@@ -144,6 +144,9 @@ class Reading(BaseModel):
     _check_finite = field_validator("metrics")(_finite)
 
 
+Severity = Literal["low", "medium", "high"]  # of an alert; the one definition both sides use
+
+
 class Alert(BaseModel):
     """An alert raised by a gateway, with the metrics that drove it."""
 
@@ -153,7 +156,7 @@ class Alert(BaseModel):
     device: DeviceId
     opened_ms: EpochMs
     resolved_ms: EpochMs | None = None
-    severity: Literal["low", "medium", "high"]
+    severity: Severity
     state: Literal["open", "acknowledged", "resolved"]
     score: float = Field(allow_inf_nan=False, description="peak anomaly score while open")
     scorer: Scorer

@@ -62,7 +62,7 @@ def test_claims_are_exclusive_and_leases_expire(conn: Conn, pg_dsn: str) -> None
 
 
 def test_failures_back_off_then_fail(conn: Conn) -> None:
-    settings = CloudSettings(job_max_attempts=2, job_backoff_s=30, job_backoff_cap_s=60)
+    settings = CloudSettings(jobs={"max_attempts": 2, "backoff_s": 30, "backoff_cap_s": 60})
     with conn.transaction():
         enqueue(conn, "test", {})
     job = claim(conn, "w", lease_s=60)
@@ -90,7 +90,7 @@ def test_a_handler_error_is_recorded_not_raised(pg_dsn: str) -> None:
     from cloud.db.pool import open_pool  # noqa: PLC0415
 
     migrate(pg_dsn)
-    settings = CloudSettings(db_dsn=pg_dsn, job_max_attempts=1)
+    settings = CloudSettings(db={"dsn": pg_dsn}, jobs={"max_attempts": 1})
 
     def broken(job: Job, conn: Conn) -> None:
         raise ValueError(f"cannot handle {job.payload}")
@@ -119,8 +119,10 @@ def test_two_cloud_processes_do_no_job_twice(pg_dsn: str, tmp_path: Path) -> Non
     prepare_db(pg_dsn)
     with receiver(delay_s=0.01) as hook:
         env = {
-            **os.environ, "SMAINT_CLOUD_DB_DSN": pg_dsn, "SMAINT_CLOUD_WORKER_POLL_S": "0.05",
-            "SMAINT_CLOUD_WEBHOOK_URLS": f'["{hook.url}"]', "SMAINT_CLOUD_WEBHOOK_SECRET": SECRET,
+            **os.environ, "SMAINT_CLOUD_DB__DSN": pg_dsn,
+            "SMAINT_CLOUD_JOBS__WORKER_POLL_S": "0.05",
+            "SMAINT_CLOUD_NOTIFY__WEBHOOK_URLS": f'["{hook.url}"]',
+            "SMAINT_CLOUD_NOTIFY__WEBHOOK_SECRET": SECRET,
         }
         ports = [free_port(), free_port()]
         procs = []

@@ -31,10 +31,10 @@ def test_email_and_signed_webhook_on_a_new_high_alert(
 ) -> None:
     port, inbox = smtp
     with receiver() as hook, running_biz(
-        pg_dsn, worker_enabled=True, worker_poll_s=0.05, smtp_host="127.0.0.1",
-        smtp_port=port, smtp_from="cloud@plant.example", smtp_to=["ops@plant.example"],
-        webhook_urls=[hook.url], webhook_secret=SECRET,
-    ) as biz:
+        pg_dsn, jobs={"worker_enabled": True, "worker_poll_s": 0.05},
+        notify={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_from": "cloud@plant.example",
+                "smtp_to": ["ops@plant.example"], "webhook_urls": [hook.url],
+                "webhook_secret": SECRET}) as biz:
         # Through the real sync endpoint: the trigger on `alerts` queues the notification.
         batch = SyncBatch(gateway="gw-1", batch_seq=1, created_ms=T0, alerts=[
             make_alert("aaaa0001"), make_alert("aaaa0002", severity="medium")])
@@ -76,9 +76,9 @@ def test_email_and_signed_webhook_on_a_new_high_alert(
 def test_receivers_down_are_retried_and_every_attempt_logged(pg_dsn: str) -> None:
     nobody = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     with receiver(plan=[503, 500]) as flaky, running_biz(
-        pg_dsn, worker_enabled=True, worker_poll_s=0.05, job_backoff_s=0.05,
-        job_max_attempts=3, webhook_urls=[nobody, flaky.url], webhook_secret=SECRET,
-    ) as biz:
+        pg_dsn,
+        jobs={"worker_enabled": True, "worker_poll_s": 0.05, "backoff_s": 0.05, "max_attempts": 3},
+        notify={"webhook_urls": [nobody, flaky.url], "webhook_secret": SECRET}) as biz:
         upload(pg_dsn, [make_alert("aaaa0001")])
         wait_until(lambda: sorted(s for s, _ in jobs_by_kind(pg_dsn).get("webhook", [])) == [
             "done", "failed"], 30, "one webhook job done, the other failed")

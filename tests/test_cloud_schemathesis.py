@@ -47,8 +47,8 @@ def cloud_url(pg_dsn: str, credentials: dict[str, str], tmp_path: Path) -> Itera
     """The cloud served by a real process; rate limits off so the run is not throttled."""
     port = free_port()
     log_path = tmp_path / "cloud.log"
-    env = {**os.environ, "SMAINT_CLOUD_DB_DSN": pg_dsn, "SMAINT_CLOUD_RATE_LIMIT_PER_MINUTE": "0",
-           "SMAINT_CLOUD_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "SMAINT_CLOUD_DB__DSN": pg_dsn,
+           "SMAINT_CLOUD_API__RATE_LIMIT_PER_MINUTE": "0", "SMAINT_CLOUD_LOGGING__LEVEL": "WARNING"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cloud", "serve", "--port", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -68,7 +68,8 @@ def prepare_db(dsn: str) -> tuple[dict[str, str], dict[str, str]]:
 def running_biz(dsn: str, **settings: Any) -> Iterator[Biz]:
     """The app on ``dsn`` (worker off unless asked), with the users and gateways above."""
     keys, tokens = prepare_db(dsn)
-    cfg = CloudSettings(db_dsn=dsn, **{"worker_enabled": False, **settings})
+    sections = {**settings, "jobs": {"worker_enabled": False, **settings.get("jobs", {})}}
+    cfg = CloudSettings(db={"dsn": dsn}, **sections)
     with TestClient(create_app(cfg)) as client:
         yield Biz(client, dsn, keys, tokens)
 
@@ -200,8 +201,9 @@ def _away_from_window_edge() -> None:
 
 
 def test_rate_limit_is_shared_by_two_apps(pg_dsn: str) -> None:
-    with running_biz(pg_dsn, rate_limit_per_minute=3) as a:
-        cfg = CloudSettings(db_dsn=pg_dsn, worker_enabled=False, rate_limit_per_minute=3)
+    with running_biz(pg_dsn, api={"rate_limit_per_minute": 3}) as a:
+        cfg = CloudSettings(
+            db={"dsn": pg_dsn}, jobs={"worker_enabled": False}, api={"rate_limit_per_minute": 3})
         with TestClient(create_app(cfg)) as b_client:
             _away_from_window_edge()
             key = a.auth("viewer")

@@ -133,9 +133,10 @@ def test_no_budget_means_no_retention(filled: Store) -> None:
 
 
 def _budget_settings(broker: PrivateMosquitto, db: Path) -> GatewaySettings:
-    return GatewaySettings(gateway_id="gw-retention-live", mqtt_port=broker.port,
-                           db_path=str(db), http_port=free_port(), db_max_mb=0.2,
-                           retention_interval_s=0.1)
+    return GatewaySettings(
+        gateway_id="gw-retention-live", mqtt={"port": broker.port},
+        storage={"path": str(db), "max_mb": 0.2, "retention_interval_s": 0.1},
+        http={"port": free_port()})
 
 
 async def test_a_running_gateway_reports_its_retention_drops(
@@ -176,12 +177,12 @@ def test_the_budget_comes_from_a_toml_file_and_the_environment_overrides_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conf = tmp_path / "gateway.toml"
-    conf.write_text('gateway_id = "gw-from-toml"\ndb_max_mb = 64\nretention_low_water = 0.8\n')
+    conf.write_text('gateway_id = "gw-from-toml"\n[storage]\nmax_mb = 64\nlow_water = 0.8\n')
     monkeypatch.setenv("SMAINT_GATEWAY_CONFIG", str(conf))
-    monkeypatch.setenv("SMAINT_GATEWAY_DB_MAX_MB", "32")
+    monkeypatch.setenv("SMAINT_GATEWAY_STORAGE__MAX_MB", "32")
     s = load_settings()
-    assert (s.gateway_id, s.db_max_mb, s.retention_low_water) == ("gw-from-toml", 32.0, 0.8)
-    assert load_settings(db_max_mb=16).db_max_mb == 16.0  # explicit arguments win
+    assert (s.gateway_id, s.storage.max_mb, s.storage.low_water) == ("gw-from-toml", 32.0, 0.8)
+    assert load_settings(storage={"max_mb": 16}).storage.max_mb == 16.0  # explicit arguments win
     monkeypatch.setenv("SMAINT_GATEWAY_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigFileError):
         load_settings()

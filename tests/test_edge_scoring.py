@@ -211,9 +211,10 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
     db, models = tmp_path / "gw.db", tmp_path / "models"
     models.mkdir()
     settings_ = GatewaySettings(
-        gateway_id="gw-scoring", mqtt_port=broker.port, db_path=str(db), http_port=free_port(),
-        models_dir=str(models), model_trusted_keys=[public_key_text(key.public_key())],
-        model_poll_s=0.1, score_window=8, score_warmup=4)
+        gateway_id="gw-scoring", mqtt={"port": broker.port}, storage={"path": str(db)},
+        http={"port": free_port()},
+        scoring={"models_dir": str(models), "trusted_keys": [public_key_text(key.public_key())],
+                 "model_poll_s": 0.1, "window": 8, "warmup": 4})
     dev = "sc-motor-1"
     series = motor_series(7, 150)
     sent = 0

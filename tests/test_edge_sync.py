@@ -95,16 +95,19 @@ def receiver() -> Iterator[Receiver]:
 
 def make_settings(url: str, db: Path) -> GatewaySettings:
     """Settings with quick retries so tests stay fast."""
-    return GatewaySettings(gateway_id=GATEWAY, cloud_url=url, cloud_token=TOKEN,
-                           db_path=str(db), sync_batch_max=4, sync_retry_attempts=3,
-                           sync_retry_max_s=0.02, score_warmup=4, score_window=16)
+    return GatewaySettings(
+        gateway_id=GATEWAY,
+        sync={"cloud_url": url, "token": TOKEN, "batch_max": 4, "retry_attempts": 3,
+              "retry_max_s": 0.02},
+        storage={"path": str(db)}, scoring={"warmup": 4, "window": 16})
 
 
 def ingest(store: Store, settings: GatewaySettings, seqs: range, spike_from: int = 10**9
            ) -> None:
     """Store readings through the real pipeline (no broker needed)."""
-    scorer = RobustZScorer(settings.score_window, settings.score_warmup, settings.score_threshold)
-    pipe = Pipeline(store, scorer, AlertTracker(1, 5, settings.score_threshold), GATEWAY)
+    scoring = settings.scoring
+    scorer = RobustZScorer(scoring.window, scoring.warmup, scoring.threshold)
+    pipe = Pipeline(store, scorer, AlertTracker(1, 5, settings.scoring.threshold), GATEWAY)
     msgs = []
     for seq in seqs:
         temp = 50.0 + seq % 3 * 0.1 + (100.0 if seq >= spike_from else 0.0)
@@ -125,7 +128,7 @@ async def test_batches_carry_alerts_and_the_oldest_readings_then_count_as_synced
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
-    store = Store.open(settings.db_path)
+    store = Store.open(settings.storage.path)
     ingest(store, settings, range(6), spike_from=5)  # seq 5 opens an alert
     up = Uploader(settings, Outbox(store))
     first = await up.sync_once()
@@ -153,7 +156,7 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
-    store = Store.open(settings.db_path)
+    store = Store.open(settings.storage.path)
     ingest(store, settings, range(3))
     receiver.script = [(503, {"Retry-After": "0"}, b"busy"), (500, {}, b"oops"),
                        (429, {}, b"slow down")]
@@ -166,7 +169,7 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
     store.close()
 
     # "Restart": new readings arrive, but the recorded batch goes first and unchanged.
-    store = Store.open(settings.db_path)
+    store = Store.open(settings.storage.path)
     ingest(store, settings, range(3, 5))
     receiver.script = [(200, {}, b'{"not": "an ack"}')]
     up = Uploader(settings, Outbox(store))
@@ -188,7 +191,7 @@ async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
-    store = Store.open(settings.db_path)
+    store = Store.open(settings.storage.path)
     ingest(store, settings, range(6))
     receiver.script = [(422, {}, b'{"detail": "readings.0.metrics: bad"}')]
     up = Uploader(settings, Outbox(store))
@@ -217,7 +220,7 @@ async def test_a_refused_token_keeps_the_batch_and_pauses(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
-    store = Store.open(settings.db_path)
+    store = Store.open(settings.storage.path)
     ingest(store, settings, range(2))
     receiver.script = [(401, {}, b'{"detail": "revoked"}')]
     up = Uploader(settings, Outbox(store))

@@ -21,8 +21,9 @@ async def test_gateway_stores_every_buffered_reading_of_two_nodes_across_an_outa
     virtual_esp32: Path, fresh_broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
     db = tmp_path / "gw.db"
-    settings = GatewaySettings(gateway_id="gw-firmware", mqtt_port=fresh_broker.port,
-                               db_path=str(db), http_port=free_port())
+    settings = GatewaySettings(
+        gateway_id="gw-firmware", mqtt={"port": fresh_broker.port}, storage={"path": str(db)},
+        http={"port": free_port()})
     async with running_gateway(settings) as gw:
         nodes = [
             start_node(virtual_esp32, fresh_broker, dev, "--rate-hz", "20", "--seconds", "7",

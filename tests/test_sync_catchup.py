@@ -30,18 +30,18 @@ def cloud(pg_dsn: str) -> Iterator[tuple[TestClient, str]]:
     migrate(pg_dsn)
     with psycopg.connect(pg_dsn) as conn:
         token = create_gateway(conn, GATEWAY)
-    with TestClient(create_app(CloudSettings(db_dsn=pg_dsn))) as client:
+    with TestClient(create_app(CloudSettings(db={"dsn": pg_dsn}))) as client:
         yield client, token
 
 
-def uploader(client: TestClient, token: str, db: Path, **over: object) -> Uploader:
+def uploader(client: TestClient, token: str, db: Path, sync: dict[str, object]) -> Uploader:
     """An Uploader whose HTTP goes straight into the running app (no sockets)."""
-    settings = GatewaySettings(gateway_id=GATEWAY, cloud_url="http://cloud", cloud_token=token,
-                               db_path=str(db), score_warmup=4, score_window=16,
-                               sync_retry_attempts=2, sync_retry_max_s=0.01,
-                               **over)  # type: ignore[arg-type]
+    settings = GatewaySettings(
+        gateway_id=GATEWAY, storage={"path": str(db)}, scoring={"warmup": 4, "window": 16},
+        sync={"cloud_url": "http://cloud", "token": token, "retry_attempts": 2,
+              "retry_max_s": 0.01, **sync})
     transport = httpx.ASGITransport(app=client.app)
-    return Uploader(settings, Outbox(Store.open(settings.db_path)),
+    return Uploader(settings, Outbox(Store.open(settings.storage.path)),
                     httpx.AsyncClient(transport=transport, base_url="http://cloud"))
 
 
@@ -71,8 +71,9 @@ async def test_after_an_outage_live_goes_first_and_the_backlog_drains_oldest_fir
     cloud: tuple[TestClient, str], tmp_path: Path, pg_dsn: str
 ) -> None:
     client, token = cloud
-    up = uploader(client, token, tmp_path / "gw.db", sync_batch_max=10, sync_backlog_max=15,
-                  sync_catchup_after=20)
+    up = uploader(
+        client, token, tmp_path / "gw.db",
+        sync={"batch_max": 10, "backlog_max": 15, "catchup_after": 20})
     ingest(up.outbox.store, up.settings, range(50))  # piled up while the cloud was away
     sent = await drain(up)
     # Cycle 1: the 10 newest live + the 15 oldest as backlog; then 25 left: 10 newest live +
@@ -93,8 +94,9 @@ async def test_backfill_on_request_reuploads_the_range_harmlessly(
     cloud: tuple[TestClient, str], tmp_path: Path, pg_dsn: str
 ) -> None:
     client, token = cloud
-    up = uploader(client, token, tmp_path / "gw.db", sync_batch_max=8, sync_backlog_max=6,
-                  sync_catchup_after=100)
+    up = uploader(
+        client, token, tmp_path / "gw.db",
+        sync={"batch_max": 8, "backlog_max": 6, "catchup_after": 100})
     ingest(up.outbox.store, up.settings, range(20))
     await drain(up)
     # The cloud lost readings 5..14 (a restore), and asks for their time range again.

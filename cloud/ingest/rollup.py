@@ -14,16 +14,15 @@ pending, so their answers are exact at every moment.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
+from cloud.background.loop import BackgroundLoop
 from cloud.db.pool import Conn
 from shared.batchcodec import ReadingColumns
 
@@ -200,19 +199,16 @@ class RollupFolder:
         self.pool = pool
         self.interval_s = interval_s
         self.folded = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # A fresh fold every interval, and one last fold on stop.
+        self._loop = BackgroundLoop("rollup folder", self._step, interval_s, final_step=True)
 
     def start(self) -> None:
         """Start folding in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="smaint-rollup", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Fold what is pending one last time, then end the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self._loop.stop(timeout_s)
 
     def fold_all(self) -> int:
         """Fold until nothing is pending (or another process holds the fold)."""
@@ -225,15 +221,6 @@ class RollupFolder:
         self.folded += total
         return total
 
-    def _loop(self) -> None:
-        while True:
-            stopping = self._stop.wait(self.interval_s)
-            try:
-                self.fold_all()
-            except (psycopg.Error, PoolTimeout) as exc:
-                # The database is away: the deltas stay pending until it is back.
-                log.warning("rollup fold failed, retrying in %.1f s: %s", self.interval_s, exc)
-            except Exception:  # the loop must outlive any one failure
-                log.exception("rollup fold crashed")
-            if stopping:
-                return
+    def _step(self) -> bool:
+        self.fold_all()
+        return False  # fold_all emptied the queue: wait for the next interval

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud.db.pool import Conn
 from cloud.exceptions import BadCursorError
 from shared.schemas import GatewayId, Reading
+from shared.times import as_utc
 
 MAX_PAGE = 5000
 _CURSOR = re.compile(r"^(-?\d{1,20})\.([0-9a-f]{8,32})\.(\d{1,10})$")
@@ -84,11 +85,6 @@ def decode_cursor(cursor: str) -> tuple[int, str, int]:
     return int(m.group(1)), m.group(2), int(m.group(3))
 
 
-def _aware(t: datetime) -> datetime:
-    """A time without a zone is taken as UTC, not as the database session's zone."""
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
 def _ms(column: str) -> sql.Composable:
     # extract() is numeric since PostgreSQL 14: the epoch milliseconds come back exact.
     return sql.SQL("(extract(epoch FROM {}) * 1000)::bigint").format(sql.Identifier(column))
@@ -111,11 +107,11 @@ def readings_page(
     where = [sql.SQL("device_id = %(device)s")]
     params: dict[str, object] = {"device": device, "limit": limit + 1}
     if since is not None:
-        since = _aware(since)
+        since = as_utc(since)
         where.append(sql.SQL("ts >= %(since)s"))
         params["since"] = since
     if until is not None:
-        until = _aware(until)
+        until = as_utc(until)
         where.append(sql.SQL("ts < %(until)s"))
         params["until"] = until
     if after is not None:
@@ -229,7 +225,7 @@ def bucketed(
         raise ValueError("width_s must be a positive multiple of 60")
     if not 1 <= len(devices) <= MAX_BUCKET_DEVICES:
         raise ValueError(f"give 1..{MAX_BUCKET_DEVICES} devices")
-    since, until = _aware(since), _aware(until)
+    since, until = as_utc(since), as_utc(until)
     # An hour-aligned width reads the hourly rollup: 60x fewer rows than the minute one.
     # Deltas not folded yet (at most a second or two of ingest) are added, binned the same
     # way, so that a chart never misses what was just acknowledged.
