@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cloud.artifacts.config import ArtifactStoreConfig
+from cloud.training.config import TrainingConfig
 from shared.config import check_environment
 
 ENV_PREFIX = "SMAINT_CLOUD_"
@@ -117,6 +119,8 @@ class CloudSettings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    artifacts: ArtifactStoreConfig = Field(default_factory=ArtifactStoreConfig)
 
     @classmethod
     def settings_customise_sources(

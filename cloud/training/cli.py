@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DSN_ENV = "SMAINT_CLOUD_DB_DSN"
+DSN_ENV = "SMAINT_CLOUD_DB__DSN"
 
 
 def _utc(text: str) -> datetime:

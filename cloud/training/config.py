@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.features import DEFAULT_WINDOW
 
@@ -21,6 +21,8 @@ class GatePolicy(BaseModel):
     its false-alarm rate on held-out normal windows, its detection of operator-confirmed
     failures, and its silence on alerts operators marked as false positives.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     far_tolerance: float = Field(
         default=0.002, ge=0, le=1,
@@ -35,6 +37,8 @@ class GatePolicy(BaseModel):
 
 class TrainingConfig(BaseModel):
     """Everything a training run needs besides its database connection and signing key."""
+
+    model_config = ConfigDict(extra="forbid")
 
     data_dir: Path = Field(
         default=Path("data/training"),
