@@ -18,9 +18,10 @@ from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.settings import CloudSettings
 from devstack.ports import free_port, wait_for_port
+from tests.fixtures.cloud import prepare_db
+from tests.fixtures.factories import T0, make_alert, upload
 from tests.fixtures.receivers import SECRET, receiver, signature_ok
 from tests.fixtures.waiting import wait_until
-from tests.test_cloud_users import T0, make_alert, prepare_db, upload
 
 N_ALERTS = 120
 

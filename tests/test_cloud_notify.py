@@ -10,9 +10,10 @@ import psycopg
 from cloud.background.notify import verify_signature
 from devstack.ports import free_port
 from shared.schemas import SyncBatch
+from tests.fixtures.cloud import running_biz
+from tests.fixtures.factories import SYNC, T0, make_alert, upload
 from tests.fixtures.receivers import SECRET, Inbox, receiver, signature_ok
 from tests.fixtures.waiting import wait_until
-from tests.test_cloud_users import SYNC, T0, make_alert, running_biz, upload
 
 
 def jobs_by_kind(dsn: str) -> dict[str, list[tuple[str, int]]]:

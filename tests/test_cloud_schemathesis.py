@@ -25,7 +25,8 @@ from schemathesis.core.result import Ok
 
 from cloud.access.users import create_user
 from devstack.ports import free_port, wait_for_port
-from tests.test_cloud_users import make_alert, make_reading, prepare_db, upload
+from tests.fixtures.cloud import prepare_db
+from tests.fixtures.factories import make_alert, make_reading, upload
 
 MAX_EXAMPLES = 15
 
