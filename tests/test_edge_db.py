@@ -207,7 +207,8 @@ def test_a_database_of_the_old_code_opens_at_the_latest_version_with_its_rows(
 def test_each_migration_is_applied_once_and_recorded(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
     names = [m.name for m in available()]
-    assert names == sorted(names) and names[0] == "0001_init.sql"
+    assert names == sorted(names)
+    assert names[0] == "0001_init.sql"
     assert migrate(conn) == names
     assert migrate(conn) == []  # a second start changes nothing
     recorded = [n for (n,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
@@ -219,7 +220,7 @@ def test_an_edited_or_unknown_migration_is_refused_with_what_to_do(tmp_path: Pat
     conn = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
     migrate(conn)
     conn.execute("UPDATE schema_migrations SET sha256 = 'edited' WHERE name = '0001_init.sql'")
-    with pytest.raises(MigrationError, match="0001_init.sql: changed after it was applied"):
+    with pytest.raises(MigrationError, match=r"0001_init\.sql: changed after it was applied"):
         migrate(conn)
     conn.execute("DELETE FROM schema_migrations WHERE name = '0001_init.sql'")
     conn.execute("INSERT INTO schema_migrations VALUES ('0001_init.sql', ?, 0), "
@@ -242,7 +243,7 @@ def test_a_failing_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
     # 0002 of this build fails on a database whose sync_batches already has its column.
     conn.execute("CREATE TABLE sync_batches (batch_seq INTEGER PRIMARY KEY, "
                  "n_aggregates INTEGER)")
-    with pytest.raises(MigrationError, match="0002_aggregate_sync.sql: duplicate column"):
+    with pytest.raises(MigrationError, match=r"0002_aggregate_sync\.sql: duplicate column"):
         migrate(conn)
     assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'readings'"
