@@ -69,7 +69,8 @@ def copy_payload(cols: ReadingColumns, gateway_id: str, batch_seq: int) -> bytes
     head["an"] = cols.anomalous
     head["rp"] = cols.replay
     no_dts = None in cols.device_ts_ms
-    dts = [0 if d is None else d for d in cols.device_ts_ms] if no_dts else cols.device_ts_ms
+    dts = np.asarray([0 if d is None else d for d in cols.device_ts_ms] if no_dts
+                     else cols.device_ts_ms, dtype=np.int64)
     head["dts"] = binary_copy.pg_timestamps(dts)
     head["sc"] = np.asarray(cols.score, dtype=np.float64)  # None -> NaN, patched below
     metrics = _metrics_json(cols)
