@@ -91,42 +91,59 @@ def _adopt_legacy(conn: sqlite3.Connection) -> None:
             log.info("legacy gateway database: added %s.%s", table, column)
 
 
+def _recorded(conn: sqlite3.Connection) -> dict[str, str] | None:
+    """name -> sha256 of the applied migrations; None before the first."""
+    if "schema_migrations" not in _tables(conn):
+        return None
+    return dict(conn.execute("SELECT name, sha256 FROM schema_migrations"))
+
+
+def _apply_pending(conn: sqlite3.Connection, known: list[Migration]) -> list[str]:
+    """Inside the caller's transaction: run and record the migrations not applied yet."""
+    done = _recorded(conn)  # again under the lock: another process may have migrated
+    if done is None:
+        _adopt_legacy(conn)
+        conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, "
+                     "sha256 TEXT NOT NULL, applied_ms INTEGER NOT NULL)")
+        done = {}
+    unknown = sorted(set(done) - {m.name for m in known})
+    if unknown:
+        raise MigrationError(f"the database has migrations this gateway does not know "
+                             f"({', '.join(unknown)}): it was made by a newer version; "
+                             f"run that version or restore a backup")
+    applied: list[str] = []
+    for mig in known:
+        if mig.name in done:
+            if done[mig.name] != mig.sha256:
+                raise MigrationError("changed after it was applied; add a new one", mig.name)
+            continue
+        try:
+            for statement in mig.statements():
+                conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise MigrationError(str(exc), mig.name) from exc
+        conn.execute("INSERT INTO schema_migrations (name, sha256, applied_ms) "
+                     "VALUES (?, ?, ?)", (mig.name, mig.sha256, time.time_ns() // 10**6))
+        applied.append(mig.name)
+    return applied
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Bring the database on ``conn`` (autocommit mode) up to date; returns migrations applied."""
     if conn.in_transaction:
         raise MigrationError("the connection is inside a transaction; migrate right after "
                              "connecting")
     known = available()
+    if _recorded(conn) == {m.name: m.sha256 for m in known}:
+        # Up to date (every start but the first after an upgrade): no write lock, so a status
+        # command opening the database does not wait for the running gateway's transactions.
+        return []
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         raise MigrationError(f"cannot lock the database for migration: {exc}") from exc
-    applied: list[str] = []
     try:
-        if "schema_migrations" not in _tables(conn):
-            _adopt_legacy(conn)
-            conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, "
-                         "sha256 TEXT NOT NULL, applied_ms INTEGER NOT NULL)")
-        done: dict[str, str] = dict(conn.execute("SELECT name, sha256 FROM schema_migrations"))
-        unknown = sorted(set(done) - {m.name for m in known})
-        if unknown:
-            raise MigrationError(f"the database has migrations this gateway does not know "
-                                 f"({', '.join(unknown)}): it was made by a newer version; "
-                                 f"run that version or restore a backup")
-        for mig in known:
-            if mig.name in done:
-                if done[mig.name] != mig.sha256:
-                    raise MigrationError("changed after it was applied; add a new one",
-                                         mig.name)
-                continue
-            try:
-                for statement in mig.statements():
-                    conn.execute(statement)
-            except sqlite3.Error as exc:
-                raise MigrationError(str(exc), mig.name) from exc
-            conn.execute("INSERT INTO schema_migrations (name, sha256, applied_ms) "
-                         "VALUES (?, ?, ?)", (mig.name, mig.sha256, time.time_ns() // 10**6))
-            applied.append(mig.name)
+        applied = _apply_pending(conn, known)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
