@@ -18,7 +18,8 @@ from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.settings import CloudSettings
 from devstack.ports import free_port, wait_for_port
-from tests.test_cloud_notify import SECRET, receiver, signature_ok, wait_until
+from tests.fixtures.receivers import SECRET, receiver, signature_ok
+from tests.fixtures.waiting import wait_until
 from tests.test_cloud_users import T0, make_alert, prepare_db, upload
 
 N_ALERTS = 120
@@ -83,6 +84,7 @@ def test_failures_back_off_then_fail(conn: Conn) -> None:
     assert 5 <= delays[5] <= 10  # capped
 
 
+@pytest.mark.expected_errors("cloud.background.jobs", r"crashed, now failed")
 def test_a_handler_error_is_recorded_not_raised(pg_dsn: str) -> None:
     from cloud.background.jobs import Worker  # noqa: PLC0415
     from cloud.db.pool import open_pool  # noqa: PLC0415
@@ -136,10 +138,11 @@ def test_two_cloud_processes_do_no_job_twice(pg_dsn: str, tmp_path: Path) -> Non
             for start in range(0, N_ALERTS, 20):
                 upload(pg_dsn, [make_alert(f"{i:08x}", opened_ms=T0 + i)
                                 for i in range(start, start + 20)])
-            wait_until(lambda: len(hook.requests) >= N_ALERTS, timeout_s=120)
+            wait_until(lambda: len(hook.requests) >= N_ALERTS, 120, "a webhook per alert")
             with psycopg.connect(pg_dsn) as conn:
                 wait_until(lambda: conn.execute(
-                    "SELECT count(*) FROM jobs WHERE status <> 'done'").fetchone() == (0,))
+                    "SELECT count(*) FROM jobs WHERE status <> 'done'").fetchone() == (0,),
+                    30, "every job done")
                 workers: dict[str, int] = dict(conn.execute(
                     "SELECT worker, count(*) FROM notification_deliveries GROUP BY 1").fetchall())
                 attempts = conn.execute("SELECT max(attempts) FROM jobs").fetchone()

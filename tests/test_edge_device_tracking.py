@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.alert_lifecycle import AlertTracker
@@ -155,6 +157,7 @@ async def test_devices_endpoint_shows_online_offline_last_seen_rate_and_gaps(
     assert "smaint_gateway_degraded 0.0" in metrics
 
 
+@pytest.mark.expected_errors("edge.ingest", r"entering degraded mode")
 async def test_a_full_disk_degrades_the_gateway_visibly_and_it_recovers(
     broker: PrivateMosquitto, tmp_path: Path
 ) -> None:

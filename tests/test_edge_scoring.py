@@ -156,6 +156,7 @@ def install(models_dir: Path, name: str, data: bytes) -> None:
     os.replace(tmp, models_dir / name)
 
 
+@pytest.mark.expected_errors("edge.model_registry", r"refused for profile")
 def test_registry_refuses_bad_bundles_with_a_reason_and_keeps_the_last_good_model(
     motor_bundle: tuple[Manifest, bytes], key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
@@ -201,6 +202,7 @@ def payload(device: str, seq: int, row: np.ndarray) -> str:
     return telemetry(device, seq, row).model_dump_json()
 
 
+@pytest.mark.expected_errors("edge.model_registry", r"refused for profile")
 async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_takes_over(
     broker: PrivateMosquitto, tmp_path: Path, motor_bundle: tuple[Manifest, bytes],
     key: Ed25519PrivateKey, caplog: pytest.LogCaptureFixture,

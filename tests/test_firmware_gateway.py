@@ -11,10 +11,8 @@ import pytest
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.settings import GatewaySettings
+from tests.fixtures.firmware import start_node
 from tests.fixtures.gateway import running_gateway
-from tests.test_firmware_host import start_node, virtual_esp32
-
-__all__ = ["virtual_esp32"]  # the fixture, re-exported so pytest finds it here
 
 pytestmark = pytest.mark.slow
 
