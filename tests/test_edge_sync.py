@@ -186,6 +186,7 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
     store.close()
 
 
+@pytest.mark.expected_errors("edge.sync", "batch 1 rejected")
 async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
     receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -215,6 +216,7 @@ async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
     store.close()
 
 
+@pytest.mark.expected_errors("edge.sync", "refused this gateway's token")
 async def test_a_refused_token_keeps_the_batch_and_pauses(
     receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -245,6 +247,8 @@ def aggregates_of(request: dict[str, Any]) -> dict[str, tuple[int, float, int]]:
             for a in request["body"]["aggregates"]}
 
 
+# A budget nothing fits in: retention says so, on purpose.
+@pytest.mark.expected_errors("edge.retention", "still over the disk budget")
 async def test_folded_readings_are_uploaded_and_a_later_merge_goes_out_again(
     receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -283,6 +287,8 @@ async def test_folded_readings_are_uploaded_and_a_later_merge_goes_out_again(
     store.close()
 
 
+# A budget nothing fits in: retention says so, on purpose.
+@pytest.mark.expected_errors("edge.retention", "still over the disk budget")
 async def test_a_fold_never_changes_aggregates_frozen_in_a_batch_being_retried(
     receiver: Receiver, tmp_path: Path
 ) -> None:
