@@ -212,7 +212,8 @@ class Uploader:
         self.outbox.mark_acked(info, now_ms(), ack.desired)
         self.last_ack_ms = now_ms()
         self.last_error = None
-        log.info("%s batch %d acked: %d readings (%d new, %d duplicate), %d alerts%s",
-                 info.kind, info.batch_seq, info.n_readings, ack.readings_inserted,
-                 ack.readings_duplicate, info.n_alerts, "" if ack.first_time else " (again)")
+        log.info("%s batch %d acked: %d readings (%d new, %d duplicate), %d alerts, "
+                 "%d aggregates%s", info.kind, info.batch_seq, info.n_readings,
+                 ack.readings_inserted, ack.readings_duplicate, info.n_alerts, info.n_aggregates,
+                 "" if ack.first_time else " (again)")
         return SyncResult("acked", info.batch_seq)

@@ -127,6 +127,41 @@ def test_then_unsynced_readings_become_minute_aggregates_alerts_kept(filled: Sto
     assert total == pytest.approx(sum(temps))
 
 
+# A budget nothing fits in: retention says so, on purpose.
+@pytest.mark.expected_errors("edge.retention", "still over the disk budget")
+def test_a_minute_whose_aggregates_are_being_uploaded_is_not_folded_into(filled: Store) -> None:
+    store = filled
+    conn = store.conn
+    Retention(store, 1).enforce(force=True)  # every unsent reading is folded
+    # The first minute's rows are frozen in pending batch 2: an upload retry must resend them
+    # as they are. Late readings arrive, two of that minute and one of the next.
+    with store.transaction():
+        conn.execute("UPDATE reading_aggregates SET batch_seq = 2 WHERE minute_ms = ?",
+                     (BASE_MS,))
+        conn.executemany(
+            "INSERT INTO readings (device, boot, seq, type, ts_ms, received_ms, metrics, "
+            "scorer, anomalous) SELECT device, boot, ?, type, ?, received_ms, metrics, "
+            "scorer, anomalous FROM readings WHERE seq = 4000",
+            [(10**6, BASE_MS + 1000), (10**6 + 1, BASE_MS + 2000),
+             (10**6 + 2, BASE_MS + 61_000)])
+    rows = ("SELECT metric, minute_ms, n, updated_ms, batch_seq FROM reading_aggregates "
+            "WHERE minute_ms IN (?, ?) ORDER BY minute_ms, metric")
+    before = conn.execute(rows, (BASE_MS, BASE_MS + 60_000)).fetchall()
+    Retention(store, 1).enforce(force=True)
+    assert seqs(store, "batch_seq IS NULL") == [10**6, 10**6 + 1]  # left raw until the ack
+    after = conn.execute(rows, (BASE_MS, BASE_MS + 60_000)).fetchall()
+    assert after[:3] == before[:3]  # the frozen rows are untouched
+    assert [(n, batch) for _, _, n, _, batch in after[3:]] == [(61, None)] * 3
+    # Once batch 2 is acked, the late readings merge and the rows go out again, newer.
+    with store.transaction():
+        conn.execute("UPDATE sync_batches SET state = 'acked' WHERE batch_seq = 2")
+    Retention(store, 1).enforce(force=True)
+    assert seqs(store, "batch_seq IS NULL") == []
+    merged = conn.execute(rows, (BASE_MS, BASE_MS + 60_000)).fetchall()[:3]
+    assert [(n, batch) for _, _, n, _, batch in merged] == [(62, None)] * 3
+    assert all(m[3] > b[3] for m, b in zip(merged, before[:3], strict=True))
+
+
 def test_no_budget_means_no_retention(filled: Store) -> None:
     assert Retention(filled, 0).enforce() is None
     assert filled.count("readings") == N

@@ -16,6 +16,7 @@ import pytest
 from edge.alert_lifecycle import AlertTracker
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
+from edge.retention import Retention
 from edge.score import RobustZScorer
 from edge.settings import GatewaySettings
 from edge.store import Store
@@ -66,7 +67,8 @@ def receiver() -> Iterator[Receiver]:
                     gateway=decoded.gateway, batch_seq=decoded.batch_seq,
                     created_ms=decoded.created_ms, readings=decoded.readings.to_readings(),
                     alerts=decoded.alerts, events=decoded.events, state=decoded.state,
-                    backfill_done=decoded.backfill_done).model_dump(mode="json")
+                    backfill_done=decoded.backfill_done,
+                    aggregates=decoded.aggregates).model_dump(mode="json")
             else:
                 body = json.loads(raw)
             rec.requests.append({"path": self.path, "headers": dict(self.headers),
@@ -187,6 +189,7 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
     store.close()
 
 
+@pytest.mark.expected_errors("edge.sync", "batch 1 rejected")
 async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
     receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -216,6 +219,7 @@ async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
     store.close()
 
 
+@pytest.mark.expected_errors("edge.sync", "refused this gateway's token")
 async def test_a_refused_token_keeps_the_batch_and_pauses(
     receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -229,5 +233,90 @@ async def test_a_refused_token_keeps_the_batch_and_pauses(
     assert (await up.sync_once()).outcome == "acked"
     assert [r["body"]["batch_seq"] for r in receiver.requests] == [1, 1]
     assert store.counters["synced"] == 2
+    await up.aclose()
+    store.close()
+
+
+def fold_all(store: Store) -> int:
+    """Run retention with a budget nothing fits in: every foldable unsent reading is folded."""
+    result = Retention(store, 1).enforce(force=True)
+    assert result is not None
+    return result.aggregated
+
+
+def aggregates_of(request: dict[str, Any]) -> dict[str, tuple[int, float, int]]:
+    """metric -> (n, sum, updated_ms) of the aggregates a request carried (one minute here)."""
+    return {a["metric"]: (a["n"], a["sum"], a["updated_ms"])
+            for a in request["body"]["aggregates"]}
+
+
+# A budget nothing fits in: retention says so, on purpose.
+@pytest.mark.expected_errors("edge.retention", "still over the disk budget")
+async def test_folded_readings_are_uploaded_and_a_later_merge_goes_out_again(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = make_settings(receiver.url, tmp_path / "gw.db")
+    store = Store.open(settings.storage.path)
+    outbox = Outbox(store)
+    ingest(store, settings, range(6))  # one device, one minute, three metrics
+    assert fold_all(store) == 6
+    assert store.count("reading_aggregates") == 3
+    assert outbox.backlog() == 3  # no raw reading left, three aggregate rows to send
+    ingest(store, settings, range(6, 8))
+    up = Uploader(settings, outbox)
+    assert (await up.sync_once()).outcome == "acked"
+    first = receiver.requests[0]
+    assert seqs_of(first) == [6, 7]
+    sent = aggregates_of(first)
+    assert {m: n for m, (n, _, _) in sent.items()} == {
+        "temperature_c": 6, "vibration_rms_g": 6, "current_a": 6}
+    assert sent["current_a"][1] == pytest.approx(30.0)
+    assert outbox.backlog() == 0
+    assert store.counters["synced_aggregates"] == 3
+    assert (await up.sync_once()).outcome == "idle"  # acked rows are not sent again
+
+    # Two more readings of the same minute folded later: the merged rows go out again, newer.
+    ingest(store, settings, range(8, 10))
+    assert fold_all(store) == 2
+    assert outbox.backlog() == 3
+    assert (await up.sync_once()).outcome == "acked"
+    again = aggregates_of(receiver.requests[-1])
+    assert {m: n for m, (n, _, _) in again.items()} == {
+        "temperature_c": 8, "vibration_rms_g": 8, "current_a": 8}
+    assert again["current_a"][1] == pytest.approx(40.0)
+    assert all(again[m][2] > sent[m][2] for m in sent)  # last writer wins upstream
+    assert outbox.backlog() == 0
+    await up.aclose()
+    store.close()
+
+
+# A budget nothing fits in: retention says so, on purpose.
+@pytest.mark.expected_errors("edge.retention", "still over the disk budget")
+async def test_a_fold_never_changes_aggregates_frozen_in_a_batch_being_retried(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = make_settings(receiver.url, tmp_path / "gw.db")
+    store = Store.open(settings.storage.path)
+    outbox = Outbox(store)
+    ingest(store, settings, range(6))
+    fold_all(store)
+    receiver.script = [(503, {}, b"busy")] * settings.sync.retry_attempts
+    up = Uploader(settings, outbox)
+    assert (await up.sync_once()).outcome == "failed"  # batch 1 frozen with 3 aggregates
+    # More readings of that minute while the batch waits: retention must leave them raw.
+    ingest(store, settings, range(6, 10))
+    assert fold_all(store) == 0
+    assert store.count("readings", "batch_seq IS NULL") == 4
+    assert outbox.backlog() == 4 + 3
+    assert (await up.sync_once()).outcome == "acked"
+    bodies = [r["body"] for r in receiver.requests]
+    assert [b["batch_seq"] for b in bodies] == [1] * (settings.sync.retry_attempts + 1)
+    assert all({**b, "state": None} == {**bodies[0], "state": None} for b in bodies)
+    assert {a["n"] for a in bodies[-1]["aggregates"]} == {6}
+    # Acked: now the waiting readings fold into the rows, which go out again.
+    assert fold_all(store) == 4
+    assert (await up.sync_once()).outcome == "acked"
+    assert {n for n, _, _ in aggregates_of(receiver.requests[-1]).values()} == {10}
+    assert outbox.backlog() == 0
     await up.aclose()
     store.close()

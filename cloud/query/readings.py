@@ -62,8 +62,8 @@ class Stats(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    readings: int = Field(description="rows in the readings table")
-    distinct_readings: int = Field(description="distinct (device, boot, seq) among them")
+    readings: int = Field(description="rows stored in the readings table")
+    distinct_readings: int = Field(description="distinct (device, boot, seq) stored")
     devices: int = Field(description="registered devices")
     per_device: dict[str, int] = Field(description="device id -> readings stored")
 
@@ -152,13 +152,13 @@ def readings_page(
 
 
 def list_devices(conn: Conn) -> DeviceList:
-    """Every registered device with its reading count."""
+    """Every registered device with its reading count (kept by ingest, not counted here)."""
     rows = conn.execute(
         "SELECT d.device_id, d.type, d.gateway_id, d.first_seen_at, d.last_seen_at,"
         " coalesce(c.n, 0), d.state"
         " FROM devices d LEFT JOIN"
-        " (SELECT device_id, count(*) AS n FROM readings GROUP BY device_id) c USING (device_id)"
-        " ORDER BY d.device_id"
+        " (SELECT device_id, sum(n_rows)::bigint AS n FROM readings_hwm GROUP BY device_id) c"
+        " USING (device_id) ORDER BY d.device_id"
     ).fetchall()
     return DeviceList(
         devices=[
@@ -171,20 +171,31 @@ def list_devices(conn: Conn) -> DeviceList:
     )
 
 
+# Per device: the rows ingest stored (its counters), and the distinct identities it holds
+# (the sizes of the stored-seq sets, cut at the marks). Two independent tallies: if a
+# reading were ever stored twice, the first would exceed the second.
+_STATS = """
+SELECT h.device_id, sum(h.n_rows)::bigint, sum(k.n)::bigint,
+       (SELECT count(*) FROM devices)
+FROM readings_hwm h, LATERAL (
+    SELECT coalesce(sum(upper(r) - lower(r)), 0) AS n
+    FROM unnest(h.seqs * int8multirange(int8range(NULL, h.max_seq, '[]'))) AS r) k
+GROUP BY h.device_id HAVING sum(h.n_rows) > 0 ORDER BY h.device_id
+"""
+
+
 def stats(conn: Conn) -> Stats:
-    """Totals over the whole readings table (full scans: fine for the skeleton's volumes)."""
-    # One statement, so both counts come from one snapshot: separate statements could see a
-    # batch commit in between and show phantom duplicates.
-    rows = conn.execute(
-        "SELECT device_id, count(*), count(DISTINCT (boot_id, seq)) FROM readings"
-        " GROUP BY device_id ORDER BY device_id"
-    ).fetchall()
+    """Totals from the per-(device, boot) registry ingest maintains: no scan of readings."""
+    # One statement, so every figure comes from one snapshot: separate statements could see
+    # a batch commit in between.
+    rows = conn.execute(_STATS).fetchall()
+    devices = rows[0][3] if rows else (conn.execute("SELECT count(*) FROM devices").fetchone()
+                                       or (0,))[0]
     per_device = {r[0]: r[1] for r in rows}
-    devices = conn.execute("SELECT count(*) FROM devices").fetchone()
     return Stats(
         readings=sum(per_device.values()),
         distinct_readings=sum(r[2] for r in rows),
-        devices=devices[0] if devices else 0,
+        devices=devices,
         per_device=per_device,
     )
 
