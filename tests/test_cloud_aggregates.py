@@ -17,6 +17,7 @@ from cloud.exceptions import InvalidBatchError
 from cloud.ingest.batch import apply_batch
 from cloud.ingest.rollup import fold_pending
 from cloud.query.readings import Bucket, bucketed, list_devices
+from cloud.query.reports import fleet_health
 from shared import batchcodec
 from shared.schemas import ReadingAggregate, SyncBatch
 from tests.test_cloud_ingest import T0, reading
@@ -173,3 +174,15 @@ def test_aggregate_postgres_cannot_hold_is_refused(conn: Conn) -> None:
     with pytest.raises(InvalidBatchError, match="NUL"):
         upload(conn, 1, [bad])
     assert stored(conn) == []
+
+
+def test_fleet_report_counts_folded_readings(conn: Conn) -> None:
+    apply_batch(conn, SyncBatch(gateway="gw-1", batch_seq=1, created_ms=T0,
+                                readings=[reading(i, ts_ms=MINUTE + i) for i in range(3)]),
+                "gw-1")
+    # Four readings folded: every metric of the minute covers them.
+    upload(conn, 2, [agg([1.0] * 4, T0), agg([2.0] * 4, T0, metric="current_a")])
+    since = datetime.fromtimestamp(MINUTE / 1000, tz=UTC)
+    report = fleet_health(conn, since, since + timedelta(minutes=1))
+    conn.rollback()
+    assert [(d.device, d.readings, d.anomalous) for d in report.devices] == [("dev-1", 7, 0)]

@@ -147,6 +147,41 @@ def test_reading_resent_with_another_ts_is_stored_once(conn: Conn) -> None:
     assert rollups_match_raw(conn, "readings_1m", "minute")
 
 
+def test_missing_seqs_are_gaps_until_they_arrive(conn: Conn) -> None:
+    # 10..19 missing (lost or not uploaded yet), the boot's first reading was seq 3.
+    first = [reading(i) for i in [*range(3, 10), *range(20, 30)]]
+    assert apply_batch(conn, batch(1, first), "gw-1").readings_inserted == 17
+    assert conn.execute("SELECT lo, hi FROM readings_seq_gaps ORDER BY lo").fetchall() == [
+        (0, 2), (10, 19)]
+    conn.rollback()
+    # Below the mark: 15 is new, re-timed 5 and a re-timed repeat of 15 are not.
+    ack = apply_batch(conn, batch(2, [retimed(5, 9), reading(15), retimed(15, 3)]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (1, 2)
+    # The rest of the gap arrives re-timed, with 15 again: all new but 15.
+    ack = apply_batch(conn, batch(3, [retimed(i, 60_000) for i in range(10, 20)]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (9, 1)
+    assert apply_batch(conn, batch(4, [reading(1)]), "gw-1").readings_inserted == 1
+    assert conn.execute("SELECT lo, hi FROM readings_seq_gaps ORDER BY lo").fetchall() == [
+        (0, 0), (2, 2)]
+    conn.rollback()
+    s = stats(conn)
+    conn.rollback()
+    assert s.readings == s.distinct_readings == scalar(conn, "SELECT count(*) FROM readings") == 28
+    assert rollups_match_raw(conn, "readings_1m", "minute")
+
+
+def test_rows_above_a_lowered_mark_are_caught_by_the_unique_index(conn: Conn) -> None:
+    # A restore that left rows above the mark: the COPY meets them, the batch is redone
+    # with every row checked, and nothing is stored twice.
+    apply_batch(conn, batch(1, [reading(i) for i in range(10)]), "gw-1")
+    conn.execute("UPDATE readings_hwm SET max_seq = 4")
+    conn.commit()
+    ack = apply_batch(conn, batch(2, [reading(i) for i in range(5, 12)]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (2, 5)
+    assert scalar(conn, "SELECT count(*) FROM readings") == 12
+    assert scalar(conn, "SELECT max_seq FROM readings_hwm") == 11
+
+
 def test_racing_retimed_copies_of_a_new_boot_store_each_reading_once(conn: Conn,
                                                                     pg_dsn: str) -> None:
     # Both copies are above any mark: without the mark's lock both would take the COPY

@@ -165,9 +165,10 @@ def apply_batch(conn: Conn, batch: SyncBatch | DecodedBatch, gateway_id: str) ->
     try:
         ack = _transaction(conn, batch, gateway_id, checked=False)
     except UniqueViolation:
-        # Another batch stored rows of a new (device, boot) first; everything rolled back.
-        log.info("batch %s/%d raced another for new rows; applying it with conflict checks",
-                 gateway_id, batch.batch_seq)
+        # The COPY met a stored row: the marks disagree with the table (a restore that kept
+        # rows above a mark, say). Everything rolled back; redo with every row checked.
+        log.warning("batch %s/%d met stored rows above their mark; applying it with conflict"
+                    " checks", gateway_id, batch.batch_seq)
         ack = _transaction(conn, batch, gateway_id, checked=True)
     # Logged only now: the transaction block has committed.
     log.info(

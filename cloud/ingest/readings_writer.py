@@ -2,16 +2,17 @@
 
 A reading's identity is (device, boot, seq), whatever its ts (a device re-timed after a clock
 sync sends stored readings again with another ts). Per (device, boot), ``readings_hwm`` keeps
-the highest seq stored (the high-water mark), the set of seqs stored (a multirange: one range
-per run of consecutive seqs) and the number of rows stored. Every batch first takes those
-rows' locks, creating missing ones, in (device, boot) order: batches writing the same device
-and boot queue there, including two racing for a new boot. Rows above the mark cannot be
-stored yet, so they are streamed into ``readings`` with one binary COPY: no conflict check,
-no per-row work in the database beyond storing. Only rows at or below the mark (a catch-up
-after an outage, a backfill, a lost ack, a re-timed replay) take the slower ``INSERT``, which
-skips seqs in the stored set; the unique index on (device, ts, boot, seq) stays a safety net
-(cloud.ingest.batch redoes the batch with every row checked if it ever fires). Rollup deltas
-(cloud.ingest.rollup) and the row counts come only from rows actually inserted.
+the highest seq stored (the high-water mark) and the number of rows stored, and
+``readings_seq_gaps`` the seqs at or below the mark that are not stored (readings lost on the
+way, or not uploaded yet). Every batch first locks its marks, creating missing ones, in
+(device, boot) order: batches writing the same device and boot queue there, including two
+racing for a new boot. Rows above the mark cannot be stored yet, so they are streamed into
+``readings`` with one binary COPY: no conflict check, no per-row work in the database beyond
+storing. Only rows at or below the mark (a catch-up after an outage, a backfill, a lost ack, a
+re-timed replay) are looked up in the gaps, and those a gap holds take the slower ``INSERT``;
+the unique index on (device, ts, boot, seq) stays a safety net (cloud.ingest.batch redoes the
+batch with every row checked if it ever fires). Gaps are written only when seqs are missing.
+Rollup deltas (cloud.ingest.rollup) and the row counts come only from rows actually inserted.
 """
 
 from __future__ import annotations
@@ -47,26 +48,38 @@ SELECT d, b, -1 FROM unnest(%s::text[], %s::text[]) AS u(d, b) ORDER BY 1, 2
 ON CONFLICT (device_id, boot_id) DO UPDATE SET max_seq = readings_hwm.max_seq WHERE false
 """
 # Read after the lock, in a statement of its own: its snapshot holds the latest versions.
+# Gaps above a mark can only be left by a restore that moved the mark back: dropped here,
+# before this batch adds gaps above the mark.
 _MARKS = """
-SELECT device_id, boot_id, max_seq FROM readings_hwm
-WHERE (device_id, boot_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+WITH u AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS u(d, b)), stale AS (
+    DELETE FROM readings_seq_gaps g USING readings_hwm h, u
+    WHERE h.device_id = u.d AND h.boot_id = u.b AND g.device_id = u.d AND g.boot_id = u.b
+      AND g.lo > h.max_seq
+)
+SELECT device_id, boot_id, max_seq FROM readings_hwm h, u
+WHERE h.device_id = u.d AND h.boot_id = u.b
 """
-# Marks and devices in one round trip. The marks' stored set is first cut at the old mark:
-# seqs above it are not stored, whatever a restore left in the set. Devices in sorted order,
-# like every writer; a replayed old batch must not roll a device's type or gateway back.
+_GAPS = """
+SELECT g.device_id, g.boot_id, g.lo, g.hi
+FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS u(d, b, lo, hi)
+JOIN readings_seq_gaps g ON g.device_id = u.d AND g.boot_id = u.b AND g.lo <= u.hi
+                            AND g.hi >= u.lo
+"""
+_DROP_GAPS = """
+DELETE FROM readings_seq_gaps g USING unnest(%s::text[], %s::text[], %s::bigint[]) AS u(d, b, lo)
+WHERE g.device_id = u.d AND g.boot_id = u.b AND g.lo = u.lo
+"""
+_ADD_GAPS = """
+INSERT INTO readings_seq_gaps (device_id, boot_id, lo, hi)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])
+"""
+# Marks and devices in one round trip. Devices in sorted order, like every writer; a replayed
+# old batch must not roll a device's type or gateway back.
 _UPSERT_DEVICES = """
-WITH runs AS (
-    SELECT d, b, range_agg(int8range(lo, hi, '[]')) AS r
-    FROM unnest(%(rd)s::text[], %(rb)s::text[], %(rlo)s::bigint[], %(rhi)s::bigint[])
-        AS u(d, b, lo, hi)
-    GROUP BY 1, 2
-), hwm AS (
-    UPDATE readings_hwm h SET
-        seqs = h.seqs * int8multirange(int8range(NULL, h.max_seq, '[]')) + runs.r,
-        max_seq = greatest(h.max_seq, u.top), n_rows = h.n_rows + u.n
+WITH hwm AS (
+    UPDATE readings_hwm h SET max_seq = greatest(h.max_seq, u.top), n_rows = h.n_rows + u.n
     FROM unnest(%(hd)s::text[], %(hb)s::text[], %(hs)s::bigint[], %(hn)s::bigint[])
         AS u(d, b, top, n)
-    JOIN runs USING (d, b)
     WHERE h.device_id = u.d AND h.boot_id = u.b
 )
 INSERT INTO devices (device_id, type, gateway_id, first_seen_at, last_seen_at)
@@ -117,8 +130,6 @@ def _insert_sql(metric_names: Sequence[str]) -> sql.Composed:
     pairs = sql.SQL(", ").join(
         sql.SQL("{}, {}").format(sql.Literal(name), sql.Identifier(f"m{k}"))
         for k, name in enumerate(metric_names))
-    # The stored set decides, not the unique index: a re-timed copy has another ts. The
-    # caller holds the marks' locks, so the set cannot change under this statement.
     return sql.SQL("""
 WITH ins AS (
     INSERT INTO readings (device_id, boot_id, seq, ts, device_ts, received_at, gateway_id,
@@ -129,8 +140,6 @@ WITH ins AS (
            timestamptz 'epoch' + rcv * interval '1 ms', {gw}, {bs}, t,
            jsonb_strip_nulls(jsonb_build_object({pairs})), sc, scr, mv, an, rp
     FROM unnest({arrays}) AS u({names})
-    WHERE NOT EXISTS (SELECT 1 FROM readings_hwm h WHERE h.device_id = u.d
-                      AND h.boot_id = u.b AND u.s <= h.max_seq AND h.seqs @> u.s)
     ON CONFLICT DO NOTHING
     RETURNING device_id, boot_id, ts, metrics
 ), m AS (
@@ -165,7 +174,7 @@ def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq
     """Insert the readings not stored yet, inside the caller's transaction; returns how many.
 
     Rows above the high-water mark are COPY'd without checks. With ``checked=True`` (the
-    redo after a UniqueViolation) every row goes through the checked ``INSERT``. ``seen``
+    redo after a UniqueViolation) they go through ``INSERT … ON CONFLICT`` too. ``seen``
     adds devices known from elsewhere in the batch (aggregates) to the device registry.
     """
     n = len(cols)
@@ -193,8 +202,13 @@ def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq
         # A reading repeated inside the batch (perhaps with another ts): its first copy.
         keep = np.sort(np.unique(key, return_index=True)[1])
     fresh = seq[keep] > mark[code[keep]]
-    fast: list[int] = [] if checked else keep[fresh].tolist()
-    slow: list[int] = keep.tolist() if checked else keep[~fresh].tolist()
+    above, below = keep[fresh], keep[~fresh]
+    gaps = _Gaps(pairs)
+    gaps.open_above(np.sort(key[above]), mark)
+    if len(below):
+        below = below[gaps.fill(conn, key[below])]
+    fast: list[int] = [] if checked else above.tolist()
+    slow: list[int] = np.sort(np.r_[above, below]).tolist() if checked else below.tolist()
     per_pair = np.bincount(code[fast], minlength=len(pairs)) if fast else np.zeros(
         len(pairs), dtype=np.int64)
     inserted = _copy_fast(conn, take_rows(cols, fast), gateway_id, batch_seq) if fast else 0
@@ -203,9 +217,10 @@ def insert_readings(conn: Conn, cols: ReadingColumns, gateway_id: str, batch_seq
                             batch_seq=batch_seq).items():
             per_pair[pair_of[p]] += k
             inserted += k
+    gaps.write(conn)
     _upsert_devices(conn, gateway_id, _seen(cols, seen), {
         "hd": devs, "hb": boots, "hs": array_literal(_tops(code, seq, len(pairs)).tolist()),
-        "hn": array_literal(per_pair.tolist()), **_runs(pairs, np.unique(key))})
+        "hn": array_literal(per_pair.tolist())})
     return inserted
 
 
@@ -217,16 +232,78 @@ def _tops(code: npt.NDArray[np.int64], seq: npt.NDArray[np.int64],
     return top
 
 
-def _runs(pairs: Sequence[tuple[str, str]], keys: npt.NDArray[np.int64]) -> dict[str, str]:
-    """Runs of consecutive seqs among the sorted identity keys, as parameter arrays: after
-    the batch every one of them is stored (now or before)."""
-    code, seq = keys >> 32, keys & 0xFFFFFFFF
-    starts = np.flatnonzero(np.r_[True, (np.diff(seq) != 1) | (np.diff(code) != 0)])
-    ends = np.r_[starts[1:], len(keys)] - 1
-    run_pairs = [pairs[c] for c in code[starts].tolist()]
-    return {"rd": array_literal([p[0] for p in run_pairs]),
-            "rb": array_literal([p[1] for p in run_pairs]),
-            "rlo": array_literal(seq[starts].tolist()), "rhi": array_literal(seq[ends].tolist())}
+_LOW = 0xFFFFFFFF
+
+
+class _Gaps:
+    """The changes a batch makes to its (device, boot)s' gaps, written in two statements."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self.pairs = pairs
+        self.drop: list[tuple[int, int]] = []  # (pair code, lo) of gaps filled
+        self.add: list[tuple[int, int, int]] = []  # (pair code, lo, hi) of new gaps
+
+    def open_above(self, keys: npt.NDArray[np.int64], mark: npt.NDArray[np.int64]) -> None:
+        """Gaps the sorted identity keys above the marks leave: before and between them."""
+        if not len(keys):
+            return
+        code, seq = keys >> 32, keys & _LOW
+        prev = np.r_[-1, seq[:-1]]
+        first = np.r_[True, code[1:] != code[:-1]]
+        prev[first] = mark[code[first]]
+        hole = np.flatnonzero(seq > prev + 1)
+        self.add += zip(code[hole].tolist(), (prev[hole] + 1).tolist(),
+                        (seq[hole] - 1).tolist(), strict=True)
+
+    def fill(self, conn: Conn, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Which identity keys at or below their marks a stored gap holds (not stored yet);
+        those gaps are split around them."""
+        code, seq = keys >> 32, keys & _LOW
+        lo = np.full(len(self.pairs), _LOW, dtype=np.int64)
+        hi = np.full(len(self.pairs), -1, dtype=np.int64)
+        np.minimum.at(lo, code, seq)
+        np.maximum.at(hi, code, seq)
+        ask = np.flatnonzero(hi >= 0).tolist()
+        pair_of = {p: k for k, p in enumerate(self.pairs)}
+        rows = sorted((pair_of[(d, b)], g_lo, g_hi) for d, b, g_lo, g_hi in conn.execute(
+            _GAPS, (array_literal([self.pairs[k][0] for k in ask]),
+                    array_literal([self.pairs[k][1] for k in ask]),
+                    array_literal(lo[ask].tolist()), array_literal(hi[ask].tolist())),
+            prepare=True))
+        if not rows:
+            return np.zeros(len(keys), dtype=bool)
+        g = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        at = np.searchsorted(g[:, 0] << 32 | g[:, 1], keys, side="right") - 1
+        ok = at >= 0
+        ok[ok] = (g[at[ok], 0] == code[ok]) & (g[at[ok], 2] >= seq[ok])
+        filled: dict[int, list[int]] = {}
+        for i, s in zip(at[ok].tolist(), seq[ok].tolist(), strict=True):
+            filled.setdefault(i, []).append(s)
+        for i, seqs in filled.items():
+            c, g_lo, g_hi = rows[i]
+            self.drop.append((c, g_lo))
+            start = g_lo
+            for s in sorted(seqs):  # distinct: the caller kept one copy per identity
+                if s > start:
+                    self.add.append((c, start, s - 1))
+                start = s + 1
+            if start <= g_hi:
+                self.add.append((c, start, g_hi))
+        return ok
+
+    def write(self, conn: Conn) -> None:
+        """Drop the filled gaps, then add the new ones (a piece may keep a dropped gap's lo)."""
+        if self.drop:
+            conn.execute(_DROP_GAPS, (
+                array_literal([self.pairs[c][0] for c, _ in self.drop]),
+                array_literal([self.pairs[c][1] for c, _ in self.drop]),
+                array_literal([lo for _, lo in self.drop])), prepare=True)
+        if self.add:
+            conn.execute(_ADD_GAPS, (
+                array_literal([self.pairs[c][0] for c, _, _ in self.add]),
+                array_literal([self.pairs[c][1] for c, _, _ in self.add]),
+                array_literal([lo for _, lo, _ in self.add]),
+                array_literal([hi for _, _, hi in self.add])), prepare=True)
 
 
 def _seen(cols: ReadingColumns, also: Mapping[str, Seen] | None) -> dict[str, Seen]:
@@ -262,5 +339,5 @@ def _upsert_devices(conn: Conn, gateway_id: str, seen: dict[str, Seen],
         "t": array_literal([seen[d][0] for d in names]),
         "lo": array_literal([seen[d][1] for d in names]),
         "hi": array_literal([seen[d][2] for d in names]),
-        **(marks or dict.fromkeys(("hd", "hb", "hs", "hn", "rd", "rb", "rlo", "rhi"), empty))},
+        **(marks or dict.fromkeys(("hd", "hb", "hs", "hn"), empty))},
         prepare=True)

@@ -172,14 +172,15 @@ def list_devices(conn: Conn) -> DeviceList:
 
 
 # Per device: the rows ingest stored (its counters), and the distinct identities it holds
-# (the sizes of the stored-seq sets, cut at the marks). Two independent tallies: if a
-# reading were ever stored twice, the first would exceed the second.
+# (0..mark less the gaps, per boot). Two independent tallies: if a reading were ever stored
+# twice, the first would exceed the second.
 _STATS = """
-SELECT h.device_id, sum(h.n_rows)::bigint, sum(k.n)::bigint,
+SELECT h.device_id, sum(h.n_rows)::bigint, sum(h.max_seq + 1 - g.missing)::bigint,
        (SELECT count(*) FROM devices)
 FROM readings_hwm h, LATERAL (
-    SELECT coalesce(sum(upper(r) - lower(r)), 0) AS n
-    FROM unnest(h.seqs * int8multirange(int8range(NULL, h.max_seq, '[]'))) AS r) k
+    SELECT coalesce(sum(least(g.hi, h.max_seq) - g.lo + 1), 0) AS missing
+    FROM readings_seq_gaps g
+    WHERE g.device_id = h.device_id AND g.boot_id = h.boot_id AND g.lo <= h.max_seq) g
 GROUP BY h.device_id HAVING sum(h.n_rows) > 0 ORDER BY h.device_id
 """
 
