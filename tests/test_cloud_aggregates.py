@@ -4,14 +4,11 @@ fed into the rollups as differences, seen by the device registry and the chart b
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from cloud.access.gateway_tokens import create_gateway
-from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.exceptions import InvalidBatchError
 from cloud.ingest.batch import apply_batch
@@ -20,19 +17,9 @@ from cloud.query.readings import Bucket, bucketed, list_devices
 from cloud.query.reports import fleet_health
 from shared import batchcodec
 from shared.schemas import ReadingAggregate, SyncBatch
-from tests.test_cloud_ingest import T0, reading
+from tests.fixtures.factories import T0, reading
 
 MINUTE = T0 // 60_000 * 60_000 + 60_000  # a minute start after T0
-
-
-@pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Conn]:
-    """A migrated database with gateways gw-1 and gw-2."""
-    migrate(pg_dsn)
-    with psycopg.connect(pg_dsn) as c:
-        create_gateway(c, "gw-1")
-        create_gateway(c, "gw-2")
-        yield c
 
 
 def agg(values: list[float], updated_ms: int, device: str = "dev-1",

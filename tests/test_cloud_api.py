@@ -28,7 +28,7 @@ from cloud.db.migrate import migrate
 from cloud.settings import CloudSettings, load_settings
 from devstack.ports import free_port, wait_for_port
 from shared.schemas import SyncAck
-from tests.test_cloud_ingest import T0, alert, batch, reading
+from tests.fixtures.factories import T0, alert, batch, reading
 
 SYNC = "/api/v1/sync/batches"
 LIMIT = 256 * 1024  # a small body cap so the oversize cases stay cheap

@@ -4,14 +4,11 @@ buckets, registries, desired state and backfill requests."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from cloud.access.gateway_tokens import create_gateway
-from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.exceptions import GatewayNotFoundError
 from cloud.ingest.batch import apply_batch, desired_state, request_backfill
@@ -19,17 +16,7 @@ from cloud.ingest.rollup import fold_pending
 from cloud.query.readings import bucketed, list_devices, list_gateways, stats
 from shared import batchcodec
 from shared.schemas import DeviceEvent, GatewayState, Reading, SyncBatch
-from tests.test_cloud_ingest import T0, batch, reading
-
-
-@pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Conn]:
-    """A migrated database with gateways gw-1 and gw-2."""
-    migrate(pg_dsn)
-    with psycopg.connect(pg_dsn) as c:
-        create_gateway(c, "gw-1")
-        create_gateway(c, "gw-2")
-        yield c
+from tests.fixtures.factories import T0, batch, reading
 
 
 def scalar(conn: Conn, query: str) -> int:

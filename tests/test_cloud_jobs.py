@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,14 +23,6 @@ from tests.fixtures.receivers import SECRET, receiver, signature_ok
 from tests.fixtures.waiting import wait_until
 
 N_ALERTS = 120
-
-
-@pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Conn]:
-    """A connection to a migrated database."""
-    migrate(pg_dsn)
-    with psycopg.connect(pg_dsn) as c:
-        yield c
 
 
 def test_claims_are_exclusive_and_leases_expire(conn: Conn, pg_dsn: str) -> None:

@@ -13,19 +13,15 @@ from typing import Any
 
 import pytest
 
-from edge.alert_lifecycle import AlertTracker
 from edge.outbox import Outbox
-from edge.pipeline import Pipeline
 from edge.retention import Retention
-from edge.score import RobustZScorer
 from edge.settings import GatewaySettings
 from edge.store import Store
 from edge.sync import Uploader
-from edge.validate import Incoming
-from shared import batchcodec, topics
+from shared import batchcodec
 from shared.schemas import SyncBatch
+from tests.fixtures.gateway import GATEWAY, ingest_through_pipeline
 
-GATEWAY = "gw-sync-test"
 TOKEN = "s3cret-token"
 
 
@@ -104,23 +100,6 @@ def make_settings(url: str, db: Path) -> GatewaySettings:
         storage={"path": str(db)}, scoring={"warmup": 4, "window": 16})
 
 
-def ingest(store: Store, settings: GatewaySettings, seqs: range, spike_from: int = 10**9
-           ) -> None:
-    """Store readings through the real pipeline (no broker needed)."""
-    scoring = settings.scoring
-    scorer = RobustZScorer(scoring.window, scoring.warmup, scoring.threshold)
-    pipe = Pipeline(store, scorer, AlertTracker(1, 5, settings.scoring.threshold), GATEWAY)
-    msgs = []
-    for seq in seqs:
-        temp = 50.0 + seq % 3 * 0.1 + (100.0 if seq >= spike_from else 0.0)
-        payload = {"v": 1, "device": "sync-dev", "boot": "0123abcd", "seq": seq,
-                   "ts_ms": 1_700_000_000_000 + seq, "uptime_ms": seq, "synced": True,
-                   "type": "motor", "metrics": {"temperature_c": temp,
-                                                "vibration_rms_g": 1.0, "current_a": 5.0}}
-        msgs.append(Incoming(topics.telemetry("sync-dev"), json.dumps(payload).encode(), 1))
-    pipe.handle(msgs)
-
-
 def seqs_of(request: dict[str, Any]) -> list[int]:
     """The reading seqs a request carried, in order."""
     return [r["seq"] for r in request["body"]["readings"]]
@@ -131,7 +110,7 @@ async def test_batches_carry_alerts_and_the_oldest_readings_then_count_as_synced
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
     store = Store.open(settings.storage.path)
-    ingest(store, settings, range(6), spike_from=5)  # seq 5 opens an alert
+    ingest_through_pipeline(store, settings, range(6), spike_from=5)  # seq 5 opens an alert
     up = Uploader(settings, Outbox(store))
     first = await up.sync_once()
     assert first.outcome == "acked"
@@ -159,7 +138,7 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
     store = Store.open(settings.storage.path)
-    ingest(store, settings, range(3))
+    ingest_through_pipeline(store, settings, range(3))
     receiver.script = [(503, {"Retry-After": "0"}, b"busy"), (500, {}, b"oops"),
                        (429, {}, b"slow down")]
     up = Uploader(settings, Outbox(store))
@@ -172,7 +151,7 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
 
     # "Restart": new readings arrive, but the recorded batch goes first and unchanged.
     store = Store.open(settings.storage.path)
-    ingest(store, settings, range(3, 5))
+    ingest_through_pipeline(store, settings, range(3, 5))
     receiver.script = [(200, {}, b'{"not": "an ack"}')]
     up = Uploader(settings, Outbox(store))
     assert (await up.sync_once()).outcome == "acked"  # bad ack retried, then a real one
@@ -195,7 +174,7 @@ async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
     store = Store.open(settings.storage.path)
-    ingest(store, settings, range(6))
+    ingest_through_pipeline(store, settings, range(6))
     receiver.script = [(422, {}, b'{"detail": "readings.0.metrics: bad"}')]
     up = Uploader(settings, Outbox(store))
     rejected = await up.sync_once()
@@ -225,7 +204,7 @@ async def test_a_refused_token_keeps_the_batch_and_pauses(
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
     store = Store.open(settings.storage.path)
-    ingest(store, settings, range(2))
+    ingest_through_pipeline(store, settings, range(2))
     receiver.script = [(401, {}, b'{"detail": "revoked"}')]
     up = Uploader(settings, Outbox(store))
     assert (await up.sync_once()).outcome == "auth"
@@ -258,11 +237,11 @@ async def test_folded_readings_are_uploaded_and_a_later_merge_goes_out_again(
     settings = make_settings(receiver.url, tmp_path / "gw.db")
     store = Store.open(settings.storage.path)
     outbox = Outbox(store)
-    ingest(store, settings, range(6))  # one device, one minute, three metrics
+    ingest_through_pipeline(store, settings, range(6))  # one device, one minute, three metrics
     assert fold_all(store) == 6
     assert store.count("reading_aggregates") == 3
     assert outbox.backlog() == 3  # no raw reading left, three aggregate rows to send
-    ingest(store, settings, range(6, 8))
+    ingest_through_pipeline(store, settings, range(6, 8))
     up = Uploader(settings, outbox)
     assert (await up.sync_once()).outcome == "acked"
     first = receiver.requests[0]
@@ -276,7 +255,7 @@ async def test_folded_readings_are_uploaded_and_a_later_merge_goes_out_again(
     assert (await up.sync_once()).outcome == "idle"  # acked rows are not sent again
 
     # Two more readings of the same minute folded later: the merged rows go out again, newer.
-    ingest(store, settings, range(8, 10))
+    ingest_through_pipeline(store, settings, range(8, 10))
     assert fold_all(store) == 2
     assert outbox.backlog() == 3
     assert (await up.sync_once()).outcome == "acked"
@@ -298,13 +277,13 @@ async def test_a_fold_never_changes_aggregates_frozen_in_a_batch_being_retried(
     settings = make_settings(receiver.url, tmp_path / "gw.db")
     store = Store.open(settings.storage.path)
     outbox = Outbox(store)
-    ingest(store, settings, range(6))
+    ingest_through_pipeline(store, settings, range(6))
     fold_all(store)
     receiver.script = [(503, {}, b"busy")] * settings.sync.retry_attempts
     up = Uploader(settings, outbox)
     assert (await up.sync_once()).outcome == "failed"  # batch 1 frozen with 3 aggregates
     # More readings of that minute while the batch waits: retention must leave them raw.
-    ingest(store, settings, range(6, 10))
+    ingest_through_pipeline(store, settings, range(6, 10))
     assert fold_all(store) == 0
     assert store.count("readings", "batch_seq IS NULL") == 4
     assert outbox.backlog() == 4 + 3

@@ -21,7 +21,7 @@ from edge.outbox import Outbox
 from edge.settings import GatewaySettings
 from edge.store import Store
 from edge.sync import Uploader
-from tests.test_edge_sync import GATEWAY, ingest
+from tests.fixtures.gateway import GATEWAY, ingest_through_pipeline
 
 
 @pytest.fixture
@@ -74,7 +74,8 @@ async def test_after_an_outage_live_goes_first_and_the_backlog_drains_oldest_fir
     up = uploader(
         client, token, tmp_path / "gw.db",
         sync={"batch_max": 10, "backlog_max": 15, "catchup_after": 20})
-    ingest(up.outbox.store, up.settings, range(50))  # piled up while the cloud was away
+    # Piled up while the cloud was away.
+    ingest_through_pipeline(up.outbox.store, up.settings, range(50))
     sent = await drain(up)
     # Cycle 1: the 10 newest live + the 15 oldest as backlog; then 25 left: 10 newest live +
     # 15 oldest; then nothing more is beyond the threshold.
@@ -97,7 +98,7 @@ async def test_backfill_on_request_reuploads_the_range_harmlessly(
     up = uploader(
         client, token, tmp_path / "gw.db",
         sync={"batch_max": 8, "backlog_max": 6, "catchup_after": 100})
-    ingest(up.outbox.store, up.settings, range(20))
+    ingest_through_pipeline(up.outbox.store, up.settings, range(20))
     await drain(up)
     # The cloud lost readings 5..14 (a restore), and asks for their time range again.
     lo, hi = up.outbox.store.conn.execute(
@@ -108,7 +109,8 @@ async def test_backfill_on_request_reuploads_the_range_harmlessly(
         req = request_backfill(conn, GATEWAY, datetime.fromtimestamp(lo / 1000, tz=UTC),
                                datetime.fromtimestamp((hi + 1) / 1000, tz=UTC))
         conn.commit()
-    ingest(up.outbox.store, up.settings, range(20, 22))  # live data keeps coming
+    # Live data keeps coming.
+    ingest_through_pipeline(up.outbox.store, up.settings, range(20, 22))
     (in_range,) = up.outbox.store.conn.execute(
         "SELECT count(*) FROM readings WHERE ts_ms >= ? AND ts_ms <= ?", (lo, hi)).fetchone()
     sent = await drain(up)

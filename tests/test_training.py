@@ -10,20 +10,16 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import onnxruntime as ort
-import psycopg
 import pytest
 
-from cloud.access.gateway_tokens import create_gateway
 from cloud.access.users import Principal
 from cloud.artifacts import ArtifactStore, LocalArtifactStore
-from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.ingest.batch import apply_batch
 from cloud.operations import alert_review, audit
@@ -73,23 +69,20 @@ def _alert(n: int, device: str, first: int, last: int) -> Alert:
 
 
 @pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Conn]:
-    """A migrated database holding two motors, one mill and three reviewed alerts."""
-    migrate(pg_dsn)
-    with psycopg.connect(pg_dsn) as c:
-        create_gateway(c, GW)
-        rng = random.Random(7)
-        readings = (_readings("motor-1", MotorReplay(0, rng), "motor")
-                    + _readings("motor-2", MotorReplay(3000, rng), "motor")
-                    + _readings("mill-1", MillReplay(0), "mill"))
-        alerts = [_alert(n, dev, first, last) for n, (dev, first, last, _) in enumerate(EVENTS)]
-        for seq, start in enumerate(range(0, len(readings), 2000), start=1):
-            apply_batch(c, SyncBatch(gateway=GW, batch_seq=seq, created_ms=T0,
-                                     readings=readings[start:start + 2000],
-                                     alerts=alerts if seq == 1 else []), GW)
-        for alert, (*_, decision) in zip(alerts, EVENTS, strict=True):
-            alert_review.resolve(c, OPERATOR, GW, alert.alert_id, decision=decision)
-        yield c
+def conn(conn: Conn) -> Conn:
+    """The shared migrated database, holding two motors, one mill and three reviewed alerts."""
+    rng = random.Random(7)
+    readings = (_readings("motor-1", MotorReplay(0, rng), "motor")
+                + _readings("motor-2", MotorReplay(3000, rng), "motor")
+                + _readings("mill-1", MillReplay(0), "mill"))
+    alerts = [_alert(n, dev, first, last) for n, (dev, first, last, _) in enumerate(EVENTS)]
+    for seq, start in enumerate(range(0, len(readings), 2000), start=1):
+        apply_batch(conn, SyncBatch(gateway=GW, batch_seq=seq, created_ms=T0,
+                                    readings=readings[start:start + 2000],
+                                    alerts=alerts if seq == 1 else []), GW)
+    for alert, (*_, decision) in zip(alerts, EVENTS, strict=True):
+        alert_review.resolve(conn, OPERATOR, GW, alert.alert_id, decision=decision)
+    return conn
 
 
 @pytest.fixture
