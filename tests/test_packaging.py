@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,29 @@ def test_gateway_modules_do_not_import_cloud_or_training_libraries() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
     assert out == ""
+
+
+@pytest.mark.slow
+def test_the_product_wheel_carries_no_replay_data_and_the_simulator_wheel_does(
+    tmp_path: Path,
+) -> None:
+    """A gateway installs the product's wheel: the 4.6 MB of replay data ship only with the
+    simulator's own distribution (the demo, tests and benchmarks install it)."""
+    for project in (REPO, REPO / "simulator"):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+             "-w", str(tmp_path), str(project)],
+            check=True, capture_output=True, text=True, timeout=600,
+        )
+    wheels = {w.name.split("-")[0]: w for w in tmp_path.glob("*.whl")}
+    with zipfile.ZipFile(wheels["smart_maintenance"]) as product:
+        names = product.namelist()
+    assert any(n.startswith("edge/") for n in names)
+    assert any(n.startswith("edge/db/migrations/") and n.endswith(".sql") for n in names)
+    data = [n for n in names if n.endswith((".csv", ".txt")) and "dist-info" not in n]
+    assert data == [], f"the product wheel carries data files: {data[:5]}"
+    assert not any(n.startswith("simulator/") for n in names)
+    with zipfile.ZipFile(wheels["smart_maintenance_simulator"]) as sim:
+        sim_names = sim.namelist()
+    assert "simulator/data/ai4i2020.csv" in sim_names
+    assert "simulator/data/LICENSE-NAB.txt" in sim_names
