@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -89,8 +90,13 @@ class MqttSession:
         await self.client.__aexit__(*exc)  # type: ignore[arg-type]
 
     async def subscribe(self, topics: list[tuple[str, int]]) -> None:
-        """Subscribe to (filter, qos) pairs."""
-        await self.client.subscribe(topics)
+        """Subscribe to (filter, qos) pairs; waits as long as the SUBACK takes.
+
+        No timeout: the broker sends a persistent session's queued messages first, so after
+        an outage the SUBACK can come thousands of messages later. A dead connection ends
+        the wait anyway (keepalive, and the consumer sees the disconnect).
+        """
+        await self.client.subscribe(topics, timeout=math.inf)
 
     def depth(self) -> int:
         """Messages waiting in the incoming queue."""

@@ -23,6 +23,9 @@ from edge.validate import DeadLetter, Incoming, classify
 from shared.schemas import Alert, DeviceStatus, Telemetry
 
 log = logging.getLogger(__name__)
+# One encoder for every reading's metrics: json.dumps with non-default separators builds a
+# new JSONEncoder per call, a third of its cost on the hot path.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(slots=True)
@@ -142,7 +145,7 @@ class Pipeline:
             ts, time_source = self.health.retime(t, received)
             out.rows.append((t.device, t.boot, t.seq, t.type, ts,
                              t.ts_ms if t.synced else None, received,
-                             json.dumps(t.metrics, separators=(",", ":")), s.value, s.scorer,
+                             _compact_json(t.metrics), s.value, s.scorer,
                              s.model_version, int(s.anomalous), time_source))
             out.scored += s.value is not None
             out.anomalous += s.anomalous
