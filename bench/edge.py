@@ -15,7 +15,14 @@
    (``synced``: the clocks are the same machine's); a reader polls the gateway's SQLite every
    2 ms for new rows, which become visible only once committed, with their score; latency =
    time first seen - publish time (so it includes up to 2 ms of polling);
-6. ``rss_mb``: the gateway's peak resident memory (VmHWM), models loaded, at the end.
+6. ``stages_ms``: where the paced readings' time went inside the gateway, p50/p95/p99 per
+   reading of each stage (queue wait, decode/validate, dedupe, score, prepare, SQLite
+   commit, ack; see :func:`stage_breakdown`), from the gateway's ``edge.ingest.stages`` log;
+7. ``rss_mb_edge_install``: the gateway's peak resident memory (VmHWM), models loaded, at the
+   end. The gateway runs from a venv holding only ``pip install -e '<repo>[edge]'`` (made once
+   in var/bench-edge-venv, remade when pyproject.toml changes), as on a Pi: the dev venv's
+   extras (sqlite-utils imports pandas there) are not counted. ``--dev-venv`` runs it with
+   this interpreter instead (``rss_mb_dev_venv``).
 
 The last line printed is one JSON object with those keys. Everything shares the same cores
 (publishers, broker, subscriber or gateway), as on a gateway box.
