@@ -146,7 +146,6 @@ class Ingestor:
                               keepalive=s.mqtt_keepalive_s, queue_max=s.queue_max)
         try:
             async with session:
-                self.connected = True
                 self.queue_depth = session.depth
                 log.info("gateway=%s connected to %s:%d (persistent session)", s.gateway_id,
                          s.mqtt_host, s.mqtt_port)
@@ -175,6 +174,8 @@ class Ingestor:
 
     async def _subscribe(self, session: MqttSession) -> None:
         await session.subscribe([(TELEMETRY_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
+        # Connected means subscribed: a reading published from now on is queued for us.
+        self.connected = True
         log.info("gateway=%s subscribed", self.settings.gateway_id)
 
     async def _consume(self, session: MqttSession, stop: asyncio.Event) -> None:
