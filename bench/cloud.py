@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -47,6 +45,7 @@ from cloud.ingest.rollup import fold_pending
 from cloud.query.readings import bucketed, readings_page
 from devstack.ports import free_port, wait_for_port
 from devstack.postgres import PrivatePostgres
+from devstack.process import ServiceProcess
 from shared import batchcodec
 from shared.schemas import Reading, SyncBatch
 from simulator.signals import nab_machine_temperature_f
@@ -175,10 +174,9 @@ def measure_ingest(dsn: str, tokens: list[str], n_batches: int,
     """
     bodies = [_bodies(g, 0, n_batches * rounds) for g in range(GATEWAYS)]
     port = free_port()
-    env = {**os.environ, "SMAINT_CLOUD_LOG_LEVEL": "WARNING", "SMAINT_CLOUD_POOL_MAX": "8"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cloud", "serve", "--port", str(port), "--dsn", dsn],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"SMAINT_CLOUD_LOGGING__LEVEL": "WARNING", "SMAINT_CLOUD_DB__POOL_MAX": "8"}
+    cloud = ServiceProcess(["-m", "cloud", "serve", "--port", str(port), "--dsn", dsn], env,
+                           port=port, name="cloud").spawn()
     ingest: list[float] = []
     ceiling: list[float] = []
     try:
@@ -201,8 +199,7 @@ def measure_ingest(dsn: str, tokens: list[str], n_batches: int,
                 chunks = _take_back(dsn, r * n_batches, n_batches)
                 ceiling.append(rows / copy_ceiling_s(dsn, chunks))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        cloud.stop(timeout_s=30)
     ratios = [i / c for i, c in zip(ingest, ceiling, strict=True)]
     return {"ingest_per_s": round(statistics.median(ingest)),
             "copy_ceiling_per_s": round(statistics.median(ceiling)),

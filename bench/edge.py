@@ -38,7 +38,6 @@ import multiprocessing
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -55,6 +54,7 @@ import httpx
 
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port, wait_for_port
+from devstack.process import ServiceProcess
 from shared import topics
 from shared.topics import STATUS_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION
 from simulator.signals import SignalSource, make_source
@@ -258,20 +258,18 @@ class GatewayProcess:
         self.stages = workdir / "stages.jsonl"
         main = workdir / "gateway_main.py"
         main.write_text(GATEWAY_MAIN)
-        env = {**os.environ,
-               "SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
-               "SMAINT_GATEWAY_MQTT_PORT": str(broker_port),
-               "SMAINT_GATEWAY_DB_PATH": str(self.db),
-               "SMAINT_GATEWAY_HTTP_PORT": str(self.http_port),
-               "SMAINT_GATEWAY_MODELS_DIR": str(models),
-               "SMAINT_GATEWAY_MODEL_TRUSTED_KEYS_FILE": str(models / "trusted_keys.txt"),
-               "SMAINT_GATEWAY_CLOUD_TOKEN": ""}
+        env = {"SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
+               "SMAINT_GATEWAY_MQTT__PORT": str(broker_port),
+               "SMAINT_GATEWAY_STORAGE__PATH": str(self.db),
+               "SMAINT_GATEWAY_HTTP__PORT": str(self.http_port),
+               "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(models),
+               "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(models / "trusted_keys.txt"),
+               "SMAINT_GATEWAY_SYNC__TOKEN": ""}
         # --profile: the same gateway under cProfile (slower; for finding the hot path only).
         prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [str(python), *prof, str(main), str(self.stages), str(REPO)], cwd=REPO, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.service = ServiceProcess(
+            [str(python), *prof, str(main), str(self.stages), str(REPO)], env, self.log,
+            self.http_port, cwd=REPO, name="gateway").spawn()
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=5.0)
 
     def status(self) -> dict[str, Any]:
@@ -286,7 +284,7 @@ class GatewayProcess:
     def memory_mb(self) -> dict[str, float]:
         """Peak (VmHWM) and current (VmRSS) resident memory in MiB."""
         fields = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.service.pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in {"VmHWM", "VmRSS"}:
                 fields[key] = int(value.split()[0]) / 1024
@@ -295,13 +293,7 @@ class GatewayProcess:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not stop within 15 s."""
         self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.service.stop()
 
 
 def measure_drain(gw: GatewayProcess, total: int, timeout_s: float = 240.0) -> dict[str, float]:

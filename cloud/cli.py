@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -14,10 +13,13 @@ from pydantic import ValidationError
 
 from cloud.exceptions import CloudError
 from cloud.settings import CloudSettings, load_settings
+from shared import logs as shared_logs
+from shared.config import UnknownSettingError
+from shared.times import parse_utc
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s]%(context)s %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,11 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     dsn = argparse.ArgumentParser(add_help=False)
-    dsn.add_argument("--dsn", help="PostgreSQL connection string (SMAINT_CLOUD_DB_DSN)")
+    dsn.add_argument("--dsn", help="PostgreSQL connection string (SMAINT_CLOUD_DB__DSN)")
 
     serve = sub.add_parser("serve", parents=[dsn], help="run the HTTP API (migrates first)")
-    serve.add_argument("--host", help="listen address (SMAINT_CLOUD_HOST)")
-    serve.add_argument("--port", type=int, help="listen port (SMAINT_CLOUD_PORT)")
+    serve.add_argument("--host", help="listen address (SMAINT_CLOUD_API__HOST)")
+    serve.add_argument("--port", type=int, help="listen port (SMAINT_CLOUD_API__PORT)")
     sub.add_parser("migrate", parents=[dsn], help="bring the database schema up to date")
 
     train = sub.add_parser(
@@ -56,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser(
         "backfill", parents=[dsn], help="ask a gateway to upload a time range again")
     backfill.add_argument("gateway_id")
-    backfill.add_argument("--since", required=True, type=_utc, help="ISO time, inclusive")
-    backfill.add_argument("--until", required=True, type=_utc, help="ISO time, exclusive")
+    backfill.add_argument("--since", required=True, type=parse_utc, help="ISO time, inclusive")
+    backfill.add_argument("--until", required=True, type=parse_utc, help="ISO time, exclusive")
 
     user = sub.add_parser("user", help="users and their API keys").add_subparsers(
         dest="action", required=True, metavar="action"
@@ -74,20 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _utc(text: str) -> datetime:
-    """An ISO 8601 time; without a zone it is taken as UTC."""
-    t = datetime.fromisoformat(text)
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, json_lines: bool = False) -> None:
     """Log to stderr with the request's correlation id on every line (entry points only)."""
     from cloud.api.correlation import CorrelationIdFilter  # noqa: PLC0415 - pulls in starlette
 
-    handler = logging.StreamHandler()
-    handler.addFilter(CorrelationIdFilter())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    shared_logs.configure_logging(level, json_lines=json_lines, filters=[CorrelationIdFilter()],
+                                  text_format=LOG_FORMAT)
 
 
 def _serve(settings: CloudSettings) -> int:
@@ -96,10 +90,10 @@ def _serve(settings: CloudSettings) -> int:
 
     from cloud.api.app import create_app  # noqa: PLC0415
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.logging.level, settings.logging.json_lines)
     # log_config=None keeps our handler; our middleware writes the access log with the id.
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port,
+        create_app(settings), host=settings.api.host, port=settings.api.port,
         log_config=None, access_log=False,
     )
     return 0
@@ -124,12 +118,12 @@ def _run(args: argparse.Namespace, settings: CloudSettings) -> int:
     if args.command == "train-initial":
         return _train_initial(args)
     if args.command == "migrate":
-        applied = migrate(settings.db_dsn)
+        applied = migrate(settings.db.dsn)
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
         return 0
     if args.command == "user":
         return _user(args, settings)
-    with psycopg.connect(settings.db_dsn, connect_timeout=10) as conn:
+    with psycopg.connect(settings.db.dsn, connect_timeout=10) as conn:
         if args.command == "backfill":
             from cloud.ingest.batch import request_backfill  # noqa: PLC0415
 
@@ -148,7 +142,7 @@ def _run(args: argparse.Namespace, settings: CloudSettings) -> int:
 def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
     from cloud.access.users import create_user, issue_key, list_users, revoke_key  # noqa: PLC0415
 
-    with psycopg.connect(settings.db_dsn, connect_timeout=10) as conn:
+    with psycopg.connect(settings.db.dsn, connect_timeout=10) as conn:
         if args.action in {"add", "key"}:
             issued = (
                 create_user(conn, args.name, args.role) if args.action == "add"
@@ -172,17 +166,12 @@ def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
 def main(argv: list[str]) -> int:
     """Run one ``smaint cloud`` subcommand; returns the process exit code."""
     args = _parser().parse_args(argv)
-    overrides = {
-        key: value
-        for key, value in (
-            ("db_dsn", args.dsn), ("host", getattr(args, "host", None)),
-            ("port", getattr(args, "port", None)),
-        )
-        if value is not None
-    }
+    # Flags in the settings' shape; a flag beats the environment.
+    db = {"dsn": args.dsn} if args.dsn is not None else {}
+    api = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
     try:
-        settings = load_settings(**overrides)
-    except ValidationError as exc:
+        settings = load_settings(**{k: v for k, v in (("db", db), ("api", api)) if v})
+    except (ValidationError, UnknownSettingError) as exc:
         print(f"smaint cloud: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     if args.command != "serve":

@@ -1,63 +1,83 @@
-"""Cloud service settings, from ``SMAINT_CLOUD_*`` environment variables (or a ``.env`` file)."""
+"""Cloud service settings in sections, from ``SMAINT_CLOUD_*`` environment variables.
+
+A section's setting is ``SMAINT_CLOUD_<SECTION>__<NAME>`` (e.g. ``SMAINT_CLOUD_DB__DSN``).
+An unknown ``SMAINT_CLOUD_*`` variable is an error that names it (shared/config.py), so a typo
+never runs silently on a default.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cloud.artifacts.config import ArtifactStoreConfig
+from cloud.training.config import TrainingConfig
+from shared.config import check_environment
+
+ENV_PREFIX = "SMAINT_CLOUD_"
 # The zero-config DSN the demo uses: trust auth on loopback, fine on a laptop, not in production.
 DEMO_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=smaint"
 
 
-class CloudSettings(BaseSettings):
-    """Everything the cloud service needs to start; defaults run the local demo."""
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    model_config = SettingsConfigDict(env_prefix="SMAINT_CLOUD_", extra="ignore")
 
-    db_dsn: str = Field(default=DEMO_DSN, description="libpq connection string of PostgreSQL")
-    host: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
-    port: int = Field(default=8000, ge=1, le=65535, description="TCP port of the HTTP API")
+class DbSettings(_Section):
+    """PostgreSQL and the connection pool."""
+
+    dsn: str = Field(default=DEMO_DSN, description="libpq connection string of PostgreSQL")
     pool_min: int = Field(default=1, ge=0, le=100, description="connections kept open")
     pool_max: int = Field(default=10, ge=1, le=200, description="most connections at once")
     pool_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="wait for a free connection, then answer 503"
     )
+
+
+class ApiSettings(_Section):
+    """The HTTP API."""
+
+    host: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port of the HTTP API")
     max_body_bytes: int = Field(
-        default=32 * 1024 * 1024,
-        ge=1024,
+        default=32 * 1024 * 1024, ge=1024,
         description="largest sync body accepted, before and after gzip decompression",
     )
-    env: Literal["development", "production"] = Field(
-        default="development", description="production refuses demo defaults"
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="root log level set by `serve`"
-    )
-    # Users, rate limits, background work and notifications (cloud business layer).
     rate_limit_per_minute: int = Field(
         default=600, ge=0,
         description="requests per user key (or failed-auth address) and minute; 0 = off",
     )
-    rollup_fold_s: float = Field(
-        default=1.0, gt=0, le=60,
-        description="how often pending rollup deltas are folded into readings_1m/readings_1h",
-    )
+
+
+class JobSettings(_Section):
+    """Background work: the job worker and the rollup folder."""
+
     worker_enabled: bool = Field(
         default=True, description="run the background job worker inside this process"
     )
     worker_poll_s: float = Field(
         default=1.0, gt=0, le=60, description="idle worker's wait between looks at the job table"
     )
-    job_lease_s: float = Field(
+    lease_s: float = Field(
         default=120.0, gt=0, description="a claimed job is re-run by another worker after this"
     )
-    job_max_attempts: int = Field(default=6, ge=1, le=100, description="then a job is failed")
-    job_backoff_s: float = Field(
+    max_attempts: int = Field(default=6, ge=1, le=100, description="then a job is failed")
+    backoff_s: float = Field(
         default=5.0, gt=0, description="first retry delay; doubles per attempt, with jitter"
     )
-    job_backoff_cap_s: float = Field(default=900.0, gt=0, description="longest retry delay")
+    backoff_cap_s: float = Field(default=900.0, gt=0, description="longest retry delay")
+    rollup_fold_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="how often pending rollup deltas are folded into readings_1m/readings_1h",
+    )
+
+
+class NotifySettings(_Section):
+    """Alert notifications by email and webhook."""
+
     smtp_host: str | None = Field(default=None, description="SMTP server; unset = no email")
     smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP server port")
     smtp_starttls: bool = Field(default=False, description="upgrade with STARTTLS before sending")
@@ -71,23 +91,67 @@ class CloudSettings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key signing webhook bodies (required with URLs)"
     )
-    notify_timeout_s: float = Field(
+    timeout_s: float = Field(
         default=10.0, gt=0, le=60, description="per delivery attempt (SMTP session or POST)"
     )
 
+
+class LoggingSettings(_Section):
+    """What ``serve`` logs, and how."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="root log level set by `serve`"
+    )
+    json_lines: bool = Field(default=False, description="log JSON lines instead of text")
+
+
+class CloudSettings(BaseSettings):
+    """Everything the cloud service needs to start; defaults run the local demo."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    env: Literal["development", "production"] = Field(
+        default="development", description="production refuses demo defaults"
+    )
+    db: DbSettings = Field(default_factory=DbSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    artifacts: ArtifactStoreConfig = Field(default_factory=ArtifactStoreConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then ``SMAINT_CLOUD_*`` variables (every one of them known)."""
+        check_environment(settings_cls, ENV_PREFIX, os.environ)
+        return (init_settings, env_settings)
+
     @model_validator(mode="after")
     def _check(self) -> CloudSettings:
-        if self.pool_max < self.pool_min:
-            raise ValueError(f"pool_max ({self.pool_max}) is below pool_min ({self.pool_min})")
-        if self.env == "production" and self.db_dsn == DEMO_DSN:
-            raise ValueError("SMAINT_CLOUD_DB_DSN must be set explicitly in production")
-        if self.webhook_urls and self.webhook_secret is None:
-            raise ValueError("SMAINT_CLOUD_WEBHOOK_SECRET must be set to send webhooks")
-        if self.smtp_host and not self.smtp_to:
-            raise ValueError("SMAINT_CLOUD_SMTP_TO must name at least one recipient")
+        if self.db.pool_max < self.db.pool_min:
+            raise ValueError(
+                f"db.pool_max ({self.db.pool_max}) is below db.pool_min ({self.db.pool_min})")
+        if self.env == "production" and self.db.dsn == DEMO_DSN:
+            raise ValueError("SMAINT_CLOUD_DB__DSN must be set explicitly in production")
+        if self.notify.webhook_urls and self.notify.webhook_secret is None:
+            raise ValueError("SMAINT_CLOUD_NOTIFY__WEBHOOK_SECRET must be set to send webhooks")
+        if self.notify.smtp_host and not self.notify.smtp_to:
+            raise ValueError("SMAINT_CLOUD_NOTIFY__SMTP_TO must name at least one recipient")
         return self
 
 
 def load_settings(**overrides: object) -> CloudSettings:
-    """Read settings from the environment now; keyword overrides win (CLI flags)."""
+    """Read settings from the environment now; keyword overrides (CLI flags) win.
+
+    ``overrides`` use the settings' shape (``api={"port": 9000}``).
+    """
     return CloudSettings(**overrides)  # type: ignore[arg-type]

@@ -2,8 +2,10 @@
 
 Starts a private Mosquitto and PostgreSQL (free ports, temp dirs), the cloud API, the gateway
 and a simulated fleet, then prints once a second how many readings each hop has seen.
-``DEMO_SECONDS=N`` runs N seconds, stops the devices, waits for the pipeline to drain and
-prints one JSON summary as the last line. Ctrl-C stops everything cleanly at any time.
+``DEMO_SECONDS=N`` runs N seconds; Ctrl-C (or SIGTERM) ends the run early. Either way the
+devices stop, the demo waits (bounded) for the pipeline to drain, prints one JSON summary as
+the last line and exits 0 when the cloud holds every reading published. A second Ctrl-C
+abandons the drain.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Any
 import httpx
 
 from devstack.mosquitto import PrivateMosquitto
-from devstack.ports import free_port, wait_for_port
+from devstack.ports import free_port
 from devstack.postgres import PrivatePostgres
+from devstack.process import ServiceNotReadyError, ServiceProcess
 from simulator.fleet import Fleet
 
 GATEWAY_ID = "gw-demo"
@@ -37,6 +40,16 @@ GATEWAY_ID = "gw-demo"
 # fleet, so that scoring and alerting have something real to react to.
 FAULT_KINDS = ("spike", "drift", "stuck", "noise")
 FAULT_EVERY_S = 15.0
+# The longest wait, after the devices stop, for the cloud to hold everything published.
+DRAIN_TIMEOUT_S = 90.0
+LEGEND = (
+    "  legend    received counts device status messages too (shown in brackets), so it can be "
+    "ahead of published;\n"
+    "            scored lags stored by each device's warm-up: a device's first readings are "
+    "stored unscored\n"
+    "            until the detector has enough history; synced and cloud follow within a sync "
+    "interval"
+)
 
 
 @dataclass
@@ -45,6 +58,7 @@ class Hops:
 
     published: int = 0
     received: int = 0
+    statuses: int = 0
     stored: int = 0
     dead_letters: int = 0
     scored: int = 0
@@ -59,7 +73,8 @@ class Hops:
         """One human-readable progress line."""
         return (
             f"[{elapsed:6.1f}s] published {self.published:>7} -> gateway received "
-            f"{self.received:>7} stored {self.stored:>7} scored {self.scored:>7} "
+            f"{self.received:>7} ({self.statuses} status) stored {self.stored:>7} "
+            f"scored {self.scored:>7} "
             f"(dead-letter {self.dead_letters}) -> synced {self.synced:>7} -> cloud "
             f"{self.cloud:>7} | alerts {self.alerts}"
         )
@@ -73,7 +88,7 @@ class Demo:
         self.workdir = workdir
         self.devices = devices
         self.rate_hz = rate_hz
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.procs: list[ServiceProcess] = []
         self.broker: PrivateMosquitto | None = None
         self.pg: PrivatePostgres | None = None
         self.fleet: Fleet | None = None
@@ -82,20 +97,17 @@ class Demo:
         self.http = httpx.Client(timeout=5.0)
         self.dsn = ""
         self.train_models = train_models
-        self.trainer: subprocess.Popen[bytes] | None = None
+        self.trainer: ServiceProcess | None = None
         self.models_announced = False
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        with (self.workdir / f"{name}.log").open("wb") as log:  # the child keeps its own fd
-            proc = subprocess.Popen(
-                [sys.executable, *args], env={**os.environ, **env}, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        self.procs.append((name, proc))
+    def _start(self, name: str, args: list[str], env: dict[str, str], port: int) -> None:
+        proc = ServiceProcess(args, env, self.workdir / f"{name}.log", port, name=name)
+        self.procs.append(proc)  # listed before it is ready, so that stop() ends it too
+        proc.start(timeout_s=60)
 
     def _cloud_cli(self, dsn: str, *args: str) -> str:
         res = subprocess.run(
-            [sys.executable, "-m", "cloud", *args], env={**os.environ, "SMAINT_CLOUD_DB_DSN": dsn},
+            [sys.executable, "-m", "cloud", *args], env={**os.environ, "SMAINT_CLOUD_DB__DSN": dsn},
             capture_output=True, text=True, check=False,
         )
         if res.returncode != 0:
@@ -126,28 +138,31 @@ class Demo:
         self.http.headers["Authorization"] = f"Bearer {viewer.splitlines()[-1].strip()}"
         step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
 
-        self._spawn("cloud", ["-m", "cloud", "serve"], {
-            "SMAINT_CLOUD_DB_DSN": dsn,
-            "SMAINT_CLOUD_HOST": "127.0.0.1",
-            "SMAINT_CLOUD_PORT": str(self.cloud_port),
-        })
-        wait_for_port(self.cloud_port, timeout_s=60)
+        self._start("cloud", ["-m", "cloud", "serve"], {
+            "SMAINT_CLOUD_DB__DSN": dsn,
+            "SMAINT_CLOUD_API__HOST": "127.0.0.1",
+            "SMAINT_CLOUD_API__PORT": str(self.cloud_port),
+        }, self.cloud_port)
         step("cloud", f"API http://127.0.0.1:{self.cloud_port}/docs")
 
-        self._spawn("gateway", ["-m", "edge", "run"], {
+        models = {
+            "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(self.models_dir),
+            "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(self.models_dir / "trusted_keys.txt"),
+        } if self.train_models else {}
+        self._start("gateway", ["-m", "edge", "run"], {
             "SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
-            "SMAINT_GATEWAY_MQTT_HOST": "127.0.0.1",
-            "SMAINT_GATEWAY_MQTT_PORT": str(self.broker.port),
-            "SMAINT_GATEWAY_DB_PATH": str(self.workdir / "gateway.db"),
-            "SMAINT_GATEWAY_CLOUD_URL": f"http://127.0.0.1:{self.cloud_port}",
-            "SMAINT_GATEWAY_CLOUD_TOKEN": token,
-            "SMAINT_GATEWAY_HTTP_HOST": "127.0.0.1",
-            "SMAINT_GATEWAY_HTTP_PORT": str(self.gateway_port),
-            "SMAINT_GATEWAY_MODELS_DIR": str(self.models_dir),
-            "SMAINT_GATEWAY_MODEL_TRUSTED_KEYS_FILE": str(self.models_dir / "trusted_keys.txt"),
-        })
-        wait_for_port(self.gateway_port, timeout_s=60)
-        self._wait_gateway_subscribed()
+            "SMAINT_GATEWAY_MQTT__HOST": "127.0.0.1",
+            "SMAINT_GATEWAY_MQTT__PORT": str(self.broker.port),
+            "SMAINT_GATEWAY_STORAGE__PATH": str(self.workdir / "gateway.db"),
+            "SMAINT_GATEWAY_SYNC__CLOUD_URL": f"http://127.0.0.1:{self.cloud_port}",
+            "SMAINT_GATEWAY_SYNC__TOKEN": token,
+            "SMAINT_GATEWAY_HTTP__HOST": "127.0.0.1",
+            "SMAINT_GATEWAY_HTTP__PORT": str(self.gateway_port),
+            **models,
+        }, self.gateway_port)
+        # The gateway's persistent session must exist before devices publish, or the
+        # broker has nobody to queue their first readings for.
+        self.procs[-1].wait_until(self._gateway_subscribed, timeout_s=30)
         step("gateway", f"status http://127.0.0.1:{self.gateway_port}/api/status, "
              f"metrics /metrics, database {self.workdir / 'gateway.db'}")
 
@@ -173,18 +188,16 @@ class Demo:
         public = generate_key(key_file)
         self.models_dir.mkdir(parents=True, exist_ok=True)
         (self.models_dir / "trusted_keys.txt").write_text(public_key_text(public) + "\n")
-        with (self.workdir / "training.log").open("wb") as log:
-            self.trainer = subprocess.Popen(
-                [sys.executable, "-m", "cloud", "train-initial", "--out", str(self.models_dir),
-                 "--key", str(key_file)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        self.trainer = ServiceProcess(
+            ["-m", "cloud", "train-initial", "--out", str(self.models_dir),
+             "--key", str(key_file)], log=self.workdir / "training.log", name="training",
+        ).spawn()
         step("models", "training the first Isolation Forests from the bundled real data "
              "(statistical fallback scores until they load)")
 
     def announce_models(self) -> None:
         """Say once when the background training has finished, and how."""
-        if self.trainer is None or self.models_announced or self.trainer.poll() is None:
+        if self.trainer is None or self.models_announced or self.trainer.returncode is None:
             return
         self.models_announced = True
         log = (self.workdir / "training.log").read_text(errors="replace").strip()
@@ -209,17 +222,10 @@ class Demo:
         self.fleet.inject(device, kind, seconds=8.0 if kind != "spike" else None,
                           magnitude=1.5 if kind != "stuck" else 1.0)
 
-    def _wait_gateway_subscribed(self) -> None:
-        # The gateway's persistent session must exist before devices publish, or the
-        # broker has nobody to queue their first readings for.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                status = self.http.get(self._gw("/api/status")).json()
-                if status.get("mqtt_connected"):
-                    return
-            time.sleep(0.2)
-        raise RuntimeError("the gateway did not connect to the broker; see gateway.log")
+    def _gateway_subscribed(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return bool(self.http.get(self._gw("/api/status")).json().get("mqtt_connected"))
+        return False
 
     def _gw(self, path: str) -> str:
         return f"http://127.0.0.1:{self.gateway_port}{path}"
@@ -232,6 +238,7 @@ class Demo:
         try:
             gw: dict[str, Any] = self.http.get(self._gw("/api/status")).json()
             hops.received = int(gw.get("received", 0))
+            hops.statuses = int(gw.get("statuses", 0))
             hops.stored = int(gw.get("stored", 0))
             hops.dead_letters = int(gw.get("dead_letters", 0))
             hops.scored = int(gw.get("scored", 0))
@@ -252,28 +259,21 @@ class Demo:
 
     def check_alive(self) -> None:
         """Raise if a service process died (its log says why)."""
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                log = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log}")
+        for proc in self.procs:
+            if proc.returncode is not None:
+                raise RuntimeError(f"{proc.name} exited with {proc.returncode}:\n{proc.tail()}")
 
     def stop(self) -> None:
         """Stop the fleet, then every process, then broker and database."""
-        if self.trainer is not None and self.trainer.poll() is None:
+        if self.trainer is not None and self.trainer.returncode is None:
             self.trainer.kill()
-            self.trainer.wait()
         if self.fleet is not None:
             self.fleet.stop()
             self.fleet = None
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _name, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in reversed(self.procs):
+            proc.stop()
         self.procs.clear()
         self.http.close()
         if self.broker is not None:
@@ -289,37 +289,55 @@ def step(stage: str, text: str) -> None:
     print(f"  {stage:<9} {text}", flush=True)
 
 
+@dataclass
+class Interrupts:
+    """Ctrl-C/SIGTERM seen so far: the first ends the run (then drain), the second the drain."""
+
+    run_over: threading.Event = field(default_factory=threading.Event)
+    abandon: threading.Event = field(default_factory=threading.Event)
+
+    def signal(self) -> None:
+        """One more interrupt."""
+        if self.run_over.is_set():
+            self.abandon.set()
+        self.run_over.set()
+
+
 @contextlib.contextmanager
-def _interruptible() -> Iterator[threading.Event]:
-    stop = threading.Event()
+def _interruptible() -> Iterator[Interrupts]:
+    interrupts = Interrupts()
 
     def handler(signum: int, frame: object) -> None:
-        stop.set()
+        interrupts.signal()
 
     old_int = signal.signal(signal.SIGINT, handler)
     old_term = signal.signal(signal.SIGTERM, handler)
     try:
-        yield stop
+        yield interrupts
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
 
 
-def run(seconds: float, devices: int, rate_hz: float, keep: bool) -> int:
-    """Run the demo; returns the process exit code."""
+def run(seconds: float, devices: int, rate_hz: float, keep: bool,
+        train_models: bool = True) -> int:
+    """Run the demo; returns the process exit code (0: the cloud holds all published)."""
     # Only the demo process's own warnings reach the console: the simulator's SIMULATED fault
     # announcements and connection trouble. The services log to files in the work dir.
     logging.basicConfig(level=logging.WARNING, format="  %(module)-9s %(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="smaint-demo-"))
     print(f"Smart Maintenance demo (work dir {workdir})", flush=True)
-    demo = Demo(workdir, devices, rate_hz)
+    demo = Demo(workdir, devices, rate_hz, train_models=train_models)
     started = time.monotonic()
     ok = True
-    with _interruptible() as stop:
+    with _interruptible() as interrupts:
+        stop = interrupts.run_over
         try:
             demo.start()
             started = time.monotonic()
-            print("  running   Ctrl-C to stop" + (f"; ends after {seconds:g}s" if seconds else ""))
+            print("  running   Ctrl-C to stop (the pipeline drains first; twice: at once)"
+                  + (f"; ends after {seconds:g}s" if seconds else ""))
+            print(LEGEND, flush=True)
             faults = 0
             while not stop.is_set():
                 elapsed = time.monotonic() - started
@@ -333,10 +351,10 @@ def run(seconds: float, devices: int, rate_hz: float, keep: bool) -> int:
                 demo.announce_models()
                 print(demo.poll().line(time.monotonic() - started), flush=True)
                 stop.wait(1.0)
-            summary = drain(demo, started, stop)
+            summary = drain(demo, started, interrupts.abandon)
             ok = summary["cloud_stored"] == summary["published"] and summary["duplicates"] == 0
             print(json.dumps(summary), flush=True)
-        except RuntimeError as exc:
+        except (RuntimeError, ServiceNotReadyError) as exc:
             print(f"demo failed: {exc}", file=sys.stderr)
             ok = False
         finally:
@@ -346,8 +364,9 @@ def run(seconds: float, devices: int, rate_hz: float, keep: bool) -> int:
     return 0 if ok else 1
 
 
-def drain(demo: Demo, started: float, stop: threading.Event) -> dict[str, Any]:
-    """Stop the devices, wait until the cloud holds everything published, summarise."""
+def drain(demo: Demo, started: float, abandon: threading.Event,
+          timeout_s: float = DRAIN_TIMEOUT_S) -> dict[str, Any]:
+    """Stop the devices, wait (bounded) until the cloud holds everything published, summarise."""
     fleet = demo.fleet
     if fleet is not None:
         print("  draining  devices stopped; waiting for gateway and cloud to catch up", flush=True)
@@ -356,16 +375,20 @@ def drain(demo: Demo, started: float, stop: threading.Event) -> dict[str, Any]:
         demo.fleet = None
     else:
         published = 0
-    deadline = time.monotonic() + 90
-    hops = demo.poll()
-    while time.monotonic() < deadline and not stop.is_set():
+    deadline = time.monotonic() + timeout_s
+    while True:
         hops = demo.poll()
         hops.published = published
         print(hops.line(time.monotonic() - started), flush=True)
         if hops.cloud_distinct >= published and hops.stored >= published:
             break
+        if abandon.is_set() or time.monotonic() >= deadline:
+            print(f"  draining  {'abandoned' if abandon.is_set() else 'timed out'}: the cloud "
+                  f"holds {hops.cloud_distinct} of {published} readings published; the rest "
+                  "stay in the gateway's outbox (re-run with --keep to inspect it)", flush=True)
+            break
         demo.check_alive()
-        time.sleep(1.0)
+        abandon.wait(0.5)
     return {
         "published": published,
         "gateway_stored": hops.stored,
@@ -385,5 +408,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--devices", type=int, default=int(os.environ.get("DEMO_DEVICES", "12")))
     parser.add_argument("--rate", type=float, default=float(os.environ.get("DEMO_RATE", "5")))
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
+    parser.add_argument("--no-models", dest="train_models", action="store_false",
+                        help="skip training the first models (the statistical detector scores)")
     args = parser.parse_args(argv)
-    return run(args.seconds, args.devices, args.rate, args.keep)
+    return run(args.seconds, args.devices, args.rate, args.keep, args.train_models)

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import socket
-import time
+
+from tenacity import (
+    RetryError,
+    Retrying,
+    after_log,
+    before_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
+
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -14,14 +26,27 @@ def free_port() -> int:
         return port
 
 
+def accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``host:port`` accepts a TCP connection right now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout_s: float = 15.0, host: str = "127.0.0.1") -> None:
     """Block until ``host:port`` accepts TCP connections; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing accepted connections on {host}:{port}") from None
-            time.sleep(0.05)
+
+    def connect() -> None:
+        with socket.create_connection((host, port), timeout=0.5):
+            pass
+
+    retrying = Retrying(
+        stop=stop_after_delay(timeout_s), wait=wait_fixed(0.05),
+        retry=retry_if_exception_type(OSError),
+        before=before_log(log, logging.DEBUG), after=after_log(log, logging.DEBUG))
+    try:
+        retrying(connect)
+    except RetryError:
+        raise TimeoutError(f"nothing accepted connections on {host}:{port}") from None

@@ -23,11 +23,10 @@ from edge.mqtt_session import keep_connected
 from edge.score import Score
 from edge.store import Store
 from shared import topics
-from shared.schemas import Alert
+from shared.schemas import Alert, Severity
 
 log = logging.getLogger(__name__)
 
-Severity = Literal["low", "medium", "high"]
 SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 # An open alert is escalated (a new version) when its severity rises or its score grows by
 # this factor over the peak it reports.
@@ -184,7 +183,7 @@ def acknowledge_alert(tracker: AlertTracker, store: Store, alert_id: str,
         # dirty = 1: the outbox sends this version, and updated_ms wins the cloud's upsert.
         store.upsert_alerts([acked])
         store.bump("alerts_acknowledged")
-    log.info("device=%s alert=%s acknowledged", acked.device, acked.alert_id)
+    log.info("alert=%s acknowledged", acked.alert_id, extra={"device": acked.device})
     return acked, True
 
 
@@ -216,8 +215,8 @@ class AlertPublisher:
             if len(self._pending) >= self._max_pending:
                 old = self._pending.popleft()
                 self.dropped += 1
-                log.warning("gateway=%s alert publish queue full; dropped version of alert=%s",
-                            self.gateway_id, old.alert_id)
+                log.warning("alert publish queue full; dropped version of alert=%s",
+                            old.alert_id)
             self._pending.append(alert)
         if self._pending:
             self._wake.set()
@@ -226,7 +225,7 @@ class AlertPublisher:
         """Connect and publish queued versions until ``stop``; reconnects with back-off."""
         await keep_connected(
             lambda: self._session(stop), stop, retry_on=(aiomqtt.MqttError,),
-            name=f"gateway={self.gateway_id} alert publisher {self.host}:{self.port}")
+            name=f"alert publisher {self.host}:{self.port}")
 
     async def _session(self, stop: asyncio.Event) -> None:
         async with aiomqtt.Client(self.host, self.port, identifier=f"{self.gateway_id}-alerts",

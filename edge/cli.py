@@ -12,8 +12,7 @@ from edge.exceptions import GatewayError
 from edge.outbox import Outbox
 from edge.settings import load_settings
 from edge.store import Store
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+from shared.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,10 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", dest="db_path", help="SQLite database path")
     run.add_argument("--cloud-url", help="cloud API base URL")
     run.add_argument("--token", dest="cloud_token",
-                     help="cloud bearer token (prefer SMAINT_GATEWAY_CLOUD_TOKEN: argv is public)")
+                     help="cloud bearer token (prefer SMAINT_GATEWAY_SYNC__TOKEN: argv is public)")
     run.add_argument("--http-host", help="status/metrics server host")
     run.add_argument("--http-port", type=int, help="status/metrics server port")
-    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    run.add_argument("--log-level", type=str.upper,
+                     help="DEBUG, INFO, WARNING or ERROR (SMAINT_GATEWAY_LOGGING__LEVEL)")
+    run.add_argument("--log-json", action="store_const", const=True,
+                     help="log JSON lines instead of text (SMAINT_GATEWAY_LOGGING__JSON_LINES)")
     run.add_argument("--config", help="TOML settings file (also SMAINT_GATEWAY_CONFIG); "
                      "flags override the environment, which overrides the file")
     for name, help_ in (("status", "print the database's counters as JSON"),
@@ -39,18 +41,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Command-line flag (argparse dest) -> (settings section, name); a flag beats the environment.
+_FLAGS = {
+    "mqtt_host": ("mqtt", "host"), "mqtt_port": ("mqtt", "port"),
+    "db_path": ("storage", "path"), "cloud_url": ("sync", "cloud_url"),
+    "cloud_token": ("sync", "token"), "http_host": ("http", "host"),
+    "http_port": ("http", "port"), "log_level": ("logging", "level"),
+    "log_json": ("logging", "json_lines"),
+}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The flags given, in the settings' shape (``{"mqtt": {"port": 1884}}``)."""
+    given: dict[str, object] = {}
+    sections: dict[str, dict[str, object]] = {}
+    if getattr(args, "gateway_id", None) is not None:
+        given["gateway_id"] = args.gateway_id
+    for dest, (section, name) in _FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            sections.setdefault(section, {})[name] = value
+    return {**given, **sections}
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``smaint gateway ...``; returns the process exit status."""
     args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items()
-                 if k not in {"command", "log_level", "config"}}
     try:
-        settings = load_settings(getattr(args, "config", None), **overrides)
+        settings = load_settings(getattr(args, "config", None), **_overrides(args))
     except ValueError as exc:  # ValidationError and ConfigFileError are ValueErrors
         print(f"smaint gateway: invalid settings: {exc}", file=sys.stderr)
         return 2
     if args.command == "run":
-        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+        configure_logging(settings.logging.level, json_lines=settings.logging.json_lines,
+                          fields={"gateway": settings.gateway_id})
         from edge.service import run_gateway  # noqa: PLC0415  (keeps `status` light)
 
         try:
@@ -59,7 +83,7 @@ def main(argv: list[str]) -> int:
             logging.getLogger("edge").error("%s", exc)
             return 1
         return 0
-    store = Store.open(settings.db_path, synchronous=settings.db_synchronous)
+    store = Store.open(settings.storage.path, synchronous=settings.storage.synchronous)
     try:
         if args.command == "status":
             counters = dict(store.counters)

@@ -129,12 +129,12 @@ class Ingestor:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, consume and reconnect with jittered exponential back-off until ``stop``."""
         s = self.settings
-        checkpointer = WalCheckpointer(s.db_path)
+        checkpointer = WalCheckpointer(s.storage.path)
         checkpointer.start()
         try:
             await keep_connected(
                 lambda: self._session(stop), stop,
-                name=f"gateway={s.gateway_id} broker {s.mqtt_host}:{s.mqtt_port}",
+                name=f"broker {s.mqtt.host}:{s.mqtt.port}",
                 retry_on=(aiomqtt.MqttError, sqlite3.Error, _OverflowError, _ResumeError),
                 at_once=(_OverflowError, _ResumeError))
         finally:
@@ -142,13 +142,12 @@ class Ingestor:
 
     async def _session(self, stop: asyncio.Event) -> None:
         s = self.settings
-        session = MqttSession(s.mqtt_host, s.mqtt_port, s.gateway_id,
-                              keepalive=s.mqtt_keepalive_s, queue_max=s.queue_max)
+        session = MqttSession(s.mqtt.host, s.mqtt.port, s.gateway_id,
+                              keepalive=s.mqtt.keepalive_s, queue_max=s.ingest.queue_max)
         try:
             async with session:
                 self.queue_depth = session.depth
-                log.info("gateway=%s connected to %s:%d (persistent session)", s.gateway_id,
-                         s.mqtt_host, s.mqtt_port)
+                log.info("connected to %s:%d (persistent session)", s.mqtt.host, s.mqtt.port)
                 # Consume while the SUBACK is pending: the broker sends the session's queued
                 # messages right after the CONNACK and before the SUBACK, and after an outage
                 # they would overflow the incoming queue if nobody took them meanwhile.
@@ -167,7 +166,7 @@ class Ingestor:
                     consuming.cancel()
         except sqlite3.Error:
             # Nothing of the failed batch was acked: the broker resends it on reconnect.
-            log.exception("gateway=%s database error; reconnecting after a pause", s.gateway_id)
+            log.exception("database error; reconnecting after a pause")
             raise
         finally:
             self.connected = False
@@ -176,7 +175,7 @@ class Ingestor:
         await session.subscribe([(TELEMETRY_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
         # Connected means subscribed: a reading published from now on is queued for us.
         self.connected = True
-        log.info("gateway=%s subscribed", self.settings.gateway_id)
+        log.info("subscribed")
 
     async def _consume(self, session: MqttSession, stop: asyncio.Event) -> None:
         while True:
@@ -190,14 +189,13 @@ class Ingestor:
                 continue  # not acked: the broker keeps the batch
             self._recovered()
             if session.overflowed:
-                raise _OverflowError(f"incoming queue full ({self.settings.queue_max}); "
+                raise _OverflowError(f"incoming queue full ({self.settings.ingest.queue_max}); "
                                      "reconnecting to shed load")
 
     def _recovered(self) -> None:
         """A write committed: leave degraded mode; reconnect if messages were left unacked."""
         if self.storage.degraded:
-            log.warning("gateway=%s leaving degraded mode: database writable again",
-                        self.settings.gateway_id)
+            log.warning("leaving degraded mode: database writable again")
             self.storage.leave()
         if self.unacked:
             n, self.unacked = self.unacked, 0
@@ -206,7 +204,7 @@ class Ingestor:
 
     def _probe(self) -> None:
         """While degraded: free space by retention, then try a real write."""
-        self._next_probe = time.monotonic() + self.settings.degraded_retry_s
+        self._next_probe = time.monotonic() + self.settings.storage.degraded_retry_s
         try:
             if self.retention is not None:
                 self.retention.enforce(force=True)
@@ -215,8 +213,7 @@ class Ingestor:
             if not is_storage_failure(exc):
                 raise
             self.storage.enter(_describe(exc))
-            log.info("gateway=%s database still refuses writes: %s", self.settings.gateway_id,
-                     exc)
+            log.info("database still refuses writes: %s", exc)
             return
         self._recovered()
 
@@ -233,7 +230,7 @@ class Ingestor:
         idle and batches fill up, which is what amortises a commit over many readings.
         """
         s = self.settings
-        idle = s.degraded_retry_s if self.storage.degraded else None
+        idle = s.storage.degraded_retry_s if self.storage.degraded else None
         try:
             first = await session.wait_message(stop, idle_s=idle)
         except TimeoutError:
@@ -241,15 +238,16 @@ class Ingestor:
         if first is None:
             return []
         batch = [first]
-        session.take_into(batch, s.batch_max)
-        deadline = first.arrived + s.batch_wait_ms / 1000
-        while len(batch) < s.batch_max:
+        batch_max = s.ingest.batch_max
+        session.take_into(batch, batch_max)
+        deadline = first.arrived + s.ingest.batch_wait_ms / 1000
+        while len(batch) < batch_max:
             left = deadline - time.perf_counter()
             if left <= 0:
                 break
             # Sleep rather than wait per message: one timer per step, not one per message.
             await asyncio.sleep(min(IDLE_GAP_S, left))
-            if not session.take_into(batch, s.batch_max):
+            if not session.take_into(batch, batch_max):
                 break  # nothing arrived for a whole step: the burst is over
         return batch
 
@@ -265,9 +263,9 @@ class Ingestor:
             if not is_storage_failure(exc):
                 raise
             if self.storage.enter(_describe(exc)):
-                log.error("gateway=%s entering degraded mode, database refuses writes: %s; "
+                log.error("entering degraded mode, database refuses writes: %s; "
                           "scoring from memory, leaving messages unacked with the broker",
-                          self.settings.gateway_id, exc)
+                          exc)
             self.unacked += len(batch)
             if time.monotonic() >= self._next_probe:
                 self._probe()  # traffic keeps coming: probe between batches, not only when idle
@@ -279,8 +277,8 @@ class Ingestor:
         acked = time.perf_counter()
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), committed - started)
-        log.debug("gateway=%s batch n=%d stored=%d dup=%d dead=%d in %.1f ms",
-                  self.settings.gateway_id, result.received, result.stored, result.duplicates,
+        log.debug("batch n=%d stored=%d dup=%d dead=%d in %.1f ms",
+                  result.received, result.stored, result.duplicates,
                   result.dead_letters, (acked - started) * 1000)
         if stage_log.isEnabledFor(logging.DEBUG):
             st = result.stages

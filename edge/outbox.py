@@ -1,9 +1,10 @@
 """The sync outbox: batches recorded in SQLite before they are uploaded.
 
-A batch is written down (its number, its kind, its readings, the alert versions and device
-events it carries) in one transaction before the first upload attempt. Every retry, including
-one after a crash or a restart, rebuilds the identical batch from those rows, so the cloud can
-apply each (gateway, batch_seq) exactly once.
+A batch is written down (its number, its kind, its readings, the per-minute aggregates of
+readings retention folded, the alert versions and device events it carries) in one
+transaction before the first upload attempt. Every retry, including one after a crash or a
+restart, rebuilds the identical batch from those rows, so the cloud can apply each
+(gateway, batch_seq) exactly once.
 
 Kinds: ``live`` (normal operation, and the newest rows after an outage), ``backlog`` (the
 oldest unsent rows after an outage, at most one batch per cycle, marked replay) and
@@ -24,26 +25,9 @@ from shared.schemas import (
     DeviceEvent,
     GatewayState,
     Reading,
+    ReadingAggregate,
     SyncBatch,
 )
-
-_SCHEMA = (
-    # Readings of backfill batches: they were sent before, so readings.batch_seq is taken.
-    "CREATE TABLE IF NOT EXISTS sync_batch_readings (batch_seq INTEGER NOT NULL, "
-    "reading_rowid INTEGER NOT NULL, PRIMARY KEY (batch_seq, reading_rowid))",
-    # Device status changes a batch carries, frozen like its alerts.
-    "CREATE TABLE IF NOT EXISTS sync_batch_events (batch_seq INTEGER PRIMARY KEY, "
-    "body TEXT NOT NULL, upto_ms INTEGER NOT NULL)",
-    # Backfill requests from the cloud and how far each got (rowid cursor).
-    "CREATE TABLE IF NOT EXISTS backfills (id INTEGER PRIMARY KEY, since_ms INTEGER NOT NULL, "
-    "until_ms INTEGER NOT NULL, cursor_rowid INTEGER NOT NULL DEFAULT 0, done_ms INTEGER, "
-    "reported INTEGER NOT NULL DEFAULT 0)",
-    # The desired state of the last sync answer, kept across restarts.
-    "CREATE TABLE IF NOT EXISTS desired_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
-    "body TEXT NOT NULL)",
-)
-_BATCH_COLUMNS = (("kind", "TEXT NOT NULL DEFAULT 'live'"), ("backfill_id", "INTEGER"),
-                  ("backfill_done", "TEXT"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +41,7 @@ class BatchInfo:
     n_alerts: int
     attempts: int
     kind: str = "live"
+    n_aggregates: int = 0
 
 
 class Outbox:
@@ -64,19 +49,13 @@ class Outbox:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        conn = store.conn
-        for ddl in _SCHEMA:
-            conn.execute(ddl)
-        have = {r[1] for r in conn.execute("PRAGMA table_info(sync_batches)")}
-        for name, decl in _BATCH_COLUMNS:
-            if name not in have:  # databases made before catch-up and backfill existed
-                conn.execute(f"ALTER TABLE sync_batches ADD COLUMN {name} {decl}")
 
     def pending(self) -> BatchInfo | None:
         """The oldest recorded batch not yet acked or rejected: it must go before any new one."""
         row = self.store.conn.execute(
-            "SELECT batch_seq, created_ms, state, n_readings, n_alerts, attempts, kind "
-            "FROM sync_batches WHERE state = 'pending' ORDER BY batch_seq LIMIT 1").fetchone()
+            "SELECT batch_seq, created_ms, state, n_readings, n_alerts, attempts, kind, "
+            "n_aggregates FROM sync_batches WHERE state = 'pending' ORDER BY batch_seq "
+            "LIMIT 1").fetchone()
         return BatchInfo(*row) if row else None
 
     def record(self, max_readings: int, created_ms: int, *, backlog_max: int | None = None,
@@ -85,7 +64,8 @@ class Outbox:
 
         While at most ``catchup_after`` readings are unsent, one batch takes the oldest of them.
         Beyond that (an outage), the live batch takes the newest ``max_readings`` and a backlog
-        batch the oldest ``backlog_max``, marked replay.
+        batch the oldest ``backlog_max``, marked replay. The live batch also takes up to
+        ``backlog_max`` unsent per-minute aggregates (readings retention folded), oldest first.
         """
         backlog_max = backlog_max or max_readings
         catchup_after = catchup_after or 2 * max_readings
@@ -111,14 +91,18 @@ class Outbox:
                     "ORDER BY rowid LIMIT ?", (live[0], backlog_max))]
             else:
                 live = sorted(newest)[:max_readings]
+            aggregates = [r for (r,) in conn.execute(
+                "SELECT rowid FROM reading_aggregates WHERE batch_seq IS NULL ORDER BY rowid "
+                "LIMIT ?", (backlog_max,))]
             (last,) = conn.execute("SELECT coalesce(max(batch_seq), 0) FROM sync_batches"
                                    ).fetchone()
             seq = int(last)
             first: BatchInfo | None = None
-            if alert_rows or events or live or done:
+            if alert_rows or events or live or done or aggregates:
                 seq += 1
                 first = self._insert_batch(seq, created_ms, "live", live,
-                                           n_alerts=len(alert_rows), done=done)
+                                           n_alerts=len(alert_rows), done=done,
+                                           aggregates=aggregates)
                 conn.executemany(
                     "INSERT INTO sync_batch_alerts (batch_seq, alert_id, body) VALUES (?, ?, ?)",
                     [(seq, row[0], alert_from_row(row).model_dump_json())
@@ -141,15 +125,24 @@ class Outbox:
         return first
 
     def _insert_batch(self, seq: int, created_ms: int, kind: str, rowids: list[int], *,
-                      n_alerts: int, done: list[int] | None = None) -> BatchInfo:
+                      n_alerts: int, done: list[int] | None = None,
+                      aggregates: list[int] | None = None) -> BatchInfo:
         conn = self.store.conn
+        aggregates = aggregates or []
         conn.execute(
             "INSERT INTO sync_batches (batch_seq, created_ms, state, n_readings, n_alerts,"
-            " attempts, kind, backfill_done) VALUES (?, ?, 'pending', ?, ?, 0, ?, ?)",
-            (seq, created_ms, len(rowids), n_alerts, kind, json.dumps(done) if done else None))
+            " attempts, kind, backfill_done, n_aggregates) "
+            "VALUES (?, ?, 'pending', ?, ?, 0, ?, ?, ?)",
+            (seq, created_ms, len(rowids), n_alerts, kind, json.dumps(done) if done else None,
+             len(aggregates)))
         conn.executemany("UPDATE readings SET batch_seq = ? WHERE rowid = ?",
                          [(seq, r) for r in rowids])
-        return BatchInfo(seq, created_ms, "pending", len(rowids), n_alerts, 0, kind)
+        # Frozen like the readings: retention folds nothing into a row of a pending batch
+        # (edge/retention.py), so a retry sends these rows exactly as they are now.
+        conn.executemany("UPDATE reading_aggregates SET batch_seq = ? WHERE rowid = ?",
+                         [(seq, r) for r in aggregates])
+        return BatchInfo(seq, created_ms, "pending", len(rowids), n_alerts, 0, kind,
+                         len(aggregates))
 
     def _new_events(self) -> tuple[list[DeviceEvent], int]:
         """Device status changes since the last batch that carried events."""
@@ -200,7 +193,7 @@ class Outbox:
 
     def load(self, info: BatchInfo, gateway: str, state: GatewayState | None = None
              ) -> SyncBatch:
-        """Rebuild a recorded batch exactly: alerts and events first, then readings."""
+        """Rebuild a recorded batch exactly: alerts, events, aggregates, then readings."""
         conn = self.store.conn
         alerts = [Alert.model_validate_json(body) for (body,) in conn.execute(
             "SELECT body FROM sync_batch_alerts WHERE batch_seq = ? ORDER BY rowid",
@@ -227,7 +220,21 @@ class Outbox:
         ]
         return SyncBatch(gateway=gateway, batch_seq=info.batch_seq, created_ms=info.created_ms,
                          readings=readings, alerts=alerts, events=events, state=state,
-                         backfill_done=json.loads(done_json) if done_json else [])
+                         backfill_done=json.loads(done_json) if done_json else [],
+                         aggregates=self._load_aggregates(info))
+
+    def _load_aggregates(self, info: BatchInfo) -> list[ReadingAggregate]:
+        """The per-minute aggregates frozen into a batch (backfill batches carry none)."""
+        if info.kind == "backfill":
+            return []
+        rows = self.store.conn.execute(
+            "SELECT device, metric, minute_ms, type, n, min, max, mean, sum, first_ts_ms, "
+            "last_ts_ms, updated_ms FROM reading_aggregates WHERE batch_seq = ? ORDER BY rowid",
+            (info.batch_seq,))
+        return [ReadingAggregate(device=d, metric=m, minute_ms=minute, type=t, n=n, min=lo,
+                                 max=hi, mean=mean, sum=total, first_ts_ms=t0, last_ts_ms=t1,
+                                 updated_ms=upd)
+                for d, m, minute, t, n, lo, hi, mean, total, t0, t1, upd in rows]
 
     def note_attempt(self, batch_seq: int, error: str | None) -> None:
         """Count an upload attempt and remember its error, for the status page."""
@@ -254,6 +261,7 @@ class Outbox:
                                  [(i,) for i in json.loads(done_json)])
             if info.kind != "backfill":  # a backfill re-sends rows already counted
                 self.store.bump("synced", info.n_readings)
+            self.store.bump("synced_aggregates", info.n_aggregates)
             self.store.bump("sync_batches")
             if desired is not None:
                 self._apply_desired(desired)
@@ -303,12 +311,15 @@ class Outbox:
                 self.store.conn.execute(sql, params)
 
     def requeue_rejected(self) -> int:
-        """Release the readings of rejected batches so they go out again in new batches."""
+        """Release the readings (and aggregates) of rejected batches to go out again."""
         with self.store.transaction():
             cur = self.store.conn.execute(
                 "UPDATE readings SET batch_seq = NULL WHERE batch_seq IN "
                 "(SELECT batch_seq FROM sync_batches WHERE state = 'rejected')")
             n = max(cur.rowcount, 0)
+            self.store.conn.execute(
+                "UPDATE reading_aggregates SET batch_seq = NULL WHERE batch_seq IN "
+                "(SELECT batch_seq FROM sync_batches WHERE state = 'rejected')")
             self.store.conn.execute(
                 "UPDATE alerts SET dirty = 1 WHERE alert_id IN (SELECT alert_id FROM "
                 "sync_batch_alerts JOIN sync_batches USING (batch_seq) "
@@ -319,6 +330,15 @@ class Outbox:
         return n
 
     def backlog(self) -> int:
-        """Readings stored but neither synced nor rejected."""
+        """Rows waiting for the cloud: readings and per-minute aggregates not yet synced.
+
+        Readings: stored, less those synced, rejected or folded into aggregates by retention.
+        Aggregates: unsent or in a batch not yet acked (a merge after an ack sends one again).
+        """
         c = self.store.counters
-        return max(c["stored"] - c["synced"] - c["sync_rejected_readings"], 0)
+        readings = (c["stored"] - c["synced"] - c["sync_rejected_readings"]
+                    - c["retention_aggregated"])
+        (aggregates,) = self.store.conn.execute(
+            "SELECT count(*) FROM reading_aggregates WHERE batch_seq IS NULL OR batch_seq IN "
+            "(SELECT batch_seq FROM sync_batches WHERE state = 'pending')").fetchone()
+        return max(readings, 0) + int(aggregates)

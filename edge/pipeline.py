@@ -90,12 +90,12 @@ class Pipeline:
             scores = self.scorer.score_batch(readings)
         except Exception:
             # A detector bug must not stop ingest: store the readings unscored, keep going.
-            log.exception("gateway=%s scorer failed on %d readings; storing them unscored",
-                          self.gateway_id, len(readings))
+            log.exception("scorer failed on %d readings; storing them unscored",
+                          len(readings))
             return [UNSCORED] * len(readings)
         if len(scores) != len(readings):
-            log.error("gateway=%s scorer returned %d scores for %d readings; ignoring them",
-                      self.gateway_id, len(scores), len(readings))
+            log.error("scorer returned %d scores for %d readings; ignoring them",
+                      len(scores), len(readings))
             return [UNSCORED] * len(readings)
         return scores
 
@@ -125,8 +125,8 @@ class Pipeline:
         for msg in batch:
             item = classify(msg)
             if isinstance(item, DeadLetter):
-                log.warning("gateway=%s dead letter topic=%s field=%s reason=%s",
-                            self.gateway_id, item.topic, item.field, item.reason)
+                log.warning("dead letter topic=%s field=%s reason=%s",
+                            item.topic, item.field, item.reason)
                 dead.append(item)
             elif isinstance(item, DeviceStatus):
                 statuses.append((item, msg.received_ms))
@@ -156,9 +156,9 @@ class Pipeline:
                 out.versions.append(alert)
                 out.opened += change.kind == "opened"
                 out.resolved += change.kind == "resolved"
-                log.info("gateway=%s device=%s alert=%s state=%s severity=%s score=%.1f",
-                         self.gateway_id, t.device, alert.alert_id, alert.state,
-                         alert.severity, alert.score)
+                log.info("alert=%s state=%s severity=%s score=%.1f",
+                         alert.alert_id, alert.state,
+                         alert.severity, alert.score, extra={"device": t.device})
             prev = seen.get(t.device)
             if prev is None or received >= prev[3]:
                 seen[t.device] = (t.device, t.type, t.boot, received)

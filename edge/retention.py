@@ -7,7 +7,10 @@ every batch once the budget is reached):
 1. readings the cloud has acknowledged (their batch is ``acked``): a copy is upstream;
 2. unsynced readings not yet frozen into an upload batch, replaced by per-minute aggregates
    (``reading_aggregates``: n, min, max, mean, sum per device, metric and minute), so the
-   history survives at a coarser grain and sync can still upload it;
+   history survives at a coarser grain; the outbox uploads them like readings, and a row
+   merged again after its upload goes out again with a newer ``updated_ms``. Readings of a
+   minute whose aggregate row is frozen in a batch being uploaded wait (stay raw) until that
+   batch is acked: merging into the row would change a batch a retry must resend as is;
 3. dead letters, as a last resort.
 
 Alerts are never dropped, nor are readings of a batch being uploaded (a retry must resend the
@@ -92,14 +95,13 @@ class Retention:
         after = used_bytes(self.store)
         result = RetentionResult(before, after, synced, aggregated, agg_rows, letters)
         self.last = result
-        log.warning("gateway=%s disk budget %d B reached (%d B used): dropped %d synced "
+        log.warning("disk budget %d B reached (%d B used): dropped %d synced "
                     "readings, aggregated %d unsynced into %d rows, dropped %d dead letters; "
-                    "%d B used now", self.gateway_id, self.max_bytes, before, synced,
+                    "%d B used now", self.max_bytes, before, synced,
                     aggregated, agg_rows, letters, after)
         if after > target:
-            log.error("gateway=%s still over the disk budget after retention (%d B > %d B): "
-                      "only alerts and readings being uploaded are left", self.gateway_id,
-                      after, target)
+            log.error("still over the disk budget after retention (%d B > %d B): "
+                      "only alerts and readings being uploaded are left", after, target)
         return result
 
     def _drop_synced(self, target: int) -> int:
@@ -119,13 +121,10 @@ class Retention:
         return dropped
 
     def _aggregate_unsynced(self, target: int) -> tuple[int, int]:
-        conn = self.store.conn
         aggregated = rows_written = 0
         while used_bytes(self.store) > target:
             with self.store.transaction():
-                rowids = [r for (r,) in conn.execute(
-                    "SELECT rowid FROM readings WHERE batch_seq IS NULL ORDER BY rowid "
-                    "LIMIT ?", (CHUNK,))]
+                rowids = self._foldable(CHUNK)
                 if rowids:
                     # Computed before the delete, written after it: on a full disk the delete
                     # frees the pages the aggregate rows need.
@@ -159,6 +158,25 @@ class Retention:
         self.store.conn.executemany(f"DELETE FROM [{table}] WHERE {key} = ?",
                                     [(i,) for i in ids])
 
+    def _foldable(self, limit: int) -> list[int]:
+        """Oldest unsent readings whose minute has no aggregate row frozen in a pending batch."""
+        conn = self.store.conn
+        frozen = conn.execute(
+            "SELECT DISTINCT device, minute_ms FROM reading_aggregates WHERE batch_seq IN "
+            "(SELECT batch_seq FROM sync_batches WHERE state = 'pending')").fetchall()
+        if not frozen:  # the usual case: no aggregates being uploaded
+            return [r for (r,) in conn.execute(
+                "SELECT rowid FROM readings WHERE batch_seq IS NULL ORDER BY rowid LIMIT ?",
+                (limit,))]
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS retention_frozen (device TEXT, "
+                     "minute_ms INTEGER, PRIMARY KEY (device, minute_ms))")
+        conn.execute("DELETE FROM temp.retention_frozen")
+        conn.executemany("INSERT INTO temp.retention_frozen VALUES (?, ?)", frozen)
+        return [r for (r,) in conn.execute(
+            "SELECT rowid FROM readings r WHERE batch_seq IS NULL AND NOT EXISTS (SELECT 1 "
+            "FROM temp.retention_frozen f WHERE f.device = r.device "
+            "AND f.minute_ms = (r.ts_ms / 60000) * 60000) ORDER BY rowid LIMIT ?", (limit,))]
+
     def _minute_groups(self, rowids: list[int]) -> list[tuple[object, ...]]:
         """(device, metric, minute, type, n, min, max, sum, first_ts, last_ts) of these rows."""
         conn = self.store.conn
@@ -184,7 +202,9 @@ class Retention:
             "sum = sum + excluded.sum, mean = CAST(sum + excluded.sum AS REAL) / (n + excluded.n), "
             "first_ts_ms = min(first_ts_ms, excluded.first_ts_ms), "
             "last_ts_ms = max(last_ts_ms, excluded.last_ts_ms), "
-            "updated_ms = excluded.updated_ms, batch_seq = NULL",
+            # Strictly newer than the version the cloud may hold (last writer wins), even if
+            # two merges fall in one millisecond or the clock stepped back.
+            "updated_ms = max(excluded.updated_ms, updated_ms + 1), batch_seq = NULL",
             [(*g, at) for g in groups])
 
 
@@ -198,6 +218,6 @@ async def run_retention(retention: Retention, stop: asyncio.Event, interval_s: f
             retention.enforce()
         except sqlite3.Error:
             # A full or read-only disk: ingest's degraded mode reports it and retries.
-            log.exception("gateway=%s retention pass failed", retention.gateway_id)
+            log.exception("retention pass failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

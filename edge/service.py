@@ -26,6 +26,7 @@ from edge.score import ModelScorer, RobustZScorer
 from edge.settings import GatewaySettings
 from edge.store import Store, now_ms
 from edge.sync import Uploader
+from shared.logs import bind_context
 from shared.schemas import Alert, GatewayState
 
 log = logging.getLogger(__name__)
@@ -38,28 +39,28 @@ class Gateway:
         s = settings
         self.settings = s
         self.started = time.monotonic()
-        self.store = Store.open(s.db_path, synchronous=s.db_synchronous)
-        self.fallback = RobustZScorer(window=s.score_window, warmup=s.score_warmup,
-                                      threshold=s.score_threshold)
+        self.store = Store.open(s.storage.path, synchronous=s.storage.synchronous)
+        self.fallback = RobustZScorer(window=s.scoring.window, warmup=s.scoring.warmup,
+                                      threshold=s.scoring.threshold)
         self.models = ModelRegistry(
-            s.models_path, load_trusted_keys(s.model_trusted_keys, s.model_trusted_keys_file))
+            s.models_path, load_trusted_keys(s.scoring.trusted_keys, s.scoring.trusted_keys_file))
         self.models.refresh()  # models present at start score the very first readings
         self.scorer = ModelScorer(self.models.get, self.fallback)
-        self.publisher = AlertPublisher(s.mqtt_host, s.mqtt_port, s.gateway_id,
-                                        keepalive_s=s.mqtt_keepalive_s)
-        self.alerts = AlertTracker(open_after=s.alert_open_after,
-                                   resolve_after=s.alert_resolve_after,
-                                   threshold=s.score_threshold)
+        self.publisher = AlertPublisher(s.mqtt.host, s.mqtt.port, s.gateway_id,
+                                        keepalive_s=s.mqtt.keepalive_s)
+        self.alerts = AlertTracker(open_after=s.alerts.open_after,
+                                   resolve_after=s.alerts.resolve_after,
+                                   threshold=s.scoring.threshold)
         self.alerts.load(self.store.open_alerts())
         self.outbox = Outbox(self.store)
-        self.metrics = GatewayMetrics(lambda: self.store.counters, self.gauges)
-        self.health = DeviceTracker(s.skew_tolerance_ms)
+        self.metrics = GatewayMetrics(self.counters, self.gauges)
+        self.health = DeviceTracker(s.ingest.skew_tolerance_ms)
         self.health.load(self.store.boots())
         self.storage = StorageHealth()
-        self.retention = Retention(self.store, int(s.db_max_mb * 1024 * 1024),
-                                   s.retention_low_water, s.gateway_id)
+        self.retention = Retention(self.store, int(s.storage.max_mb * 1024 * 1024),
+                                   s.storage.low_water, s.gateway_id)
         self.pipeline = Pipeline(self.store, self.scorer, self.alerts, s.gateway_id,
-                                 on_alerts=self.publisher.submit if s.alert_publish else None,
+                                 on_alerts=self.publisher.submit if s.alerts.publish else None,
                                  health=self.health)
         self.ingestor = Ingestor(s, self.pipeline, self.metrics, storage=self.storage,
                                  retention=self.retention)
@@ -73,6 +74,10 @@ class Gateway:
             software = None
         return GatewayState(models=self.models.versions(), software=software,
                             backlog=self.outbox.backlog())
+
+    def counters(self) -> Mapping[str, int]:
+        """Committed store counters plus the in-memory ones, for /metrics."""
+        return {**self.store.counters, "alert_publish_dropped": self.publisher.dropped}
 
     def gauges(self) -> Mapping[str, float]:
         """Live values for /metrics."""
@@ -136,7 +141,7 @@ class Gateway:
     def ack_alert(self, alert_id: str) -> Alert:
         """Acknowledge an alert locally (HTTP); stored, queued for sync and published."""
         alert, changed = acknowledge_alert(self.alerts, self.store, alert_id, now_ms())
-        if changed and self.settings.alert_publish:
+        if changed and self.settings.alerts.publish:
             self.publisher.submit([alert])
         return alert
 
@@ -158,6 +163,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
                       gateway: Gateway | None = None) -> None:
     """Run the gateway until ``stop`` is set or SIGINT/SIGTERM; GatewayError if a part failed."""
     stop = stop or asyncio.Event()
+    # Every log line of this gateway's tasks carries its id (shared/logs.py's filter).
+    bind_context(gateway=settings.gateway_id)
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -170,19 +177,19 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
     server = make_server(build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
                                    degraded=lambda: gw.storage.reason,
                                    devices=lambda: gw.health.report(gw.store)),
-                         s.http_host, s.http_port)
-    log.info("gateway=%s starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",
-             s.gateway_id, s.mqtt_host, s.mqtt_port, s.db_path, s.cloud_url, s.http_host,
-             s.http_port)
+                         s.http.host, s.http.port)
+    log.info("starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",
+             s.mqtt.host, s.mqtt.port, s.storage.path, s.sync.cloud_url, s.http.host,
+             s.http.port)
     tasks = {
         asyncio.create_task(gw.ingestor.run(stop), name="ingest"),
         asyncio.create_task(gw.uploader.run(stop), name="sync"),
-        asyncio.create_task(_serve_http(server, s.http_host, s.http_port), name="http"),
-        asyncio.create_task(gw.models.watch(stop, s.model_poll_s), name="models"),
-        asyncio.create_task(run_retention(gw.retention, stop, s.retention_interval_s),
+        asyncio.create_task(_serve_http(server, s.http.host, s.http.port), name="http"),
+        asyncio.create_task(gw.models.watch(stop, s.scoring.model_poll_s), name="models"),
+        asyncio.create_task(run_retention(gw.retention, stop, s.storage.retention_interval_s),
                             name="retention"),
     }
-    if s.alert_publish:
+    if s.alerts.publish:
         tasks.add(asyncio.create_task(gw.publisher.run(stop), name="alerts"))
     waiter = asyncio.create_task(stop.wait(), name="stop")
     failed: list[str] = []
@@ -203,8 +210,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         gw.store.close()
         for sig in handled:
             loop.remove_signal_handler(sig)
-        log.info("gateway=%s stopped: %s", s.gateway_id,
-                 {k: v for k, v in gw.store.counters.items() if v})
+        log.info("stopped: %s", {k: v for k, v in gw.store.counters.items() if v})
     if failed:
         raise GatewayError(f"gateway {s.gateway_id} stopped because a part failed: "
                            + "; ".join(sorted(set(failed))))

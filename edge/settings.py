@@ -1,8 +1,11 @@
-"""Gateway configuration: one pydantic-settings object, read from ``SMAINT_GATEWAY_*`` variables.
+"""Gateway configuration: one pydantic-settings object in sections, from ``SMAINT_GATEWAY_*``.
 
-An optional TOML file (``SMAINT_GATEWAY_CONFIG=/etc/smaint/gateway.toml`` or ``--config``) holds
-the same keys as the variables, lower-cased and without the prefix; explicit arguments override
-the environment, which overrides the file, which overrides the defaults.
+A section's setting is ``SMAINT_GATEWAY_<SECTION>__<NAME>`` in the environment (e.g.
+``SMAINT_GATEWAY_MQTT__HOST``) and ``[<section>] <name>`` in the optional TOML file
+(``SMAINT_GATEWAY_CONFIG=/etc/smaint/gateway.toml`` or ``--config``). Explicit arguments
+override the environment, which overrides the file, which overrides the defaults. An unknown
+variable or file key is an error that names it (shared/config.py): a typo never runs silently
+on a default.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,8 +23,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from shared.config import check_environment, check_mapping
 from shared.schemas import GatewayId
 
+ENV_PREFIX = "SMAINT_GATEWAY_"
 CONFIG_ENV = "SMAINT_GATEWAY_CONFIG"
 # The TOML file of the settings object being built; a context variable because pydantic-settings
 # asks the class, not the instance, for its sources.
@@ -32,28 +37,21 @@ class ConfigFileError(ValueError):
     """The configured TOML file is missing or unreadable."""
 
 
-class GatewaySettings(BaseSettings):
-    """Everything the gateway service needs; the defaults run the local demo as is."""
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    model_config = SettingsConfigDict(env_prefix="SMAINT_GATEWAY_", extra="ignore")
 
-    gateway_id: GatewayId = Field(
-        default="gw-demo", description="this gateway's id; also its fixed MQTT client id"
-    )
-    mqtt_host: str = Field(default="127.0.0.1", description="MQTT broker host")
-    mqtt_port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port")
-    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
-    db_path: str = Field(default="var/gateway.db", description="SQLite database file")
-    db_synchronous: Literal["NORMAL", "FULL"] = Field(
-        default="NORMAL",
-        description="SQLite synchronous mode: NORMAL survives a process crash, FULL power loss too",
-    )
-    cloud_url: str = Field(default="http://127.0.0.1:8000", description="cloud API base URL")
-    cloud_token: str = Field(
-        default="", description="bearer token the cloud issued to this gateway; empty: no sync"
-    )
-    http_host: str = Field(default="127.0.0.1", description="local status/metrics server host")
-    http_port: int = Field(default=8080, ge=0, le=65535, description="local status server port")
+class MqttSettings(_Section):
+    """The broker the devices publish to."""
+
+    host: str = Field(default="127.0.0.1", description="MQTT broker host")
+    port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
+
+
+class IngestSettings(_Section):
+    """Micro-batching of incoming messages and device clock checks."""
+
     batch_max: int = Field(
         default=500, ge=1, le=10_000, description="most messages stored in one transaction"
     )
@@ -61,82 +59,28 @@ class GatewaySettings(BaseSettings):
         default=20, ge=0, le=10_000, description="longest wait to fill a micro-batch"
     )
     queue_max: int = Field(
-        default=10_000,
-        ge=1,
+        default=10_000, ge=1,
         description="messages held in memory before the gateway reconnects to shed load",
     )
-    sync_interval_s: float = Field(
-        default=1.0, gt=0, le=3600, description="pause between uploads once the outbox is empty"
-    )
-    sync_batch_max: int = Field(
-        default=5000, ge=1, le=50_000, description="most readings in one upload"
-    )
-    sync_backlog_max: int = Field(
-        default=5000, ge=1, le=50_000,
-        description="most catch-up (backlog or backfill) readings sent per sync cycle, so that "
-                    "draining an outage never starves the live batch",
-    )
-    sync_catchup_after: int = Field(
-        default=0, ge=0,
-        description="unsent readings beyond which sync splits live (newest) and backlog "
-                    "(oldest, marked replay); 0 = twice sync_batch_max",
-    )
-    sync_encoding: Literal["columnar-zstd", "json-gzip"] = Field(
-        default="columnar-zstd", description="upload body: columnar JSON + zstd, or row JSON + gzip"
-    )
-    sync_timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout per upload")
-    sync_retry_attempts: int = Field(
-        default=6, ge=1, description="tries per upload round before waiting a sync interval"
-    )
-    sync_retry_max_s: float = Field(
-        default=60.0, ge=0, description="cap of the exponential back-off between tries"
-    )
-    sync_auth_backoff_s: float = Field(
-        default=300.0, ge=0, description="pause after the cloud refuses the token (401/403)"
-    )
-    score_window: int = Field(default=120, ge=8, description="values per metric in the detector")
-    score_warmup: int = Field(default=30, ge=4, description="values needed before scoring")
-    score_threshold: float = Field(default=6.0, gt=0, description="robust |z| above: anomalous")
-    alert_open_after: int = Field(
-        default=3, ge=1, description="anomalous readings in a row that open an alert"
-    )
-    alert_resolve_after: int = Field(
-        default=5, ge=1, description="normal readings in a row that resolve an open alert"
-    )
-    models_dir: str = Field(
-        default="",
-        description="directory of signed model bundles <profile>.smb; empty: 'models' next to "
-                    "the database",
-    )
-    model_trusted_keys: list[str] = Field(
-        default_factory=list,
-        description="base64 Ed25519 public keys whose model bundles are trusted (JSON list)",
-    )
-    model_trusted_keys_file: str = Field(
-        default="", description="file of trusted base64 public keys, one per line"
-    )
-    model_poll_s: float = Field(
-        default=2.0, gt=0, le=3600, description="how often models_dir is checked for new bundles"
-    )
-    alert_publish: bool = Field(
-        default=True, description="publish alert changes on smaint/v1/gw/<gateway>/alerts"
-    )
-
-    @property
-    def models_path(self) -> Path:
-        """Where model bundles are read from (models_dir, or 'models' beside the database)."""
-        if self.models_dir:
-            return Path(self.models_dir)
-        return Path(self.db_path).resolve().parent / "models"
     skew_tolerance_ms: int = Field(
         default=120_000, ge=0,
         description="device clock further than this from the gateway's estimate: flagged, re-timed",
     )
-    db_max_mb: float = Field(
+
+
+class StorageSettings(_Section):
+    """The SQLite database, its disk budget and degraded mode."""
+
+    path: str = Field(default="var/gateway.db", description="SQLite database file")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="SQLite synchronous mode: NORMAL survives a process crash, FULL power loss too",
+    )
+    max_mb: float = Field(
         default=0.0, ge=0,
         description="disk budget of the database in MiB (0: none); retention keeps it under",
     )
-    retention_low_water: float = Field(
+    low_water: float = Field(
         default=0.9, gt=0, lt=1, description="retention frees space down to this share of budget"
     )
     retention_interval_s: float = Field(
@@ -146,6 +90,121 @@ class GatewaySettings(BaseSettings):
         default=2.0, gt=0, le=3600,
         description="pause between two write probes while the database cannot be written",
     )
+
+
+class SyncSettings(_Section):
+    """Uploads to the cloud."""
+
+    cloud_url: str = Field(default="http://127.0.0.1:8000", description="cloud API base URL")
+    token: str = Field(
+        default="", description="bearer token the cloud issued to this gateway; empty: no sync"
+    )
+    interval_s: float = Field(
+        default=1.0, gt=0, le=3600, description="pause between uploads once the outbox is empty"
+    )
+    batch_max: int = Field(default=5000, ge=1, le=50_000, description="most readings in one upload")
+    backlog_max: int = Field(
+        default=5000, ge=1, le=50_000,
+        description="most catch-up (backlog or backfill) readings sent per sync cycle, so that "
+                    "draining an outage never starves the live batch",
+    )
+    catchup_after: int = Field(
+        default=0, ge=0,
+        description="unsent readings beyond which sync splits live (newest) and backlog "
+                    "(oldest, marked replay); 0 = twice batch_max",
+    )
+    encoding: Literal["columnar-zstd", "json-gzip"] = Field(
+        default="columnar-zstd", description="upload body: columnar JSON + zstd, or row JSON + gzip"
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout per upload")
+    retry_attempts: int = Field(
+        default=6, ge=1, description="tries per upload round before waiting a sync interval"
+    )
+    retry_max_s: float = Field(
+        default=60.0, ge=0, description="cap of the exponential back-off between tries"
+    )
+    auth_backoff_s: float = Field(
+        default=300.0, ge=0, description="pause after the cloud refuses the token (401/403)"
+    )
+
+
+class ScoringSettings(_Section):
+    """The statistical detector and the signed ONNX models that replace it."""
+
+    window: int = Field(default=120, ge=8, description="values per metric in the detector")
+    warmup: int = Field(default=30, ge=4, description="values needed before scoring")
+    threshold: float = Field(default=6.0, gt=0, description="robust |z| above: anomalous")
+    models_dir: str = Field(
+        default="",
+        description="directory of signed model bundles <profile>.smb; empty: 'models' next to "
+                    "the database",
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="base64 Ed25519 public keys whose model bundles are trusted (JSON list)",
+    )
+    trusted_keys_file: str = Field(
+        default="", description="file of trusted base64 public keys, one per line"
+    )
+    model_poll_s: float = Field(
+        default=2.0, gt=0, le=3600, description="how often models_dir is checked for new bundles"
+    )
+
+
+class AlertSettings(_Section):
+    """When alerts open and resolve, and whether they are published."""
+
+    open_after: int = Field(
+        default=3, ge=1, description="anomalous readings in a row that open an alert"
+    )
+    resolve_after: int = Field(
+        default=5, ge=1, description="normal readings in a row that resolve an open alert"
+    )
+    publish: bool = Field(
+        default=True, description="publish alert changes on smaint/v1/gw/<gateway>/alerts"
+    )
+
+
+class HttpSettings(_Section):
+    """The local status/metrics server."""
+
+    host: str = Field(default="127.0.0.1", description="local status/metrics server host")
+    port: int = Field(default=8080, ge=0, le=65535, description="local status server port")
+
+
+class LoggingSettings(_Section):
+    """What ``run`` logs, and how."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="root log level"
+    )
+    json_lines: bool = Field(default=False, description="log JSON lines instead of text")
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway service needs; the defaults run the local demo as is."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    gateway_id: GatewayId = Field(
+        default="gw-demo", description="this gateway's id; also its fixed MQTT client id"
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @property
+    def models_path(self) -> Path:
+        """Where model bundles are read from (models_dir, or 'models' beside the database)."""
+        if self.scoring.models_dir:
+            return Path(self.scoring.models_dir)
+        return Path(self.storage.path).resolve().parent / "models"
 
     @classmethod
     def settings_customise_sources(
@@ -157,18 +216,22 @@ class GatewaySettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Arguments, then ``SMAINT_GATEWAY_*`` variables, then the TOML file if one is set."""
+        check_environment(settings_cls, ENV_PREFIX, os.environ, allowed={CONFIG_ENV})
         named = os.environ.get(CONFIG_ENV)
         path = _config_file.get() or (Path(named) if named else None)
         if path is None:
             return (init_settings, env_settings)
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
+        toml = TomlConfigSettingsSource(settings_cls, path)
+        check_mapping(settings_cls, toml.toml_data, f"in {path}")
+        return (init_settings, env_settings, toml)
 
 
 def load_settings(config: str | Path | None = None, **overrides: object) -> GatewaySettings:
     """Read the settings: explicit overrides, then the environment, then the TOML file if any.
 
     ``config`` (or ``SMAINT_GATEWAY_CONFIG``) names the TOML file; a missing file is an error
-    rather than silently running on defaults.
+    rather than silently running on defaults. ``overrides`` use the settings' shape
+    (``mqtt={"port": 1884}``); None values are left out.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     named = config or os.environ.get(CONFIG_ENV) or None

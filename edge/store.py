@@ -1,5 +1,7 @@
 """The gateway's SQLite database: readings, dead letters, devices, alerts, outbox and counters.
 
+Its schema is owned by edge/db (ordered migrations, applied when the store opens).
+
 One connection, used only from the event loop's thread: every write is a short synchronous
 transaction with no ``await`` inside, so ingest and sync never interleave half-transactions.
 """
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.db import migrate
 from edge.validate import DeadLetter
 from shared.schemas import Alert, DeviceStatus
 
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 COUNTERS = (
     "received", "stored", "duplicates", "dead_letters", "statuses", "scored", "anomalous",
     "alerts_opened", "alerts_resolved", "synced", "sync_batches", "sync_rejected_batches",
-    "sync_rejected_readings", "sync_failures",
+    "sync_rejected_readings", "sync_failures", "synced_aggregates",
     # retention under the disk budget (edge/retention.py)
     "retention_synced_dropped", "retention_aggregated", "retention_aggregate_rows",
     "retention_dead_letters_dropped",
@@ -44,83 +47,6 @@ BootRow = tuple[str, str, int, int, int, int, int, int | None, int | None]
 def now_ms() -> int:
     """The gateway clock in epoch milliseconds."""
     return time.time_ns() // 1_000_000
-
-
-def _create_schema(db: sqlite_utils.Database) -> None:
-    """Create missing tables and indexes (idempotent, so start-up doubles as migration)."""
-    db.table("readings").create(
-        {"device": str, "boot": str, "seq": int, "type": str, "ts_ms": int,
-         "device_ts_ms": int, "received_ms": int, "metrics": str, "score": float,
-         "scorer": str, "model_version": str, "anomalous": int, "batch_seq": int},
-        pk=("device", "boot", "seq"),
-        not_null=("type", "ts_ms", "received_ms", "metrics", "scorer", "anomalous"),
-        if_not_exists=True,
-    )
-    # Added after the first release: where ts_ms came from (edge/timing.py).
-    if "time_source" not in db.table("readings").columns_dict:
-        db.execute("ALTER TABLE readings ADD COLUMN time_source TEXT NOT NULL DEFAULT 'device'")
-    # NULL batch_seq sorts first, then by rowid (arrival order): "oldest unsent first" is an
-    # index range scan, and loading a batch's rows for a retry is one too.
-    db.table("readings").create_index(["batch_seq"], if_not_exists=True)
-    db.table("dead_letters").create(
-        {"id": int, "received_ms": int, "topic": str, "payload": bytes, "reason": str,
-         "field": str},
-        pk="id", not_null=("received_ms", "topic", "payload", "reason"), if_not_exists=True,
-    )
-    db.table("devices").create(
-        {"device": str, "type": str, "boot": str, "state": str, "last_seen_ms": int,
-         "status_ms": int, "fw": str, "interval_ms": int},
-        pk="device", if_not_exists=True,
-    )
-    db.table("alerts").create(
-        {"alert_id": str, "device": str, "opened_ms": int, "resolved_ms": int,
-         "severity": str, "state": str, "score": float, "scorer": str, "model_version": str,
-         "explanation": str, "updated_ms": int, "dirty": int},
-        pk="alert_id", not_null=("device", "opened_ms", "severity", "state", "updated_ms"),
-        if_not_exists=True,
-    )
-    db.table("alerts").create_index(["dirty"], if_not_exists=True)
-    db.table("sync_batches").create(
-        {"batch_seq": int, "created_ms": int, "state": str, "n_readings": int, "n_alerts": int,
-         "attempts": int, "acked_ms": int, "last_error": str},
-        pk="batch_seq", not_null=("created_ms", "state", "n_readings", "n_alerts"),
-        defaults={"attempts": 0}, if_not_exists=True,
-    )
-    db.table("sync_batches").create_index(["state"], if_not_exists=True)
-    # The exact alert versions a batch carries, so a retry re-sends the identical batch even if
-    # the alert changed since (the change goes in a later batch).
-    db.table("sync_batch_alerts").create(
-        {"batch_seq": int, "alert_id": str, "body": str},
-        pk=("batch_seq", "alert_id"), not_null=("body",), if_not_exists=True,
-    )
-    db.table("sync_dead_letters").create(
-        {"id": int, "batch_seq": int, "at_ms": int, "status": int, "reason": str},
-        pk="id", not_null=("batch_seq", "at_ms", "reason"), if_not_exists=True,
-    )
-    # Seq accounting and learnt clock of every boot of every device.
-    db.table("device_boots").create(
-        {"device": str, "boot": str, "first_seq": int, "last_seq": int, "n": int,
-         "first_seen_ms": int, "last_seen_ms": int, "device_epoch_ms": int,
-         "gateway_epoch_ms": int},
-        pk=("device", "boot"),
-        not_null=("first_seq", "last_seq", "n", "first_seen_ms", "last_seen_ms"),
-        if_not_exists=True,
-    )
-    # What retention leaves of unsynced readings it had to drop: one row per device, metric and
-    # minute (minute_ms = start of the minute of ts_ms). batch_seq is for sync, as in readings;
-    # an update sets it back to NULL so the merged row goes out again.
-    db.table("reading_aggregates").create(
-        {"device": str, "metric": str, "minute_ms": int, "type": str, "n": int, "min": float,
-         "max": float, "mean": float, "sum": float, "first_ts_ms": int, "last_ts_ms": int,
-         "updated_ms": int, "batch_seq": int},
-        pk=("device", "metric", "minute_ms"),
-        not_null=("type", "n", "min", "max", "mean", "sum", "first_ts_ms", "last_ts_ms",
-                  "updated_ms"),
-        if_not_exists=True,
-    )
-    db.execute("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, filler BLOB)")
-    db.table("counters").create({"name": str, "value": int}, pk="name", not_null=("value",),
-                          if_not_exists=True)
 
 
 class Store:
@@ -144,13 +70,17 @@ class Store:
         # WAL + NORMAL: a commit is durable once it returns against a crash or kill -9 of this
         # process (the WAL is in the OS page cache), and costs no fsync; only a power cut can
         # lose the last commits before a checkpoint. fsync per batch on an SD card would cap
-        # ingest; FULL is one setting away (SMAINT_GATEWAY_DB_SYNCHRONOUS=FULL).
+        # ingest; FULL is one setting away (SMAINT_GATEWAY_STORAGE__SYNCHRONOUS=FULL).
         if synchronous not in {"NORMAL", "FULL"}:
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         store = cls(conn)
-        _create_schema(store.db)
         for name, value in conn.execute("SELECT name, value FROM counters"):
             store._counters[name] = int(value)
         return store

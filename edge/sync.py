@@ -84,16 +84,16 @@ class Uploader:
         self._own_client = client is None
         self.last_ack_ms: int | None = None
         self.last_error: str | None = None
-        self._backoff = wait_random_exponential(multiplier=0.5, max=settings.sync_retry_max_s)
+        self._backoff = wait_random_exponential(multiplier=0.5, max=settings.sync.retry_max_s)
 
     @property
     def enabled(self) -> bool:
         """Uploads need a token; without one readings stay in the outbox."""
-        return bool(self.settings.cloud_token)
+        return bool(self.settings.sync.token)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.settings.sync_timeout_s)
+            self._client = httpx.AsyncClient(timeout=self.settings.sync.timeout_s)
         return self._client
 
     async def aclose(self) -> None:
@@ -106,13 +106,13 @@ class Uploader:
         """Upload until ``stop``: back to back while there is a backlog, else every interval."""
         s = self.settings
         if not self.enabled:
-            log.warning("gateway=%s no cloud token (SMAINT_GATEWAY_CLOUD_TOKEN): readings are "
-                        "kept locally and not synced", s.gateway_id)
+            log.warning("no cloud token (SMAINT_GATEWAY_SYNC__TOKEN): readings are "
+                        "kept locally and not synced")
         while not stop.is_set():
             result = await self.sync_once() if self.enabled else SyncResult("disabled")
             if result.outcome in {"acked", "rejected"}:
                 continue
-            pause = s.sync_auth_backoff_s if result.outcome == "auth" else s.sync_interval_s
+            pause = s.sync.auth_backoff_s if result.outcome == "auth" else s.sync.interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=pause)
 
@@ -120,8 +120,8 @@ class Uploader:
         """Upload the pending batch (recording a new one first if none is pending)."""
         s = self.settings
         info = self.outbox.pending() or self.outbox.record(
-            s.sync_batch_max, now_ms(), backlog_max=s.sync_backlog_max,
-            catchup_after=s.sync_catchup_after)
+            s.sync.batch_max, now_ms(), backlog_max=s.sync.backlog_max,
+            catchup_after=s.sync.catchup_after)
         if info is None:
             return SyncResult("idle")
         body = await self._encode(info)
@@ -129,7 +129,7 @@ class Uploader:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(SyncRetryableError),
                 wait=self._wait,
-                stop=stop_after_attempt(self.settings.sync_retry_attempts),
+                stop=stop_after_attempt(self.settings.sync.retry_attempts),
                 before_sleep=before_sleep_log(log, logging.WARNING),
                 reraise=True,
             ):
@@ -137,9 +137,9 @@ class Uploader:
                     return await self._post(info, body)
         except SyncRetryableError as exc:
             self.last_error = exc.reason
-            log.warning("gateway=%s batch %d not uploaded after %d tries: %s; will retry",
-                        self.settings.gateway_id, info.batch_seq,
-                        self.settings.sync_retry_attempts, exc.reason)
+            log.warning("batch %d not uploaded after %d tries: %s; will retry",
+                        info.batch_seq,
+                        self.settings.sync.retry_attempts, exc.reason)
             return SyncResult("failed", info.batch_seq, exc.reason)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
@@ -156,15 +156,15 @@ class Uploader:
         batch = self.outbox.load(info, self.settings.gateway_id, self._state())
         # In a worker thread: a 5,000-reading batch takes milliseconds of CPU that the event
         # loop (ingest) should not wait for.
-        if self.settings.sync_encoding == "json-gzip":
+        if self.settings.sync.encoding == "json-gzip":
             return await asyncio.to_thread(gzip.compress, batch.model_dump_json().encode(), 6)
         return await asyncio.to_thread(batchcodec.encode, batch)
 
     async def _post(self, info: BatchInfo, body: bytes) -> SyncResult:
         s = self.settings
-        url = s.cloud_url.rstrip("/") + SYNC_PATH
-        columnar = s.sync_encoding == "columnar-zstd"
-        headers = {"Authorization": f"Bearer {s.cloud_token}",
+        url = s.sync.cloud_url.rstrip("/") + SYNC_PATH
+        columnar = s.sync.encoding == "columnar-zstd"
+        headers = {"Authorization": f"Bearer {s.sync.token}",
                    "Content-Type": batchcodec.MEDIA_TYPE if columnar else "application/json",
                    "Content-Encoding": "zstd" if columnar else "gzip"}
         try:
@@ -183,16 +183,16 @@ class Uploader:
             self.outbox.note_attempt(info.batch_seq, reason)
             self.outbox.note_dead_letter(info.batch_seq, code, reason, now_ms())
             self.last_error = reason
-            log.error("gateway=%s batch %d: %s; uploads paused %.0f s, batch kept",
-                      s.gateway_id, info.batch_seq, reason, s.sync_auth_backoff_s)
+            log.error("batch %d: %s; uploads paused %.0f s, batch kept",
+                      info.batch_seq, reason, s.sync.auth_backoff_s)
             return SyncResult("auth", info.batch_seq, reason)
         if 400 <= code < 500:
             reason = f"HTTP {code}: {resp.text[:_REASON_MAX]}"
             self.outbox.note_attempt(info.batch_seq, reason)
             self.outbox.mark_rejected(info, code, reason, now_ms())
             self.last_error = reason
-            log.error("gateway=%s batch %d rejected (%d readings dead-lettered): %s",
-                      s.gateway_id, info.batch_seq, info.n_readings, reason)
+            log.error("batch %d rejected (%d readings dead-lettered): %s",
+                      info.batch_seq, info.n_readings, reason)
             return SyncResult("rejected", info.batch_seq, reason)
         if code != 200:
             reason = f"HTTP {code}: unexpected answer"
@@ -212,7 +212,8 @@ class Uploader:
         self.outbox.mark_acked(info, now_ms(), ack.desired)
         self.last_ack_ms = now_ms()
         self.last_error = None
-        log.info("gateway=%s %s batch %d acked: %d readings (%d new, %d duplicate), %d alerts%s",
-                 s.gateway_id, info.kind, info.batch_seq, info.n_readings, ack.readings_inserted,
-                 ack.readings_duplicate, info.n_alerts, "" if ack.first_time else " (again)")
+        log.info("%s batch %d acked: %d readings (%d new, %d duplicate), %d alerts, "
+                 "%d aggregates%s", info.kind, info.batch_seq, info.n_readings,
+                 ack.readings_inserted, ack.readings_duplicate, info.n_alerts, info.n_aggregates,
+                 "" if ack.first_time else " (again)")
         return SyncResult("acked", info.batch_seq)

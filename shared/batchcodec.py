@@ -23,9 +23,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import zstandard
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from shared.schemas import (
+    BOOT_PATTERN,
+    MAX_EPOCH_MS,
+    MAX_METRICS,
+    MAX_MODEL_VERSION,
+    MAX_PROFILE_NAME,
+    MAX_READINGS,
+    MAX_SEQ,
+    METRIC_PATTERN,
+    SCORERS,
+    TEXT_PATTERN,
     Alert,
     DeviceEvent,
     GatewayState,
@@ -54,22 +64,18 @@ def json_loads(raw: bytes | str) -> Any:
 MEDIA_TYPE = "application/vnd.smaint.batch+json"
 ZSTD_LEVEL = 3
 _MAX_SCALE = 6
-_ID = re.compile(f"^{ID_PATTERN}$")
-_BOOT = re.compile("^[0-9a-f]{8,32}$")
-_METRIC = re.compile("^[a-z][a-z0-9_]{0,63}$")
-_SCORERS = frozenset({"onnx", "stat", "none"})
-_MAX_EPOCH_MS = 2**53
+# Every rule below comes from shared.schemas, the row path's models: fullmatch, as pydantic's
+# anchored patterns match the whole text (``re.match`` with ``$`` lets a trailing newline in).
+_ID = re.compile(ID_PATTERN).fullmatch
+_BOOT = re.compile(BOOT_PATTERN).fullmatch
+_METRIC = re.compile(METRIC_PATTERN).fullmatch
+_TEXT = re.compile(TEXT_PATTERN).fullmatch
 _F64_EXACT = 2**53  # every integer up to this is a float64
 _I64_MAX = 2**63 - 1
-_MAX_SEQ = 2**32 - 1
-_MAX_READINGS = 50_000
 _INT = frozenset({int})
 _INT_OR_NONE = frozenset({int, type(None)})
 _NUMBER = frozenset({int, float})
-_alerts = TypeAdapter(list[Alert])
-_events = TypeAdapter(list[DeviceEvent])
-_state = TypeAdapter(GatewayState | None)
-_aggregates = TypeAdapter(list[ReadingAggregate])
+_HEADER_FIELDS = frozenset(SyncBatch.model_fields)
 
 
 class CodecError(ValueError):
@@ -176,6 +182,8 @@ def _deltas(values: Sequence[int]) -> list[int]:
 def _float_column(values: Sequence[float | None]) -> dict[str, Any]:
     present = [v for v in values if v is not None]
     nulls = [i for i, v in enumerate(values) if v is None]
+    if not all(map(math.isfinite, present)):  # no integer form; the decoder refuses these
+        return {"f": present, "n": nulls}
     for scale in range(_MAX_SCALE + 1):
         k = 10**scale
         if any(abs(v) * k >= 2**53 for v in present):
@@ -294,16 +302,27 @@ def _undelta(v: object, where: str, n: int, low: int, high: int) -> list[int]:
     return _undelta_array(v, where, n, low, high).tolist()  # type: ignore[no-any-return]
 
 
-def _strings(v: object, where: str, n: int, pattern: re.Pattern[str] | None, *,
-             nullable: bool = False, max_len: int = 64) -> list[Any]:
+def _encodable(s: str) -> bool:
+    """False for a lone surrogate, which the row path's JSON parser refuses."""
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _strings(v: object, where: str, n: int, check: Callable[[str], object],
+             max_len: int | None, *, nullable: bool = False) -> list[Any]:
+    """A dictionary-coded string column; ``check`` (and ``max_len``, if the pattern has no
+    bound of its own) is what the row schema asks of each value."""
     if type(v) is not dict:
         raise CodecError("expected {d, i}", where)
     d = _list(v.get("d"), f"{where}.d")
     for s in d:  # each distinct value checked once, not once per reading
         if s is None and nullable:
             continue
-        if type(s) is not str or len(s) > max_len or "\x00" in s or (
-                pattern is not None and not pattern.match(s)):
+        if type(s) is not str or (max_len is not None and len(s) > max_len) or not check(s) or not (
+                s.isascii() or _encodable(s)):
             raise CodecError(f"invalid value {str(s)[:40]!r}", where)
     idx = _list(v.get("i"), f"{where}.i", n)
     try:
@@ -313,6 +332,12 @@ def _strings(v: object, where: str, n: int, pattern: re.Pattern[str] | None, *,
 
 
 def _floats(v: object, where: str, n: int) -> list[float | None]:
+    """A float column's ``n`` values, None where the reading has none."""
+    return _floats_and_nulls(v, where, n)[0]
+
+
+def _floats_and_nulls(v: object, where: str, n: int) -> tuple[list[float | None], list[int]]:
+    """A float column's values and the positions of its nulls."""
     if type(v) is not dict:
         raise CodecError("expected a float column", where)
     nulls = _list(v.get("n", []), f"{where}.n")
@@ -338,7 +363,7 @@ def _floats(v: object, where: str, n: int) -> list[float | None]:
             raise CodecError("expected finite numbers", where)
         present = list(map(float, present))
     if not nulls:
-        return present  # type: ignore[return-value]
+        return present, nulls  # type: ignore[return-value]
     # Put the Nones back between runs of present values: a loop per null, not per reading.
     out: list[float | None] = []
     at = 0
@@ -348,7 +373,7 @@ def _floats(v: object, where: str, n: int) -> list[float | None]:
         at += take
         out.append(None)
     out += present[at:]
-    return out
+    return out, nulls
 
 
 def _offset_times(doc: dict[str, Any], ts: npt.NDArray[np.int64], n: int
@@ -364,7 +389,7 @@ def _offset_times(doc: dict[str, Any], ts: npt.NDArray[np.int64], n: int
         times = ts.tolist()
         dts = [None if d is None else d + t for d, t in zip(dts_off, times, strict=True)]
         known = [d for d in dts if d is not None]
-        if known and not (min(known) >= 0 and max(known) <= _MAX_EPOCH_MS):
+        if known and not (min(known) >= 0 and max(known) <= MAX_EPOCH_MS):
             raise bad
     else:
         dts = _plus(dts_off, ts, bad)  # type: ignore[assignment]  # no None in it
@@ -380,57 +405,69 @@ def _plus(offsets: list[int], ts: npt.NDArray[np.int64], bad: CodecError) -> lis
     except OverflowError:
         raise bad from None
     # ts is within 0..2**53, so a sum in range needs an offset within ±2**53: no overflow.
-    if off.min() < -_MAX_EPOCH_MS or off.max() > _MAX_EPOCH_MS:
+    if off.min() < -MAX_EPOCH_MS or off.max() > MAX_EPOCH_MS:
         raise bad
     out = ts + off
-    if out.min() < 0 or out.max() > _MAX_EPOCH_MS:
+    if out.min() < 0 or out.max() > MAX_EPOCH_MS:
         raise bad
     return out.tolist()  # type: ignore[no-any-return]
 
 
-def _check_each_has_a_metric(metrics: dict[str, list[float | None]], n: int) -> None:
-    """Every reading needs at least one metric, as in the row schema."""
-    # A reading lacks all only where every column has a null: only then look row by row.
-    if n and all(None in col for col in metrics.values()):
-        empty = set(range(n))
-        for col in metrics.values():
-            empty &= {i for i, x in enumerate(col) if x is None}
-        if empty:
-            raise CodecError(f"reading {min(empty)} has no metric", "readings.metrics")
+def _check_metric_counts(nulls: list[list[int]], n: int) -> None:
+    """Every reading has 1..MAX_METRICS metrics, as in the row schema (given each column's
+    null positions)."""
+    # A reading lacks all only if every column has a null, and one can have too many only if
+    # there are more columns than that: only then count, in C, per reading.
+    if not n or (0 < len(nulls) <= MAX_METRICS and not all(nulls)):
+        return
+    missing = np.zeros(n, dtype=np.int64)
+    if any(nulls):
+        missing += np.bincount(np.concatenate([np.array(x, dtype=np.int64) for x in nulls]),
+                               minlength=n)
+    present = len(nulls) - missing
+    if (present == 0).any():
+        raise CodecError(f"reading {int(np.argmin(present))} has no metric", "readings.metrics")
+    if (present > MAX_METRICS).any():
+        raise CodecError(f"reading {int(np.argmax(present))} has more than {MAX_METRICS} "
+                         "metrics", "readings.metrics")
 
 
 def decode_columns(doc: object) -> ReadingColumns:
     """Validated columns from their JSON form; CodecError names the first bad column."""
     if type(doc) is not dict:
         raise CodecError("expected an object", "readings")
-    n = _int(doc.get("n"), "readings.n", 0, _MAX_READINGS)
-    ts_array = _undelta_array(doc.get("ts"), "readings.ts", n, 0, _MAX_EPOCH_MS)
+    n = _int(doc.get("n"), "readings.n", 0, MAX_READINGS)
+    ts_array = _undelta_array(doc.get("ts"), "readings.ts", n, 0, MAX_EPOCH_MS)
     dts, rcv = _offset_times(doc, ts_array, n)
     ts: list[int] = ts_array.tolist()
     metrics_doc = doc.get("metrics")
-    if type(metrics_doc) is not dict or len(metrics_doc) > 64:
-        raise CodecError("expected at most 64 metric columns", "readings.metrics")
+    # Readings may differ in their metrics: a batch can have more columns than one reading.
+    most = MAX_METRICS * max(n, 1)
+    if type(metrics_doc) is not dict or len(metrics_doc) > most:
+        raise CodecError(f"expected at most {most} metric columns", "readings.metrics")
     metrics: dict[str, list[float | None]] = {}
+    nulls: list[list[int]] = []
     for name, col in metrics_doc.items():
-        if not _METRIC.match(name):
+        if not _METRIC(name):
             raise CodecError("invalid metric name", f"readings.metrics.{name[:64]}")
-        metrics[name] = _floats(col, f"readings.metrics.{name}", n)
-    _check_each_has_a_metric(metrics, n)
+        metrics[name], col_nulls = _floats_and_nulls(col, f"readings.metrics.{name}", n)
+        nulls.append(col_nulls)
+    _check_metric_counts(nulls, n)
     flags = [_list(doc.get(k), f"readings.{k}", n) for k in ("anom", "replay")]
     if not all(set(map(type, col)) <= _INT and set(col) <= {0, 1} for col in flags):
         raise CodecError("expected 0/1 flags", "readings.anom/replay")
-    scorer = _strings(doc.get("scorer"), "readings.scorer", n, None)
-    if not set(scorer) <= _SCORERS:
+    scorer = _strings(doc.get("scorer"), "readings.scorer", n, _TEXT, MAX_PROFILE_NAME)
+    if not set(scorer) <= SCORERS:
         raise CodecError("unknown scorer", "readings.scorer")
     return ReadingColumns(
-        device=_strings(doc.get("device"), "readings.device", n, _ID),
-        boot=_strings(doc.get("boot"), "readings.boot", n, _BOOT),
-        seq=_undelta(doc.get("seq"), "readings.seq", n, 0, _MAX_SEQ),
-        type=_strings(doc.get("type"), "readings.type", n, None, max_len=32),
+        device=_strings(doc.get("device"), "readings.device", n, _ID, None),
+        boot=_strings(doc.get("boot"), "readings.boot", n, _BOOT, None),
+        seq=_undelta(doc.get("seq"), "readings.seq", n, 0, MAX_SEQ),
+        type=_strings(doc.get("type"), "readings.type", n, _TEXT, MAX_PROFILE_NAME),
         ts_ms=ts, device_ts_ms=dts, received_ms=rcv, metrics=metrics,
         score=_floats(doc.get("score"), "readings.score", n), scorer=scorer,
-        model_version=_strings(doc.get("mv"), "readings.mv", n, None, nullable=True,
-                               max_len=128),
+        model_version=_strings(doc.get("mv"), "readings.mv", n, _TEXT, MAX_MODEL_VERSION,
+                               nullable=True),
         anomalous=list(map(bool, flags[0])), replay=list(map(bool, flags[1])),
     )
 
@@ -441,30 +478,22 @@ def decode(raw: bytes) -> DecodedBatch:
         doc = json_loads(raw)
     except (ValueError, RecursionError) as exc:
         raise CodecError(f"not JSON: {exc}") from exc
-    if type(doc) is not dict or doc.get("v") != 1:
-        raise CodecError("expected a version 1 batch object", "v")
-    unknown = set(doc) - {"v", "gateway", "batch_seq", "created_ms", "alerts", "events",
-                          "state", "backfill_done", "aggregates", "readings"}
+    if type(doc) is not dict:
+        raise CodecError("expected a batch object")
+    unknown = set(doc) - _HEADER_FIELDS
     if unknown:
         raise CodecError("unknown fields", ",".join(sorted(unknown))[:100])
-    gateway = doc.get("gateway")
-    if type(gateway) is not str or not _ID.match(gateway):
-        raise CodecError("invalid gateway id", "gateway")
     try:
-        alerts = _alerts.validate_python(doc.get("alerts", []))
-        events = _events.validate_python(doc.get("events", []))
-        state = _state.validate_python(doc.get("state"))
-        aggregates = _aggregates.validate_python(doc.get("aggregates", []))
+        # Everything but the readings, by the row path's own model: the same rules, one model
+        # per batch (alerts, events and aggregates are few next to the readings).
+        header = SyncBatch.model_validate({**doc, "readings": []})
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         raise CodecError(first["msg"], ".".join(map(str, first["loc"]))) from exc
-    done = _list(doc.get("backfill_done", []), "backfill_done")
     return DecodedBatch(
-        gateway=gateway,
-        batch_seq=_int(doc.get("batch_seq"), "batch_seq", 1, 2**63 - 1),
-        created_ms=_int(doc.get("created_ms"), "created_ms", 0, _MAX_EPOCH_MS),
-        readings=decode_columns(doc.get("readings")),
-        alerts=alerts, events=events, state=state,
-        backfill_done=[_int(d, "backfill_done", 1, 2**63 - 1) for d in done],
-        aggregates=aggregates,
+        gateway=header.gateway, batch_seq=header.batch_seq, created_ms=header.created_ms,
+        # As in the row form, a batch may leave its readings out (alerts or events only).
+        readings=decode_columns(doc["readings"]) if "readings" in doc else ReadingColumns(),
+        alerts=header.alerts, events=header.events, state=header.state,
+        backfill_done=header.backfill_done, aggregates=header.aggregates,
     )

@@ -7,26 +7,53 @@ error, because a device that sends them is misconfigured and someone must be tol
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.topics import ID_PATTERN
 
-DeviceId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$", description="device id")]
-GatewayId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$", description="gateway id")]
+# The rules, defined once: the models below and the columnar codec (shared.batchcodec) both use
+# these. Patterns are bare: pydantic gets them anchored (its ``$`` is the end of the text),
+# the codec ``fullmatch``es them (Python's ``$`` would also match before a trailing newline).
+BOOT_PATTERN = "[0-9a-f]{8,32}"
+METRIC_PATTERN = "[a-z][a-z0-9_]{0,63}"
+TEXT_PATTERN = "[^\\x00]*"  # free text PostgreSQL can store: no NUL
+MAX_SEQ = 2**32 - 1
+MAX_EPOCH_MS = 2**53
+MAX_METRICS = 64  # room for a few dozen channels; more is a corrupt or hostile message
+MAX_PROFILE_NAME = 32
+MAX_MODEL_VERSION = 64
+MAX_BATCH_SEQ = 2**63 - 1
+MAX_READINGS = 50_000
+
+
+def anchored(pattern: str) -> str:
+    """``pattern`` anchored at both ends, as pydantic and JSON Schema need it."""
+    return f"^{pattern}$"
+
+
+DeviceId = Annotated[str, Field(pattern=anchored(ID_PATTERN), description="device id")]
+GatewayId = Annotated[str, Field(pattern=anchored(ID_PATTERN), description="gateway id")]
 BootId = Annotated[
     str,
     Field(
-        pattern="^[0-9a-f]{8,32}$",
+        pattern=anchored(BOOT_PATTERN),
         description="random id a device draws at every boot, so seq restarting is not a duplicate",
     ),
 ]
-Seq = Annotated[int, Field(ge=0, le=2**32 - 1, description="per-boot message counter, from 0")]
-EpochMs = Annotated[int, Field(ge=0, le=2**53, description="milliseconds since the Unix epoch")]
-MetricName = Annotated[str, Field(pattern="^[a-z][a-z0-9_]{0,63}$")]
-# Room for a few dozen channels; more than that is a corrupt or hostile message.
-Metrics = Annotated[dict[MetricName, float], Field(min_length=1, max_length=64)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ, description="per-boot message counter, from 0")]
+EpochMs = Annotated[
+    int, Field(ge=0, le=MAX_EPOCH_MS, description="milliseconds since the Unix epoch")]
+MetricName = Annotated[str, Field(pattern=anchored(METRIC_PATTERN))]
+# JSON Schema: pydantic lists the key pattern but would let other keys through; pydantic refuses.
+_ONLY_METRIC_KEYS: dict[str, Any] = {"additionalProperties": False}
+Metrics = Annotated[dict[MetricName, float], Field(
+    min_length=1, max_length=MAX_METRICS, json_schema_extra=_ONLY_METRIC_KEYS)]
+ProfileName = Annotated[str, Field(max_length=MAX_PROFILE_NAME, pattern=anchored(TEXT_PATTERN),
+                                   description="sensor profile name (shared.sensors)")]
+ModelVersion = Annotated[str, Field(max_length=MAX_MODEL_VERSION, pattern=anchored(TEXT_PATTERN),
+                                    description="model version")]
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
@@ -50,7 +77,7 @@ class Telemetry(_Wire):
     ts_ms: EpochMs = Field(description="device clock at sampling; meaningless if synced is false")
     uptime_ms: int = Field(ge=0, le=2**53, description="milliseconds since the device booted")
     synced: bool = Field(description="true once the device clock was set by NTP")
-    type: str = Field(max_length=32, description="sensor profile name (shared.sensors)")
+    type: ProfileName
     metrics: Metrics = Field(description="metric name -> value, in the profile's units")
 
     _check_finite = field_validator("metrics")(_finite)
@@ -64,7 +91,7 @@ class DeviceStatus(_Wire):
     boot: BootId
     state: Literal["online", "offline"] = Field(description="offline is the last will")
     ts_ms: EpochMs = Field(description="device clock when sent (0 if not yet synced)")
-    type: str | None = Field(default=None, max_length=32, description="sensor profile name")
+    type: ProfileName | None = None
     fw: str | None = Field(default=None, max_length=32, description="firmware version")
     interval_ms: int | None = Field(
         default=None, ge=10, le=86_400_000, description="sample interval the device runs"
@@ -83,12 +110,15 @@ class DeviceConfig(_Wire):
     interval_ms: int | None = Field(
         default=None, ge=10, le=86_400_000, description="sample interval of every sensor")
     enabled: list[MetricName] | None = Field(
-        default=None, min_length=1, max_length=64, description="metrics to sample (others off)")
+        default=None, min_length=1, max_length=MAX_METRICS,
+        description="metrics to sample (others off)")
     sensor_ms: dict[MetricName, Annotated[int, Field(ge=10, le=86_400_000)]] = Field(
-        default_factory=dict, max_length=64, description="per-metric sample interval override")
+        default_factory=dict, max_length=MAX_METRICS, json_schema_extra=_ONLY_METRIC_KEYS,
+        description="per-metric sample interval override")
 
 
 Scorer = Literal["onnx", "stat", "none"]
+SCORERS: frozenset[str] = frozenset(get_args(Scorer))
 
 
 class Reading(BaseModel):
@@ -99,7 +129,7 @@ class Reading(BaseModel):
     device: DeviceId
     boot: BootId
     seq: Seq
-    type: str = Field(max_length=32, description="sensor profile name")
+    type: ProfileName
     ts_ms: EpochMs = Field(description="best-known sampling time (device clock or re-timed)")
     device_ts_ms: EpochMs | None = Field(description="device clock as sent; null if unsynced")
     received_ms: EpochMs = Field(description="gateway clock on receipt")
@@ -107,11 +137,14 @@ class Reading(BaseModel):
     score: float | None = Field(
         allow_inf_nan=False, description="anomaly score; higher is more anomalous")
     scorer: Scorer = Field(description="which detector produced the score")
-    model_version: str | None = Field(default=None, description="model version, if a model")
+    model_version: ModelVersion | None = Field(default=None, description="if a model scored")
     anomalous: bool = Field(description="score crossed the detector's threshold")
     replay: bool = Field(default=False, description="sent again by a backfill or catch-up")
 
     _check_finite = field_validator("metrics")(_finite)
+
+
+Severity = Literal["low", "medium", "high"]  # of an alert; the one definition both sides use
 
 
 class Alert(BaseModel):
@@ -123,14 +156,14 @@ class Alert(BaseModel):
     device: DeviceId
     opened_ms: EpochMs
     resolved_ms: EpochMs | None = None
-    severity: Literal["low", "medium", "high"]
+    severity: Severity
     state: Literal["open", "acknowledged", "resolved"]
     score: float = Field(allow_inf_nan=False, description="peak anomaly score while open")
     scorer: Scorer
-    model_version: str | None = None
+    model_version: ModelVersion | None = None
     explanation: dict[MetricName, Annotated[float, Field(allow_inf_nan=False)]] = Field(
-        default_factory=dict, max_length=64, description="metric -> contribution to the score"
-    )
+        default_factory=dict, max_length=MAX_METRICS, json_schema_extra=_ONLY_METRIC_KEYS,
+        description="metric -> contribution to the score")
     updated_ms: EpochMs = Field(description="last state change, for last-writer-wins upserts")
 
 
@@ -143,7 +176,7 @@ class DeviceEvent(BaseModel):
     boot: BootId
     state: Literal["online", "offline"] = Field(description="offline: its last will fired")
     at_ms: EpochMs = Field(description="gateway clock when the status arrived")
-    type: str | None = Field(default=None, max_length=32, description="sensor profile name")
+    type: ProfileName | None = None
     fw: str | None = Field(default=None, max_length=32, description="firmware version")
 
 
@@ -159,7 +192,7 @@ class ReadingAggregate(BaseModel):
     device: DeviceId
     metric: MetricName
     minute_ms: EpochMs = Field(multiple_of=60_000, description="start of the minute (UTC)")
-    type: str = Field(max_length=32, description="sensor profile name")
+    type: ProfileName
     n: int = Field(ge=1, le=2**31 - 1, description="readings folded into this row")
     min: float = Field(allow_inf_nan=False)
     max: float = Field(allow_inf_nan=False)
@@ -185,7 +218,7 @@ class GatewayState(BaseModel):
 
     config_version: int | None = Field(
         default=None, ge=0, description="version of the desired config the gateway applied")
-    models: dict[str, Annotated[str, Field(max_length=64)]] = Field(
+    models: dict[str, ModelVersion] = Field(
         default_factory=dict, max_length=32, description="sensor profile -> model version run")
     software: str | None = Field(default=None, max_length=64, description="gateway version")
     backlog: int = Field(default=0, ge=0, description="readings stored but not yet synced")
@@ -223,9 +256,9 @@ class SyncBatch(BaseModel):
     v: Literal[1] = 1
     gateway: GatewayId
     batch_seq: int = Field(
-        ge=1, le=2**63 - 1, description="gateway's upload counter; retries reuse it")
+        ge=1, le=MAX_BATCH_SEQ, description="gateway's upload counter; retries reuse it")
     created_ms: EpochMs
-    readings: list[Reading] = Field(default_factory=list, max_length=50_000)
+    readings: list[Reading] = Field(default_factory=list, max_length=MAX_READINGS)
     alerts: list[Alert] = Field(default_factory=list, max_length=10_000)
     events: list[DeviceEvent] = Field(
         default_factory=list, max_length=10_000, description="device status changes")
@@ -233,7 +266,7 @@ class SyncBatch(BaseModel):
         default_factory=list, max_length=50_000,
         description="per-minute aggregates of readings folded under the disk budget")
     state: GatewayState | None = Field(default=None, description="the gateway's actual state")
-    backfill_done: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+    backfill_done: list[Annotated[int, Field(ge=1, le=MAX_BATCH_SEQ)]] = Field(
         default_factory=list, max_length=1000, description="backfill requests completed")
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 from shared.exceptions import TopicError
@@ -16,9 +17,41 @@ from shared.exceptions import TopicError
 ROOT = "smaint/v1"
 ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _ID = re.compile(ID_PATTERN)
-_DEVICE_TOPIC = re.compile(rf"^{ROOT}/dev/({ID_PATTERN})/(telemetry|status)$")
+_DEVICE_TOPIC = re.compile(rf"{ROOT}/dev/({ID_PATTERN})/(telemetry|status)")
 
 DeviceChannel = Literal["telemetry", "status"]
+
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """One branch of the tree: its address, who publishes what on it, and how."""
+
+    name: str
+    address: str  # with its id as an {parameter} placeholder
+    parameter: Literal["device", "gateway"]
+    sender: str
+    receivers: tuple[str, ...]
+    payload: str  # the model's name in shared.schemas
+    qos: int
+    retain: bool
+    description: str
+
+
+# The tree as data: docs/contract/asyncapi.json and the firmware check are built from it.
+CHANNELS: tuple[Channel, ...] = (
+    Channel("telemetry", f"{ROOT}/dev/{{device}}/telemetry", "device", "device", ("gateway",),
+            "Telemetry", qos=1, retain=False, description="one reading per message"),
+    Channel("status", f"{ROOT}/dev/{{device}}/status", "device", "device", ("gateway",),
+            "DeviceStatus", qos=1, retain=True,
+            description="online on connect; offline is also the device's MQTT last will"),
+    Channel("config", f"{ROOT}/dev/{{device}}/config", "device", "gateway", ("device",),
+            "DeviceConfig", qos=1, retain=True,
+            description="desired configuration; an empty retained message clears it"),
+    Channel("alerts", f"{ROOT}/gw/{{gateway}}/alerts", "gateway", "gateway", ("consumer",),
+            "Alert", qos=1, retain=False,
+            description="every new version of an alert, for local consumers"),
+)
 
 TELEMETRY_SUBSCRIPTION = f"{ROOT}/dev/+/telemetry"
 STATUS_SUBSCRIPTION = f"{ROOT}/dev/+/status"
@@ -52,7 +85,7 @@ def alerts(gateway: str) -> str:
 
 def parse_device_topic(topic: str) -> tuple[str, DeviceChannel]:
     """Split a device topic into (device id, channel); TopicError if it is not one."""
-    m = _DEVICE_TOPIC.match(topic)
+    m = _DEVICE_TOPIC.fullmatch(topic)
     if m is None:
         raise TopicError(f"topic {topic!r} is not {ROOT}/dev/<device>/(telemetry|status)")
     channel: DeviceChannel = "telemetry" if m.group(2) == "telemetry" else "status"

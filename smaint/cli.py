@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("edge.cli", "the edge gateway service (ingest, store, score, alert, sync)"),
     "cloud": ("cloud.cli", "the cloud API service and its administration"),
     "simulate": ("simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
+    "contract": ("smaint.contract", "write or check the wire contract's documents (docs/contract)"),
+    "train": ("cloud.training.cli", "retrain models from cloud data, track in MLflow, gate"),
 }
 
 USAGE = "usage: smaint <command> [options]\n\ncommands:\n" + "\n".join(

@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from tests.test_cloud_users import T0, Biz, make_alert, running_biz, upload
+from tests.fixtures.cloud import Biz
+from tests.fixtures.factories import T0, make_alert, upload
 
 HOUR_MS = 3_600_000
 
 
 @pytest.fixture
-def biz(pg_dsn: str) -> Iterator[Biz]:
-    """The app with users and two gateways; alerts on dev-1 (3) and dev-2 (2) uploaded."""
-    with running_biz(pg_dsn) as b:
-        upload(pg_dsn, [
-            make_alert("aaaa0001", opened_ms=T0),
-            make_alert("aaaa0002", opened_ms=T0 + HOUR_MS, severity="low"),
-            make_alert("aaaa0003", opened_ms=T0 + 2 * HOUR_MS, severity="medium"),
-            make_alert("bbbb0001", device="dev-2", opened_ms=T0 + 3 * HOUR_MS),
-        ])
-        upload(pg_dsn, [make_alert("cccc0001", device="dev-2", opened_ms=T0)], gateway="gw-2")
-        yield b
+def biz(biz: Biz) -> Biz:
+    """The shared ``biz`` app and two gateways; alerts on dev-1 (3) and dev-2 (2) uploaded."""
+    upload(biz.dsn, [
+        make_alert("aaaa0001", opened_ms=T0),
+        make_alert("aaaa0002", opened_ms=T0 + HOUR_MS, severity="low"),
+        make_alert("aaaa0003", opened_ms=T0 + 2 * HOUR_MS, severity="medium"),
+        make_alert("bbbb0001", device="dev-2", opened_ms=T0 + 3 * HOUR_MS),
+    ])
+    upload(biz.dsn, [make_alert("cccc0001", device="dev-2", opened_ms=T0)], gateway="gw-2")
+    return biz
 
 
 def ids(page: dict[str, list[dict[str, str]]]) -> list[str]:

@@ -28,7 +28,7 @@ from cloud.db.migrate import migrate
 from cloud.settings import CloudSettings, load_settings
 from devstack.ports import free_port, wait_for_port
 from shared.schemas import SyncAck
-from tests.test_cloud_ingest import T0, alert, batch, reading
+from tests.fixtures.factories import T0, alert, batch, reading
 
 SYNC = "/api/v1/sync/batches"
 LIMIT = 256 * 1024  # a small body cap so the oversize cases stay cheap
@@ -60,7 +60,8 @@ def cloud(pg_dsn: str) -> Iterator[Cloud]:
     with psycopg.connect(pg_dsn) as conn:
         tokens = create_gateway(conn, "gw-1"), create_gateway(conn, "gw-2")
         viewer = create_user(conn, "viewer", "viewer").key
-    settings = CloudSettings(db_dsn=pg_dsn, max_body_bytes=LIMIT, pool_timeout_s=0.5)
+    settings = CloudSettings(
+        db={"dsn": pg_dsn, "pool_timeout_s": 0.5}, api={"max_body_bytes": LIMIT})
     with TestClient(create_app(settings)) as client:
         # Reads go as a viewer; the sync posts below send their gateway token instead.
         client.headers["Authorization"] = f"Bearer {viewer}"
@@ -263,7 +264,7 @@ def test_served_over_real_http(pg_dsn: str, tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cloud", "serve", "--port", str(port), "--dsn", pg_dsn],
             stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "SMAINT_CLOUD_HOST": "127.0.0.1"},
+            env={**os.environ, "SMAINT_CLOUD_API__HOST": "127.0.0.1"},
         )
     try:
         wait_for_port(port, timeout_s=30)
@@ -308,16 +309,16 @@ def test_cli_gateway_and_migrate(pg_dsn: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SMAINT_CLOUD_PORT", "9001")
-    assert load_settings().port == 9001
-    assert load_settings(port=9002).port == 9002  # CLI flags win
+    monkeypatch.setenv("SMAINT_CLOUD_API__PORT", "9001")
+    assert load_settings().api.port == 9001
+    assert load_settings(api={"port": 9002}).api.port == 9002  # CLI flags win
     monkeypatch.setenv("SMAINT_CLOUD_ENV", "production")
-    with pytest.raises(ValidationError, match="SMAINT_CLOUD_DB_DSN"):
+    with pytest.raises(ValidationError, match="SMAINT_CLOUD_DB__DSN"):
         load_settings()  # the demo's passwordless DSN is refused in production
-    prod = load_settings(db_dsn="host=db user=smaint password=s3cret dbname=smaint")
+    prod = load_settings(db={"dsn": "host=db user=smaint password=s3cret dbname=smaint"})
     assert create_app(prod).docs_url is None
     with pytest.raises(ValidationError, match="pool_max"):
-        load_settings(db_dsn="host=db", pool_min=5, pool_max=2)
+        load_settings(db={"dsn": "host=db", "pool_min": 5, "pool_max": 2})
 
 
 def test_openapi_documents_the_api(cloud: Cloud) -> None:

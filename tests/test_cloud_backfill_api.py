@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from cloud.ingest.batch import desired_state
-from tests.test_cloud_users import running_biz
+from tests.fixtures.cloud import running_biz
 
 PATH = "/api/v1/gateways/gw-1/backfill"
 RANGE = {"since": "2026-11-20T00:00:00", "until": "2026-11-21T00:00:00Z"}

@@ -4,32 +4,19 @@ buckets, registries, desired state and backfill requests."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from cloud.access.gateway_tokens import create_gateway
-from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.exceptions import GatewayNotFoundError
 from cloud.ingest.batch import apply_batch, desired_state, request_backfill
 from cloud.ingest.rollup import fold_pending
-from cloud.query.readings import bucketed, list_devices, list_gateways
+from cloud.query.readings import bucketed, list_devices, list_gateways, stats
 from shared import batchcodec
-from shared.schemas import DeviceEvent, GatewayState, SyncBatch
-from tests.test_cloud_ingest import T0, batch, reading
-
-
-@pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Conn]:
-    """A migrated database with gateways gw-1 and gw-2."""
-    migrate(pg_dsn)
-    with psycopg.connect(pg_dsn) as c:
-        create_gateway(c, "gw-1")
-        create_gateway(c, "gw-2")
-        yield c
+from shared.schemas import DeviceEvent, GatewayState, Reading, SyncBatch
+from tests.fixtures.factories import T0, batch, reading
 
 
 def scalar(conn: Conn, query: str) -> int:
@@ -94,8 +81,8 @@ def test_fast_path_then_replays_only_pay_for_conflicts(conn: Conn) -> None:
 
 def test_concurrent_batches_for_one_new_boot_store_each_reading_once(conn: Conn,
                                                                     pg_dsn: str) -> None:
-    # Two gateways hear the same device (it moved): both take the fast path, one meets the
-    # unique index and is redone with conflict checks.
+    # Two gateways hear the same device (it moved): the second queues on the new boot's
+    # high-water mark, then finds every reading stored.
     rows = [reading(i) for i in range(2000)]
     barrier = threading.Barrier(2)
     acks = []
@@ -112,6 +99,98 @@ def test_concurrent_batches_for_one_new_boot_store_each_reading_once(conn: Conn,
     for t in threads:
         t.join()
     assert sorted(a.readings_inserted for a in acks) == [0, 2000]
+    assert scalar(conn, "SELECT count(*) FROM readings") == 2000
+    assert rollups_match_raw(conn, "readings_1m", "minute")
+
+
+def retimed(seq: int, shift_ms: int) -> Reading:
+    """Reading ``seq`` as a device re-timed after a clock sync would send it again."""
+    r = reading(seq)
+    return r.model_copy(update={"ts_ms": r.ts_ms + shift_ms, "device_ts_ms": r.ts_ms + shift_ms})
+
+
+def test_reading_resent_with_another_ts_is_stored_once(conn: Conn) -> None:
+    apply_batch(conn, batch(1, [reading(i) for i in range(100)]), "gw-1")
+    # Below the mark: reading 50 again, 5 s later, among new readings.
+    rows = [reading(i) for i in range(100, 150)]
+    ack = apply_batch(conn, batch(2, [*rows[:10], retimed(50, 5_000), *rows[10:]]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (50, 1)
+    assert scalar(conn, "SELECT count(*) FROM readings WHERE seq = 50") == 1
+    # A whole batch replayed re-timed by a day (another partition): nothing new.
+    replay = [retimed(i, 86_400_000) for i in range(150)]
+    ack = apply_batch(conn, batch(3, replay), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (0, 150)
+    # Inside one batch: the first copy wins, the re-timed repeat is a duplicate.
+    ack = apply_batch(conn, batch(4, [reading(150), retimed(150, 7), reading(151)]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (2, 1)
+    assert scalar(conn, "SELECT count(*) FROM readings") == 152
+    assert scalar(conn, "SELECT count(*) FROM readings WHERE ts >= timestamptz 'epoch'"
+                        f" + {T0 + 86_400_000} * interval '1 ms'") == 0
+    s = stats(conn)
+    conn.rollback()
+    assert s.readings == s.distinct_readings == 152
+    assert [d.readings for d in list_devices(conn).devices] == [152]
+    conn.rollback()
+    assert rollups_match_raw(conn, "readings_1m", "minute")
+
+
+def test_missing_seqs_are_gaps_until_they_arrive(conn: Conn) -> None:
+    # 10..19 missing (lost or not uploaded yet), the boot's first reading was seq 3.
+    first = [reading(i) for i in [*range(3, 10), *range(20, 30)]]
+    assert apply_batch(conn, batch(1, first), "gw-1").readings_inserted == 17
+    assert conn.execute("SELECT lo, hi FROM readings_seq_gaps ORDER BY lo").fetchall() == [
+        (0, 2), (10, 19)]
+    conn.rollback()
+    # Below the mark: 15 is new, re-timed 5 and a re-timed repeat of 15 are not.
+    ack = apply_batch(conn, batch(2, [retimed(5, 9), reading(15), retimed(15, 3)]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (1, 2)
+    # The rest of the gap arrives re-timed, with 15 again: all new but 15.
+    ack = apply_batch(conn, batch(3, [retimed(i, 60_000) for i in range(10, 20)]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (9, 1)
+    assert apply_batch(conn, batch(4, [reading(1)]), "gw-1").readings_inserted == 1
+    assert conn.execute("SELECT lo, hi FROM readings_seq_gaps ORDER BY lo").fetchall() == [
+        (0, 0), (2, 2)]
+    conn.rollback()
+    s = stats(conn)
+    conn.rollback()
+    assert s.readings == s.distinct_readings == scalar(conn, "SELECT count(*) FROM readings") == 28
+    assert rollups_match_raw(conn, "readings_1m", "minute")
+
+
+def test_rows_above_a_lowered_mark_are_caught_by_the_unique_index(conn: Conn) -> None:
+    # A restore that left rows above the mark: the COPY meets them, the batch is redone
+    # with every row checked, and nothing is stored twice.
+    apply_batch(conn, batch(1, [reading(i) for i in range(10)]), "gw-1")
+    conn.execute("UPDATE readings_hwm SET max_seq = 4")
+    conn.commit()
+    ack = apply_batch(conn, batch(2, [reading(i) for i in range(5, 12)]), "gw-1")
+    assert (ack.readings_inserted, ack.readings_duplicate) == (2, 5)
+    assert scalar(conn, "SELECT count(*) FROM readings") == 12
+    assert scalar(conn, "SELECT max_seq FROM readings_hwm") == 11
+
+
+def test_racing_retimed_copies_of_a_new_boot_store_each_reading_once(conn: Conn,
+                                                                    pg_dsn: str) -> None:
+    # Both copies are above any mark: without the mark's lock both would take the COPY
+    # path, and the different ts would keep the unique index from noticing.
+    copies = {"gw-1": [reading(i) for i in range(2000)],
+              "gw-2": [retimed(i, 3_600_000) for i in range(2000)]}
+    barrier = threading.Barrier(2)
+    acks = []
+
+    def upload(gw: str) -> None:
+        with psycopg.connect(pg_dsn) as c:
+            b = batch(1, copies[gw], gateway=gw)
+            barrier.wait()
+            acks.append(apply_batch(c, b, gw))
+
+    threads = [threading.Thread(target=upload, args=(g,)) for g in copies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted((a.readings_inserted, a.readings_duplicate) for a in acks) == [
+        (0, 2000), (2000, 0)]
     assert scalar(conn, "SELECT count(*) FROM readings") == 2000
     assert rollups_match_raw(conn, "readings_1m", "minute")
 

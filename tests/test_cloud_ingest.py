@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
 
 import psycopg
 import pytest
@@ -24,52 +23,7 @@ from cloud.exceptions import (
 )
 from cloud.ingest.batch import apply_batch
 from cloud.query.readings import decode_cursor, encode_cursor, readings_page, stats
-from shared.schemas import Alert, Reading, SyncBatch
-
-T0 = 1_700_000_000_000  # a fixed epoch-ms origin so expected times are exact
-BOOT = "b00710ad"
-
-
-def reading(
-    seq: int, device: str = "dev-1", boot: str = BOOT, ts_ms: int | None = None,
-    score: float | None = 0.1,
-) -> Reading:
-    """A plausible motor reading; ``ts_ms`` defaults to 100 ms per seq after T0."""
-    ts = T0 + seq * 100 if ts_ms is None else ts_ms
-    return Reading(
-        device=device, boot=boot, seq=seq, type="motor", ts_ms=ts, device_ts_ms=ts,
-        received_ms=ts + 5, metrics={"temperature_c": 40.0 + seq % 7, "current_a": 3.5},
-        score=score, scorer="stat", anomalous=False,
-    )
-
-
-def alert(alert_id: str, updated_ms: int, state: str = "open") -> Alert:
-    """An alert on dev-1 opened at T0."""
-    return Alert.model_validate({
-        "alert_id": alert_id, "device": "dev-1", "opened_ms": T0, "severity": "high",
-        "state": state, "score": 0.9, "scorer": "stat", "explanation": {"current_a": 0.7},
-        "updated_ms": updated_ms,
-    })
-
-
-def batch(
-    seq: int, readings: Sequence[Reading] = (), alerts: Sequence[Alert] = (),
-    gateway: str = "gw-1",
-) -> SyncBatch:
-    """A SyncBatch from ``gateway``."""
-    return SyncBatch(
-        gateway=gateway, batch_seq=seq, created_ms=T0, readings=list(readings),
-        alerts=list(alerts),
-    )
-
-
-@pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Conn]:
-    """A connection to a migrated database with gateway gw-1 registered."""
-    migrate(pg_dsn)
-    with psycopg.connect(pg_dsn) as c:
-        create_gateway(c, "gw-1")
-        yield c
+from tests.fixtures.factories import T0, alert, batch, reading
 
 
 def count(conn: Conn, table: str) -> int:

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,18 +17,12 @@ from cloud.db.migrate import migrate
 from cloud.db.pool import Conn
 from cloud.settings import CloudSettings
 from devstack.ports import free_port, wait_for_port
-from tests.test_cloud_notify import SECRET, receiver, signature_ok, wait_until
-from tests.test_cloud_users import T0, make_alert, prepare_db, upload
+from tests.fixtures.cloud import prepare_db
+from tests.fixtures.factories import T0, make_alert, upload
+from tests.fixtures.receivers import SECRET, receiver, signature_ok
+from tests.fixtures.waiting import wait_until
 
 N_ALERTS = 120
-
-
-@pytest.fixture
-def conn(pg_dsn: str) -> Iterator[Conn]:
-    """A connection to a migrated database."""
-    migrate(pg_dsn)
-    with psycopg.connect(pg_dsn) as c:
-        yield c
 
 
 def test_claims_are_exclusive_and_leases_expire(conn: Conn, pg_dsn: str) -> None:
@@ -61,7 +54,7 @@ def test_claims_are_exclusive_and_leases_expire(conn: Conn, pg_dsn: str) -> None
 
 
 def test_failures_back_off_then_fail(conn: Conn) -> None:
-    settings = CloudSettings(job_max_attempts=2, job_backoff_s=30, job_backoff_cap_s=60)
+    settings = CloudSettings(jobs={"max_attempts": 2, "backoff_s": 30, "backoff_cap_s": 60})
     with conn.transaction():
         enqueue(conn, "test", {})
     job = claim(conn, "w", lease_s=60)
@@ -83,12 +76,13 @@ def test_failures_back_off_then_fail(conn: Conn) -> None:
     assert 5 <= delays[5] <= 10  # capped
 
 
+@pytest.mark.expected_errors("cloud.background.jobs", r"crashed, now failed")
 def test_a_handler_error_is_recorded_not_raised(pg_dsn: str) -> None:
     from cloud.background.jobs import Worker  # noqa: PLC0415
     from cloud.db.pool import open_pool  # noqa: PLC0415
 
     migrate(pg_dsn)
-    settings = CloudSettings(db_dsn=pg_dsn, job_max_attempts=1)
+    settings = CloudSettings(db={"dsn": pg_dsn}, jobs={"max_attempts": 1})
 
     def broken(job: Job, conn: Conn) -> None:
         raise ValueError(f"cannot handle {job.payload}")
@@ -117,8 +111,10 @@ def test_two_cloud_processes_do_no_job_twice(pg_dsn: str, tmp_path: Path) -> Non
     prepare_db(pg_dsn)
     with receiver(delay_s=0.01) as hook:
         env = {
-            **os.environ, "SMAINT_CLOUD_DB_DSN": pg_dsn, "SMAINT_CLOUD_WORKER_POLL_S": "0.05",
-            "SMAINT_CLOUD_WEBHOOK_URLS": f'["{hook.url}"]', "SMAINT_CLOUD_WEBHOOK_SECRET": SECRET,
+            **os.environ, "SMAINT_CLOUD_DB__DSN": pg_dsn,
+            "SMAINT_CLOUD_JOBS__WORKER_POLL_S": "0.05",
+            "SMAINT_CLOUD_NOTIFY__WEBHOOK_URLS": f'["{hook.url}"]',
+            "SMAINT_CLOUD_NOTIFY__WEBHOOK_SECRET": SECRET,
         }
         ports = [free_port(), free_port()]
         procs = []
@@ -136,10 +132,11 @@ def test_two_cloud_processes_do_no_job_twice(pg_dsn: str, tmp_path: Path) -> Non
             for start in range(0, N_ALERTS, 20):
                 upload(pg_dsn, [make_alert(f"{i:08x}", opened_ms=T0 + i)
                                 for i in range(start, start + 20)])
-            wait_until(lambda: len(hook.requests) >= N_ALERTS, timeout_s=120)
+            wait_until(lambda: len(hook.requests) >= N_ALERTS, 120, "a webhook per alert")
             with psycopg.connect(pg_dsn) as conn:
                 wait_until(lambda: conn.execute(
-                    "SELECT count(*) FROM jobs WHERE status <> 'done'").fetchone() == (0,))
+                    "SELECT count(*) FROM jobs WHERE status <> 'done'").fetchone() == (0,),
+                    30, "every job done")
                 workers: dict[str, int] = dict(conn.execute(
                     "SELECT worker, count(*) FROM notification_deliveries GROUP BY 1").fetchall())
                 attempts = conn.execute("SELECT max(attempts) FROM jobs").fetchone()

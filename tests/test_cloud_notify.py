@@ -3,118 +3,17 @@ receiver, a receiver that is down retried with backoff, every attempt logged."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import hashlib
-import hmac
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import psycopg
-import pytest
-from aiosmtpd.controller import Controller
 
 from cloud.background.notify import verify_signature
 from devstack.ports import free_port
 from shared.schemas import SyncBatch
-from tests.test_cloud_users import SYNC, T0, make_alert, running_biz, upload
-
-SECRET = "webhook-secret-for-tests"
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    """Poll ``check`` until it holds; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout_s} s")
-        time.sleep(0.05)
-
-
-class _Inbox:
-    """aiosmtpd handler keeping every message it is given."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        """Store the message; answer 250."""
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append(msg)
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, _Inbox]]:
-    """A real SMTP server (aiosmtpd) on a free loopback port."""
-    inbox = _Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, inbox
-    controller.stop()
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server recording every POST; answers from ``plan`` first, then 200."""
-
-    server: ThreadingHTTPServer
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    plan: list[int] = field(default_factory=list)
-    delay_s: float = 0.0
-
-    @property
-    def url(self) -> str:
-        """Where to POST."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
-@contextmanager
-def receiver(plan: Sequence[int] = (), delay_s: float = 0.0) -> Iterator[Receiver]:
-    """Run a Receiver in a thread for the ``with`` block."""
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with lock:
-                rec.requests.append((dict(self.headers.items()), body))
-                status = rec.plan.pop(0) if rec.plan else 200
-            time.sleep(rec.delay_s)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            """Quiet: the test reads ``requests``."""
-
-    rec = Receiver(ThreadingHTTPServer(("127.0.0.1", 0), Handler), plan=list(plan),
-                   delay_s=delay_s)
-    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield rec
-    finally:
-        rec.server.shutdown()
-        rec.server.server_close()
-        thread.join()
-
-
-def signature_ok(headers: dict[str, str], body: bytes) -> bool:
-    """Verify a webhook the way a receiver would, without the project's code."""
-    expected = hmac.new(SECRET.encode(), headers["X-Smaint-Timestamp"].encode() + b"." + body,
-                        hashlib.sha256).hexdigest()
-    return hmac.compare_digest("sha256=" + expected, headers["X-Smaint-Signature"])
+from tests.fixtures.cloud import running_biz
+from tests.fixtures.factories import SYNC, T0, make_alert, upload
+from tests.fixtures.receivers import SECRET, Inbox, receiver, signature_ok
+from tests.fixtures.waiting import wait_until
 
 
 def jobs_by_kind(dsn: str) -> dict[str, list[tuple[str, int]]]:
@@ -129,14 +28,14 @@ def jobs_by_kind(dsn: str) -> dict[str, list[tuple[str, int]]]:
 
 
 def test_email_and_signed_webhook_on_a_new_high_alert(
-    pg_dsn: str, smtp: tuple[int, _Inbox]
+    pg_dsn: str, smtp: tuple[int, Inbox]
 ) -> None:
     port, inbox = smtp
     with receiver() as hook, running_biz(
-        pg_dsn, worker_enabled=True, worker_poll_s=0.05, smtp_host="127.0.0.1",
-        smtp_port=port, smtp_from="cloud@plant.example", smtp_to=["ops@plant.example"],
-        webhook_urls=[hook.url], webhook_secret=SECRET,
-    ) as biz:
+        pg_dsn, jobs={"worker_enabled": True, "worker_poll_s": 0.05},
+        notify={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_from": "cloud@plant.example",
+                "smtp_to": ["ops@plant.example"], "webhook_urls": [hook.url],
+                "webhook_secret": SECRET}) as biz:
         # Through the real sync endpoint: the trigger on `alerts` queues the notification.
         batch = SyncBatch(gateway="gw-1", batch_seq=1, created_ms=T0, alerts=[
             make_alert("aaaa0001"), make_alert("aaaa0002", severity="medium")])
@@ -144,8 +43,10 @@ def test_email_and_signed_webhook_on_a_new_high_alert(
             "Authorization": f"Bearer {biz.gateway_tokens['gw-1']}",
             "Content-Type": "application/json"})
         assert r.status_code == 200, r.text
-        wait_until(lambda: len(inbox.messages) == 1 and len(hook.requests) == 1)
-        wait_until(lambda: len(biz.get("viewer", "/api/v1/notifications").json()) == 2)
+        wait_until(lambda: len(inbox.messages) == 1 and len(hook.requests) == 1, 30,
+                   "one email and one webhook")
+        wait_until(lambda: len(biz.get("viewer", "/api/v1/notifications").json()) == 2, 30,
+                   "two logged deliveries")
         deliveries = biz.get("viewer", "/api/v1/notifications").json()
     msg = inbox.messages[0]
     assert inbox.recipients == [["ops@plant.example"]]
@@ -176,12 +77,12 @@ def test_email_and_signed_webhook_on_a_new_high_alert(
 def test_receivers_down_are_retried_and_every_attempt_logged(pg_dsn: str) -> None:
     nobody = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     with receiver(plan=[503, 500]) as flaky, running_biz(
-        pg_dsn, worker_enabled=True, worker_poll_s=0.05, job_backoff_s=0.05,
-        job_max_attempts=3, webhook_urls=[nobody, flaky.url], webhook_secret=SECRET,
-    ) as biz:
+        pg_dsn,
+        jobs={"worker_enabled": True, "worker_poll_s": 0.05, "backoff_s": 0.05, "max_attempts": 3},
+        notify={"webhook_urls": [nobody, flaky.url], "webhook_secret": SECRET}) as biz:
         upload(pg_dsn, [make_alert("aaaa0001")])
         wait_until(lambda: sorted(s for s, _ in jobs_by_kind(pg_dsn).get("webhook", [])) == [
-            "done", "failed"])
+            "done", "failed"], 30, "one webhook job done, the other failed")
         failures = biz.get("viewer", "/api/v1/notifications", ok="false",
                            alert_id="aaaa0001").json()
         everything = biz.get("viewer", "/api/v1/notifications").json()

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.test_cloud_users import Biz, make_alert, running_biz, upload
+from tests.fixtures.cloud import Biz
+from tests.fixtures.factories import make_alert, upload
 
 
 @pytest.fixture
-def biz(pg_dsn: str) -> Iterator[Biz]:
-    """The app with users, and two alerts of dev-1 and one of dev-2."""
-    with running_biz(pg_dsn) as b:
-        upload(pg_dsn, [make_alert("aaaa0001"), make_alert("aaaa0002"),
-                        make_alert("bbbb0001", device="dev-2")])
-        yield b
+def biz(biz: Biz) -> Biz:
+    """The shared ``biz`` app, and two alerts of dev-1 and one of dev-2."""
+    upload(biz.dsn, [make_alert("aaaa0001"), make_alert("aaaa0002"),
+                    make_alert("bbbb0001", device="dev-2")])
+    return biz
 
 
 ORDER = {"title": "Replace bearing", "priority": "high", "due_date": "2024-01-15",

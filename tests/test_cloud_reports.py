@@ -4,32 +4,31 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from xml.etree import ElementTree
 
 import pytest
 
-from tests.test_cloud_users import T0, Biz, make_alert, make_reading, running_biz, upload
+from tests.fixtures.cloud import Biz
+from tests.fixtures.factories import T0, make_alert, make_reading, upload
 
 DAY_MS = 86_400_000
 RANGE = {"since": "2023-11-14T00:00:00Z", "until": "2023-11-17T00:00:00Z"}  # T0 is on day 1
 
 
 @pytest.fixture
-def biz(pg_dsn: str) -> Iterator[Biz]:
+def biz(biz: Biz) -> Biz:
     """dev-1: 10 readings (2 anomalous), 2 alerts; dev-2: 4 readings, no alert; one order."""
-    with running_biz(pg_dsn) as b:
-        readings = [make_reading(i, ts_ms=T0 + i * 1000, anomalous=i in {3, 7})
-                    for i in range(10)]
-        readings += [make_reading(i, device="dev-2", ts_ms=T0 + DAY_MS + i) for i in range(4)]
-        readings.append(make_reading(99, ts_ms=T0 + 30 * DAY_MS))  # outside the range
-        upload(pg_dsn, [make_alert("aaaa0001"),
-                        make_alert("aaaa0002", severity="low", opened_ms=T0 + DAY_MS)], readings)
-        upload(pg_dsn, [make_alert("cccc0001", device="dev-3", severity="low",
-                                   opened_ms=T0 + 40 * DAY_MS)])
-        r = b.send("POST", "operator", "/api/v1/alerts/gw-1/aaaa0001/orders", {"title": "fix"})
-        assert r.status_code == 201
-        yield b
+    readings = [make_reading(i, ts_ms=T0 + i * 1000, anomalous=i in {3, 7})
+                for i in range(10)]
+    readings += [make_reading(i, device="dev-2", ts_ms=T0 + DAY_MS + i) for i in range(4)]
+    readings.append(make_reading(99, ts_ms=T0 + 30 * DAY_MS))  # outside the range
+    upload(biz.dsn, [make_alert("aaaa0001"),
+                    make_alert("aaaa0002", severity="low", opened_ms=T0 + DAY_MS)], readings)
+    upload(biz.dsn, [make_alert("cccc0001", device="dev-3", severity="low",
+                               opened_ms=T0 + 40 * DAY_MS)])
+    r = biz.send("POST", "operator", "/api/v1/alerts/gw-1/aaaa0001/orders", {"title": "fix"})
+    assert r.status_code == 201
+    return biz
 
 
 def test_report_numbers(biz: Biz) -> None:

@@ -25,7 +25,8 @@ from schemathesis.core.result import Ok
 
 from cloud.access.users import create_user
 from devstack.ports import free_port, wait_for_port
-from tests.test_cloud_users import make_alert, make_reading, prepare_db, upload
+from tests.fixtures.cloud import prepare_db
+from tests.fixtures.factories import make_alert, make_reading, upload
 
 MAX_EXAMPLES = 15
 
@@ -47,8 +48,8 @@ def cloud_url(pg_dsn: str, credentials: dict[str, str], tmp_path: Path) -> Itera
     """The cloud served by a real process; rate limits off so the run is not throttled."""
     port = free_port()
     log_path = tmp_path / "cloud.log"
-    env = {**os.environ, "SMAINT_CLOUD_DB_DSN": pg_dsn, "SMAINT_CLOUD_RATE_LIMIT_PER_MINUTE": "0",
-           "SMAINT_CLOUD_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "SMAINT_CLOUD_DB__DSN": pg_dsn,
+           "SMAINT_CLOUD_API__RATE_LIMIT_PER_MINUTE": "0", "SMAINT_CLOUD_LOGGING__LEVEL": "WARNING"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cloud", "serve", "--port", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)

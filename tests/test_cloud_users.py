@@ -1,116 +1,22 @@
 """Users, roles, API keys and database-backed rate limits (acceptance 2), on a real PostgreSQL.
-
-Also home of the helpers the other cloud business-layer tests share: an app with a viewer,
-an operator and an admin, and uploads of alerts and readings through the real ingest.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, cast
 
-import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from cloud.access.gateway_tokens import create_gateway, revoke_gateway
-from cloud.access.users import ROLES, create_user
+from cloud.access.gateway_tokens import revoke_gateway
 from cloud.api.app import create_app
 from cloud.cli import main
 from cloud.db.migrate import migrate
-from cloud.ingest.batch import apply_batch
 from cloud.settings import CloudSettings
-from shared.schemas import Alert, Reading, SyncBatch
-
-T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
-SYNC = "/api/v1/sync/batches"
-_batch_seq = itertools.count(1)
-
-
-@dataclass
-class Biz:
-    """A running app with gateways gw-1 and gw-2 and users viewer, operator and admin."""
-
-    client: TestClient
-    dsn: str
-    keys: dict[str, str]
-    gateway_tokens: dict[str, str]
-
-    def auth(self, who: str) -> dict[str, str]:
-        """Headers authenticating as user ``who`` (viewer, operator, admin)."""
-        return {"Authorization": f"Bearer {self.keys[who]}"}
-
-    def get(self, who: str, path: str, **params: Any) -> httpx.Response:
-        """GET ``path`` as user ``who``."""
-        return cast(httpx.Response, self.client.get(path, params=params, headers=self.auth(who)))
-
-    def send(self, method: str, who: str, path: str, body: object = None) -> httpx.Response:
-        """``method`` ``path`` with a JSON body as user ``who``."""
-        return cast(httpx.Response, self.client.request(
-            method, path, json=body, headers=self.auth(who)))
-
-
-def prepare_db(dsn: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Migrate, register gw-1 and gw-2 and create one user per role; (keys, tokens)."""
-    migrate(dsn)
-    with psycopg.connect(dsn) as conn:
-        tokens = {gw: create_gateway(conn, gw) for gw in ("gw-1", "gw-2")}
-        keys: dict[str, str] = {role: create_user(conn, role, role).key for role in ROLES}
-    return keys, tokens
-
-
-@contextmanager
-def running_biz(dsn: str, **settings: Any) -> Iterator[Biz]:
-    """The app on ``dsn`` (worker off unless asked), with the users and gateways above."""
-    keys, tokens = prepare_db(dsn)
-    cfg = CloudSettings(db_dsn=dsn, **{"worker_enabled": False, **settings})
-    with TestClient(create_app(cfg)) as client:
-        yield Biz(client, dsn, keys, tokens)
-
-
-def make_alert(
-    alert_id: str, device: str = "dev-1", severity: str = "high", opened_ms: int = T0,
-    state: str = "open",
-) -> Alert:
-    """An alert as a gateway would upload it."""
-    return Alert.model_validate({
-        "alert_id": alert_id, "device": device, "opened_ms": opened_ms, "severity": severity,
-        "state": state, "score": 0.93, "scorer": "stat",
-        "explanation": {"current_a": 0.7, "temperature_c": -0.2}, "updated_ms": opened_ms,
-    })
-
-
-def make_reading(seq: int, device: str = "dev-1", ts_ms: int = T0, anomalous: bool = False,
-                 ) -> Reading:
-    """A motor reading at ``ts_ms``."""
-    return Reading(
-        device=device, boot="b00710ad", seq=seq, type="motor", ts_ms=ts_ms, device_ts_ms=ts_ms,
-        received_ms=ts_ms, metrics={"temperature_c": 40.0, "current_a": 3.5}, score=0.1,
-        scorer="stat", anomalous=anomalous,
-    )
-
-
-def upload(
-    dsn: str, alerts: Sequence[Alert] = (), readings: Sequence[Reading] = (),
-    gateway: str = "gw-1",
-) -> None:
-    """Apply one sync batch through the real ingest code (so the alerts trigger fires)."""
-    batch = SyncBatch(gateway=gateway, batch_seq=next(_batch_seq), created_ms=T0,
-                      readings=list(readings), alerts=list(alerts))
-    with psycopg.connect(dsn) as conn:
-        apply_batch(conn, batch, gateway)
-
-
-@pytest.fixture
-def biz(pg_dsn: str) -> Iterator[Biz]:
-    """The app with three users and two gateways."""
-    with running_biz(pg_dsn) as b:
-        yield b
+from shared.schemas import SyncBatch
+from tests.fixtures.cloud import Biz, running_biz
+from tests.fixtures.factories import SYNC, T0, make_alert, make_reading, upload
 
 
 def sync_body(gateway: str, seq: int) -> bytes:
@@ -200,8 +106,9 @@ def _away_from_window_edge() -> None:
 
 
 def test_rate_limit_is_shared_by_two_apps(pg_dsn: str) -> None:
-    with running_biz(pg_dsn, rate_limit_per_minute=3) as a:
-        cfg = CloudSettings(db_dsn=pg_dsn, worker_enabled=False, rate_limit_per_minute=3)
+    with running_biz(pg_dsn, api={"rate_limit_per_minute": 3}) as a:
+        cfg = CloudSettings(
+            db={"dsn": pg_dsn}, jobs={"worker_enabled": False}, api={"rate_limit_per_minute": 3})
         with TestClient(create_app(cfg)) as b_client:
             _away_from_window_edge()
             key = a.auth("viewer")

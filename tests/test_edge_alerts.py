@@ -73,9 +73,10 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
 ) -> None:
     db = tmp_path / "gw.db"
     settings = GatewaySettings(
-        gateway_id=GATEWAY, mqtt_port=broker.port, db_path=str(db), http_port=free_port(),
-        models_dir=str(tmp_path / "models"), score_window=8, score_warmup=4,
-        alert_open_after=2, alert_resolve_after=2)
+        gateway_id=GATEWAY, mqtt={"port": broker.port}, storage={"path": str(db)},
+        http={"port": free_port()},
+        scoring={"models_dir": str(tmp_path / "models"), "window": 8, "warmup": 4},
+        alerts={"open_after": 2, "resolve_after": 2})
     # Normal, a run of three 150 °C spikes (opens after two), then normal again (resolves).
     temps = [60.0 + 0.1 * (s % 5) for s in range(12)] + [150.0] * 3 + [60.2] * 4
     listener = AlertListener(broker.port)
@@ -107,6 +108,9 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
                 assert stored_alert(db, opened.alert_id) == ("acknowledged", acked.updated_ms, 1)
                 again = await gw.http.post(url)  # a double click changes nothing
                 assert Alert.model_validate(again.json()) == acked
+                metrics = (await gw.http.get(f"{gw.base_url}/metrics")).text
+                assert "smaint_gateway_alerts_acknowledged_total 1.0" in metrics
+                assert "smaint_gateway_alert_publish_dropped_total 0.0" in metrics
                 missing = await gw.http.post(f"{gw.base_url}/api/alerts/0000dead/ack")
                 assert missing.status_code == 404
 
@@ -127,8 +131,9 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
 
 
 async def test_ack_route_refuses_get(broker: PrivateMosquitto, tmp_path: Path) -> None:
-    settings = GatewaySettings(gateway_id="gw-alerts-get", mqtt_port=broker.port,
-                               db_path=str(tmp_path / "gw.db"), http_port=free_port())
+    settings = GatewaySettings(
+        gateway_id="gw-alerts-get", mqtt={"port": broker.port},
+        storage={"path": str(tmp_path / "gw.db")}, http={"port": free_port()})
     async with running_gateway(settings) as gw:
         resp = await gw.http.get(f"{gw.base_url}/api/alerts/0000dead/ack")
     assert resp.status_code == 405

@@ -30,8 +30,9 @@ async def test_bad_messages_are_dead_lettered_and_the_gateway_keeps_running(
     broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
     db = tmp_path / "gw.db"
-    settings = GatewaySettings(gateway_id="gw-deadletter", mqtt_port=broker.port,
-                               db_path=str(db), http_port=free_port())
+    settings = GatewaySettings(
+        gateway_id="gw-deadletter", mqtt={"port": broker.port}, storage={"path": str(db)},
+        http={"port": free_port()})
     dev = "dl-motor-1"
     topic = topics.telemetry(dev)
     missing = reading(dev, 1)
@@ -74,8 +75,9 @@ async def test_bad_messages_are_dead_lettered_and_the_gateway_keeps_running(
 async def test_status_endpoint_reports_the_contract_keys(
     broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
-    settings = GatewaySettings(gateway_id="gw-statuskeys", mqtt_port=broker.port,
-                               db_path=str(tmp_path / "gw.db"), http_port=free_port())
+    settings = GatewaySettings(
+        gateway_id="gw-statuskeys", mqtt={"port": broker.port},
+        storage={"path": str(tmp_path / "gw.db")}, http={"port": free_port()})
     async with running_gateway(settings) as gw:
         status = await gw.status()
         with Publisher("127.0.0.1", broker.port, "pub-statuskeys") as pub:

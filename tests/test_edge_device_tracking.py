@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.alert_lifecycle import AlertTracker
@@ -126,8 +128,9 @@ async def test_devices_endpoint_shows_online_offline_last_seen_rate_and_gaps(
 ) -> None:
     # A broker of its own: the fleet's retained status messages must not reach other tests.
     broker = fresh_broker
-    settings = GatewaySettings(gateway_id="gw-devhealth", mqtt_port=broker.port,
-                               db_path=str(tmp_path / "gw.db"), http_port=free_port())
+    settings = GatewaySettings(
+        gateway_id="gw-devhealth", mqtt={"port": broker.port},
+        storage={"path": str(tmp_path / "gw.db")}, http={"port": free_port()})
     async with running_gateway(settings) as gw:
         fleet = Fleet(broker.host, broker.port, n_devices=2, rate_hz=20, profile="motor",
                       seed=7, id_prefix="dh-")
@@ -155,12 +158,14 @@ async def test_devices_endpoint_shows_online_offline_last_seen_rate_and_gaps(
     assert "smaint_gateway_degraded 0.0" in metrics
 
 
+@pytest.mark.expected_errors("edge.ingest", r"entering degraded mode")
 async def test_a_full_disk_degrades_the_gateway_visibly_and_it_recovers(
     broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
     db = tmp_path / "gw.db"
-    settings = GatewaySettings(gateway_id="gw-diskfull", mqtt_port=broker.port,
-                               db_path=str(db), http_port=free_port(), degraded_retry_s=0.2)
+    settings = GatewaySettings(
+        gateway_id="gw-diskfull", mqtt={"port": broker.port},
+        storage={"path": str(db), "degraded_retry_s": 0.2}, http={"port": free_port()})
     gateway = Gateway(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(run_gateway(settings, stop, gateway))

@@ -32,8 +32,9 @@ def reading(device: str, seq: int, boot: str = "0badc0de") -> str:
 
 def settings_for(broker: PrivateMosquitto, gateway_id: str, db: Path) -> GatewaySettings:
     """Gateway settings for one test: own id, own database, free HTTP port, no sync."""
-    return GatewaySettings(gateway_id=gateway_id, mqtt_port=broker.port, db_path=str(db),
-                           http_port=free_port())
+    return GatewaySettings(
+        gateway_id=gateway_id, mqtt={"port": broker.port}, storage={"path": str(db)},
+        http={"port": free_port()})
 
 
 def stored_keys(db: Path) -> list[tuple[str, str, int]]:

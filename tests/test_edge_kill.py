@@ -33,10 +33,10 @@ def gateway_service(broker: PrivateMosquitto, db: Path, log: Path) -> ServicePro
     http_port = free_port()
     env = {**os.environ,
            "SMAINT_GATEWAY_GATEWAY_ID": "gw-kill",
-           "SMAINT_GATEWAY_MQTT_PORT": str(broker.port),
-           "SMAINT_GATEWAY_DB_PATH": str(db),
-           "SMAINT_GATEWAY_HTTP_PORT": str(http_port),
-           "SMAINT_GATEWAY_CLOUD_TOKEN": ""}
+           "SMAINT_GATEWAY_MQTT__PORT": str(broker.port),
+           "SMAINT_GATEWAY_STORAGE__PATH": str(db),
+           "SMAINT_GATEWAY_HTTP__PORT": str(http_port),
+           "SMAINT_GATEWAY_SYNC__TOKEN": ""}
 
     def session_up() -> bool:
         try:

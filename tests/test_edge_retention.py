@@ -127,15 +127,51 @@ def test_then_unsynced_readings_become_minute_aggregates_alerts_kept(filled: Sto
     assert total == pytest.approx(sum(temps))
 
 
+# A budget nothing fits in: retention says so, on purpose.
+@pytest.mark.expected_errors("edge.retention", "still over the disk budget")
+def test_a_minute_whose_aggregates_are_being_uploaded_is_not_folded_into(filled: Store) -> None:
+    store = filled
+    conn = store.conn
+    Retention(store, 1).enforce(force=True)  # every unsent reading is folded
+    # The first minute's rows are frozen in pending batch 2: an upload retry must resend them
+    # as they are. Late readings arrive, two of that minute and one of the next.
+    with store.transaction():
+        conn.execute("UPDATE reading_aggregates SET batch_seq = 2 WHERE minute_ms = ?",
+                     (BASE_MS,))
+        conn.executemany(
+            "INSERT INTO readings (device, boot, seq, type, ts_ms, received_ms, metrics, "
+            "scorer, anomalous) SELECT device, boot, ?, type, ?, received_ms, metrics, "
+            "scorer, anomalous FROM readings WHERE seq = 4000",
+            [(10**6, BASE_MS + 1000), (10**6 + 1, BASE_MS + 2000),
+             (10**6 + 2, BASE_MS + 61_000)])
+    rows = ("SELECT metric, minute_ms, n, updated_ms, batch_seq FROM reading_aggregates "
+            "WHERE minute_ms IN (?, ?) ORDER BY minute_ms, metric")
+    before = conn.execute(rows, (BASE_MS, BASE_MS + 60_000)).fetchall()
+    Retention(store, 1).enforce(force=True)
+    assert seqs(store, "batch_seq IS NULL") == [10**6, 10**6 + 1]  # left raw until the ack
+    after = conn.execute(rows, (BASE_MS, BASE_MS + 60_000)).fetchall()
+    assert after[:3] == before[:3]  # the frozen rows are untouched
+    assert [(n, batch) for _, _, n, _, batch in after[3:]] == [(61, None)] * 3
+    # Once batch 2 is acked, the late readings merge and the rows go out again, newer.
+    with store.transaction():
+        conn.execute("UPDATE sync_batches SET state = 'acked' WHERE batch_seq = 2")
+    Retention(store, 1).enforce(force=True)
+    assert seqs(store, "batch_seq IS NULL") == []
+    merged = conn.execute(rows, (BASE_MS, BASE_MS + 60_000)).fetchall()[:3]
+    assert [(n, batch) for _, _, n, _, batch in merged] == [(62, None)] * 3
+    assert all(m[3] > b[3] for m, b in zip(merged, before[:3], strict=True))
+
+
 def test_no_budget_means_no_retention(filled: Store) -> None:
     assert Retention(filled, 0).enforce() is None
     assert filled.count("readings") == N
 
 
 def _budget_settings(broker: PrivateMosquitto, db: Path) -> GatewaySettings:
-    return GatewaySettings(gateway_id="gw-retention-live", mqtt_port=broker.port,
-                           db_path=str(db), http_port=free_port(), db_max_mb=0.2,
-                           retention_interval_s=0.1)
+    return GatewaySettings(
+        gateway_id="gw-retention-live", mqtt={"port": broker.port},
+        storage={"path": str(db), "max_mb": 0.2, "retention_interval_s": 0.1},
+        http={"port": free_port()})
 
 
 async def test_a_running_gateway_reports_its_retention_drops(
@@ -176,12 +212,12 @@ def test_the_budget_comes_from_a_toml_file_and_the_environment_overrides_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conf = tmp_path / "gateway.toml"
-    conf.write_text('gateway_id = "gw-from-toml"\ndb_max_mb = 64\nretention_low_water = 0.8\n')
+    conf.write_text('gateway_id = "gw-from-toml"\n[storage]\nmax_mb = 64\nlow_water = 0.8\n')
     monkeypatch.setenv("SMAINT_GATEWAY_CONFIG", str(conf))
-    monkeypatch.setenv("SMAINT_GATEWAY_DB_MAX_MB", "32")
+    monkeypatch.setenv("SMAINT_GATEWAY_STORAGE__MAX_MB", "32")
     s = load_settings()
-    assert (s.gateway_id, s.db_max_mb, s.retention_low_water) == ("gw-from-toml", 32.0, 0.8)
-    assert load_settings(db_max_mb=16).db_max_mb == 16.0  # explicit arguments win
+    assert (s.gateway_id, s.storage.max_mb, s.storage.low_water) == ("gw-from-toml", 32.0, 0.8)
+    assert load_settings(storage={"max_mb": 16}).storage.max_mb == 16.0  # explicit arguments win
     monkeypatch.setenv("SMAINT_GATEWAY_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigFileError):
         load_settings()

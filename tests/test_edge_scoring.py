@@ -156,6 +156,7 @@ def install(models_dir: Path, name: str, data: bytes) -> None:
     os.replace(tmp, models_dir / name)
 
 
+@pytest.mark.expected_errors("edge.model_registry", r"refused for profile")
 def test_registry_refuses_bad_bundles_with_a_reason_and_keeps_the_last_good_model(
     motor_bundle: tuple[Manifest, bytes], key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
@@ -201,6 +202,7 @@ def payload(device: str, seq: int, row: np.ndarray) -> str:
     return telemetry(device, seq, row).model_dump_json()
 
 
+@pytest.mark.expected_errors("edge.model_registry", r"refused for profile")
 async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_takes_over(
     broker: PrivateMosquitto, tmp_path: Path, motor_bundle: tuple[Manifest, bytes],
     key: Ed25519PrivateKey, caplog: pytest.LogCaptureFixture,
@@ -209,9 +211,10 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
     db, models = tmp_path / "gw.db", tmp_path / "models"
     models.mkdir()
     settings_ = GatewaySettings(
-        gateway_id="gw-scoring", mqtt_port=broker.port, db_path=str(db), http_port=free_port(),
-        models_dir=str(models), model_trusted_keys=[public_key_text(key.public_key())],
-        model_poll_s=0.1, score_window=8, score_warmup=4)
+        gateway_id="gw-scoring", mqtt={"port": broker.port}, storage={"path": str(db)},
+        http={"port": free_port()},
+        scoring={"models_dir": str(models), "trusted_keys": [public_key_text(key.public_key())],
+                 "model_poll_s": 0.1, "window": 8, "warmup": 4})
     dev = "sc-motor-1"
     series = motor_series(7, 150)
     sent = 0

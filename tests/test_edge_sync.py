@@ -13,18 +13,15 @@ from typing import Any
 
 import pytest
 
-from edge.alert_lifecycle import AlertTracker
 from edge.outbox import Outbox
-from edge.pipeline import Pipeline
-from edge.score import RobustZScorer
+from edge.retention import Retention
 from edge.settings import GatewaySettings
 from edge.store import Store
 from edge.sync import Uploader
-from edge.validate import Incoming
-from shared import batchcodec, topics
+from shared import batchcodec
 from shared.schemas import SyncBatch
+from tests.fixtures.gateway import GATEWAY, ingest_through_pipeline
 
-GATEWAY = "gw-sync-test"
 TOKEN = "s3cret-token"
 
 
@@ -66,7 +63,8 @@ def receiver() -> Iterator[Receiver]:
                     gateway=decoded.gateway, batch_seq=decoded.batch_seq,
                     created_ms=decoded.created_ms, readings=decoded.readings.to_readings(),
                     alerts=decoded.alerts, events=decoded.events, state=decoded.state,
-                    backfill_done=decoded.backfill_done).model_dump(mode="json")
+                    backfill_done=decoded.backfill_done,
+                    aggregates=decoded.aggregates).model_dump(mode="json")
             else:
                 body = json.loads(raw)
             rec.requests.append({"path": self.path, "headers": dict(self.headers),
@@ -95,25 +93,11 @@ def receiver() -> Iterator[Receiver]:
 
 def make_settings(url: str, db: Path) -> GatewaySettings:
     """Settings with quick retries so tests stay fast."""
-    return GatewaySettings(gateway_id=GATEWAY, cloud_url=url, cloud_token=TOKEN,
-                           db_path=str(db), sync_batch_max=4, sync_retry_attempts=3,
-                           sync_retry_max_s=0.02, score_warmup=4, score_window=16)
-
-
-def ingest(store: Store, settings: GatewaySettings, seqs: range, spike_from: int = 10**9
-           ) -> None:
-    """Store readings through the real pipeline (no broker needed)."""
-    scorer = RobustZScorer(settings.score_window, settings.score_warmup, settings.score_threshold)
-    pipe = Pipeline(store, scorer, AlertTracker(1, 5, settings.score_threshold), GATEWAY)
-    msgs = []
-    for seq in seqs:
-        temp = 50.0 + seq % 3 * 0.1 + (100.0 if seq >= spike_from else 0.0)
-        payload = {"v": 1, "device": "sync-dev", "boot": "0123abcd", "seq": seq,
-                   "ts_ms": 1_700_000_000_000 + seq, "uptime_ms": seq, "synced": True,
-                   "type": "motor", "metrics": {"temperature_c": temp,
-                                                "vibration_rms_g": 1.0, "current_a": 5.0}}
-        msgs.append(Incoming(topics.telemetry("sync-dev"), json.dumps(payload).encode(), 1))
-    pipe.handle(msgs)
+    return GatewaySettings(
+        gateway_id=GATEWAY,
+        sync={"cloud_url": url, "token": TOKEN, "batch_max": 4, "retry_attempts": 3,
+              "retry_max_s": 0.02},
+        storage={"path": str(db)}, scoring={"warmup": 4, "window": 16})
 
 
 def seqs_of(request: dict[str, Any]) -> list[int]:
@@ -125,8 +109,8 @@ async def test_batches_carry_alerts_and_the_oldest_readings_then_count_as_synced
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
-    store = Store.open(settings.db_path)
-    ingest(store, settings, range(6), spike_from=5)  # seq 5 opens an alert
+    store = Store.open(settings.storage.path)
+    ingest_through_pipeline(store, settings, range(6), spike_from=5)  # seq 5 opens an alert
     up = Uploader(settings, Outbox(store))
     first = await up.sync_once()
     assert first.outcome == "acked"
@@ -153,8 +137,8 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
-    store = Store.open(settings.db_path)
-    ingest(store, settings, range(3))
+    store = Store.open(settings.storage.path)
+    ingest_through_pipeline(store, settings, range(3))
     receiver.script = [(503, {"Retry-After": "0"}, b"busy"), (500, {}, b"oops"),
                        (429, {}, b"slow down")]
     up = Uploader(settings, Outbox(store))
@@ -166,8 +150,8 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
     store.close()
 
     # "Restart": new readings arrive, but the recorded batch goes first and unchanged.
-    store = Store.open(settings.db_path)
-    ingest(store, settings, range(3, 5))
+    store = Store.open(settings.storage.path)
+    ingest_through_pipeline(store, settings, range(3, 5))
     receiver.script = [(200, {}, b'{"not": "an ack"}')]
     up = Uploader(settings, Outbox(store))
     assert (await up.sync_once()).outcome == "acked"  # bad ack retried, then a real one
@@ -184,12 +168,13 @@ async def test_a_failed_upload_is_retried_with_the_same_batch_even_after_a_resta
     store.close()
 
 
+@pytest.mark.expected_errors("edge.sync", "batch 1 rejected")
 async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
-    store = Store.open(settings.db_path)
-    ingest(store, settings, range(6))
+    store = Store.open(settings.storage.path)
+    ingest_through_pipeline(store, settings, range(6))
     receiver.script = [(422, {}, b'{"detail": "readings.0.metrics: bad"}')]
     up = Uploader(settings, Outbox(store))
     rejected = await up.sync_once()
@@ -213,12 +198,13 @@ async def test_a_refused_batch_is_dead_lettered_and_sync_moves_on(
     store.close()
 
 
+@pytest.mark.expected_errors("edge.sync", "refused this gateway's token")
 async def test_a_refused_token_keeps_the_batch_and_pauses(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(receiver.url, tmp_path / "gw.db")
-    store = Store.open(settings.db_path)
-    ingest(store, settings, range(2))
+    store = Store.open(settings.storage.path)
+    ingest_through_pipeline(store, settings, range(2))
     receiver.script = [(401, {}, b'{"detail": "revoked"}')]
     up = Uploader(settings, Outbox(store))
     assert (await up.sync_once()).outcome == "auth"
@@ -226,5 +212,90 @@ async def test_a_refused_token_keeps_the_batch_and_pauses(
     assert (await up.sync_once()).outcome == "acked"
     assert [r["body"]["batch_seq"] for r in receiver.requests] == [1, 1]
     assert store.counters["synced"] == 2
+    await up.aclose()
+    store.close()
+
+
+def fold_all(store: Store) -> int:
+    """Run retention with a budget nothing fits in: every foldable unsent reading is folded."""
+    result = Retention(store, 1).enforce(force=True)
+    assert result is not None
+    return result.aggregated
+
+
+def aggregates_of(request: dict[str, Any]) -> dict[str, tuple[int, float, int]]:
+    """metric -> (n, sum, updated_ms) of the aggregates a request carried (one minute here)."""
+    return {a["metric"]: (a["n"], a["sum"], a["updated_ms"])
+            for a in request["body"]["aggregates"]}
+
+
+# A budget nothing fits in: retention says so, on purpose.
+@pytest.mark.expected_errors("edge.retention", "still over the disk budget")
+async def test_folded_readings_are_uploaded_and_a_later_merge_goes_out_again(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = make_settings(receiver.url, tmp_path / "gw.db")
+    store = Store.open(settings.storage.path)
+    outbox = Outbox(store)
+    ingest_through_pipeline(store, settings, range(6))  # one device, one minute, three metrics
+    assert fold_all(store) == 6
+    assert store.count("reading_aggregates") == 3
+    assert outbox.backlog() == 3  # no raw reading left, three aggregate rows to send
+    ingest_through_pipeline(store, settings, range(6, 8))
+    up = Uploader(settings, outbox)
+    assert (await up.sync_once()).outcome == "acked"
+    first = receiver.requests[0]
+    assert seqs_of(first) == [6, 7]
+    sent = aggregates_of(first)
+    assert {m: n for m, (n, _, _) in sent.items()} == {
+        "temperature_c": 6, "vibration_rms_g": 6, "current_a": 6}
+    assert sent["current_a"][1] == pytest.approx(30.0)
+    assert outbox.backlog() == 0
+    assert store.counters["synced_aggregates"] == 3
+    assert (await up.sync_once()).outcome == "idle"  # acked rows are not sent again
+
+    # Two more readings of the same minute folded later: the merged rows go out again, newer.
+    ingest_through_pipeline(store, settings, range(8, 10))
+    assert fold_all(store) == 2
+    assert outbox.backlog() == 3
+    assert (await up.sync_once()).outcome == "acked"
+    again = aggregates_of(receiver.requests[-1])
+    assert {m: n for m, (n, _, _) in again.items()} == {
+        "temperature_c": 8, "vibration_rms_g": 8, "current_a": 8}
+    assert again["current_a"][1] == pytest.approx(40.0)
+    assert all(again[m][2] > sent[m][2] for m in sent)  # last writer wins upstream
+    assert outbox.backlog() == 0
+    await up.aclose()
+    store.close()
+
+
+# A budget nothing fits in: retention says so, on purpose.
+@pytest.mark.expected_errors("edge.retention", "still over the disk budget")
+async def test_a_fold_never_changes_aggregates_frozen_in_a_batch_being_retried(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = make_settings(receiver.url, tmp_path / "gw.db")
+    store = Store.open(settings.storage.path)
+    outbox = Outbox(store)
+    ingest_through_pipeline(store, settings, range(6))
+    fold_all(store)
+    receiver.script = [(503, {}, b"busy")] * settings.sync.retry_attempts
+    up = Uploader(settings, outbox)
+    assert (await up.sync_once()).outcome == "failed"  # batch 1 frozen with 3 aggregates
+    # More readings of that minute while the batch waits: retention must leave them raw.
+    ingest_through_pipeline(store, settings, range(6, 10))
+    assert fold_all(store) == 0
+    assert store.count("readings", "batch_seq IS NULL") == 4
+    assert outbox.backlog() == 4 + 3
+    assert (await up.sync_once()).outcome == "acked"
+    bodies = [r["body"] for r in receiver.requests]
+    assert [b["batch_seq"] for b in bodies] == [1] * (settings.sync.retry_attempts + 1)
+    assert all({**b, "state": None} == {**bodies[0], "state": None} for b in bodies)
+    assert {a["n"] for a in bodies[-1]["aggregates"]} == {6}
+    # Acked: now the waiting readings fold into the rows, which go out again.
+    assert fold_all(store) == 4
+    assert (await up.sync_once()).outcome == "acked"
+    assert {n for n, _, _ in aggregates_of(receiver.requests[-1]).values()} == {10}
+    assert outbox.backlog() == 0
     await up.aclose()
     store.close()

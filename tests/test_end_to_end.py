@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from devstack.demo import Demo
+from tests.fixtures.waiting import wait_until
 
 
 @pytest.mark.slow
@@ -25,9 +26,9 @@ def test_every_reading_from_several_devices_arrives_in_postgres_exactly_once(
     demo = Demo(tmp_path, devices=6, rate_hz=20, train_models=False)  # scoring: own tests
     try:
         demo.start()
-        time.sleep(4)
         fleet = demo.fleet
         assert fleet is not None
+        wait_until(lambda: fleet.published > 6 * 20 * 2, 30, "the fleet publishing")
         fleet.stop()
         published = fleet.keys()
         assert len({device for device, _, _ in published}) == 6

@@ -72,14 +72,14 @@ def test_every_reading_once_through_outages_and_kills(
     with psycopg.connect(pg_dsn) as conn:
         token = create_gateway(conn, GATEWAY)
     cloud_port, gw_port = free_port(), free_port()
-    base = {**os.environ, "SMAINT_CLOUD_LOG_LEVEL": "WARNING"}
+    base = {**os.environ, "SMAINT_CLOUD_LOGGING__LEVEL": "WARNING"}
     logs = tmp_path / "services.log"  # both services; its path is in any failure message
     cloud = ServiceProcess([sys.executable, "-m", "cloud", "serve", "--port", str(cloud_port),
                      "--dsn", pg_dsn], base, logs, cloud_port)
-    gw_env = {**base, "SMAINT_GATEWAY_CLOUD_TOKEN": token,
-              "SMAINT_GATEWAY_SYNC_INTERVAL_S": "0.2", "SMAINT_GATEWAY_SYNC_RETRY_MAX_S": "0.5",
-              "SMAINT_GATEWAY_SYNC_RETRY_ATTEMPTS": "3", "SMAINT_GATEWAY_SYNC_TIMEOUT_S": "10",
-              "SMAINT_GATEWAY_SYNC_BATCH_MAX": "3000", "SMAINT_GATEWAY_SYNC_BACKLOG_MAX": "3000"}
+    gw_env = {**base, "SMAINT_GATEWAY_SYNC__TOKEN": token,
+              "SMAINT_GATEWAY_SYNC__INTERVAL_S": "0.2", "SMAINT_GATEWAY_SYNC__RETRY_MAX_S": "0.5",
+              "SMAINT_GATEWAY_SYNC__RETRY_ATTEMPTS": "3", "SMAINT_GATEWAY_SYNC__TIMEOUT_S": "10",
+              "SMAINT_GATEWAY_SYNC__BATCH_MAX": "3000", "SMAINT_GATEWAY_SYNC__BACKLOG_MAX": "3000"}
     gateway = ServiceProcess([sys.executable, "-m", "edge", "run", "--gateway-id", GATEWAY,
                        "--mqtt-port", str(fresh_broker.port), "--db", str(tmp_path / "gw.db"),
                        "--cloud-url", f"http://127.0.0.1:{cloud_port}",

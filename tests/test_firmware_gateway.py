@@ -11,10 +11,8 @@ import pytest
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.settings import GatewaySettings
+from tests.fixtures.firmware import start_node
 from tests.fixtures.gateway import running_gateway
-from tests.test_firmware_host import start_node, virtual_esp32
-
-__all__ = ["virtual_esp32"]  # the fixture, re-exported so pytest finds it here
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +21,9 @@ async def test_gateway_stores_every_buffered_reading_of_two_nodes_across_an_outa
     virtual_esp32: Path, fresh_broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
     db = tmp_path / "gw.db"
-    settings = GatewaySettings(gateway_id="gw-firmware", mqtt_port=fresh_broker.port,
-                               db_path=str(db), http_port=free_port())
+    settings = GatewaySettings(
+        gateway_id="gw-firmware", mqtt={"port": fresh_broker.port}, storage={"path": str(db)},
+        http={"port": free_port()})
     async with running_gateway(settings) as gw:
         nodes = [
             start_node(virtual_esp32, fresh_broker, dev, "--rate-hz", "20", "--seconds", "7",

@@ -28,6 +28,7 @@ from simulator.signals import (
     make_source,
     nab_machine_temperature_f,
 )
+from tests.fixtures.waiting import wait_until
 
 
 class Collector:
@@ -87,7 +88,7 @@ def test_every_message_decodes_and_published_equals_received(
     collectors.append(sub)
     fleet = Fleet(broker.host, broker.port, 6, 50.0, "mix", seed=1, id_prefix="t-dec-")
     fleet.start()
-    time.sleep(1.0)
+    wait_until(lambda: fleet.published > 200, 15, "the fleet publishing")
     stats = fleet.stop()
     assert stats["pending"] == 0
     assert stats["published"] == stats["sent"] > 200
@@ -125,8 +126,10 @@ def test_status_online_retained_then_will_on_crash_and_offline_on_stop(
             out.append((device, st.state, st.boot, retained))
         return out
 
-    # A subscriber that arrives after the devices gets the retained online status.
-    time.sleep(0.2)
+    # A subscriber that arrives after the devices gets the retained online status: a device's
+    # first acknowledged reading follows its status on the same connection.
+    wait_until(lambda: all(n > 0 for n in fleet.per_device().values()), 10,
+               "a reading from every device")
     sub = Collector(broker, "t-st-", "status")
     collectors.append(sub)
     assert sub.wait_for(lambda m: len(m) >= 2, 5)
@@ -152,13 +155,10 @@ def test_status_online_retained_then_will_on_crash_and_offline_on_stop(
 def test_fleet_reconnects_after_broker_restart(fresh_broker: PrivateMosquitto) -> None:
     fleet = Fleet(fresh_broker.host, fresh_broker.port, 2, 50.0, "mill", seed=6).start()
     try:
-        time.sleep(0.3)
+        wait_until(lambda: fleet.published > 0, 10, "the fleet publishing")
         fresh_broker.restart()
         before = fleet.published
-        deadline = time.monotonic() + 5
-        while fleet.published < before + 50 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert fleet.published >= before + 50
+        wait_until(lambda: fleet.published >= before + 50, 15, "publishing after the restart")
     finally:
         stats = fleet.stop()
     assert stats["pending"] == 0

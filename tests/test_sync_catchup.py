@@ -21,7 +21,7 @@ from edge.outbox import Outbox
 from edge.settings import GatewaySettings
 from edge.store import Store
 from edge.sync import Uploader
-from tests.test_edge_sync import GATEWAY, ingest
+from tests.fixtures.gateway import GATEWAY, ingest_through_pipeline
 
 
 @pytest.fixture
@@ -30,18 +30,18 @@ def cloud(pg_dsn: str) -> Iterator[tuple[TestClient, str]]:
     migrate(pg_dsn)
     with psycopg.connect(pg_dsn) as conn:
         token = create_gateway(conn, GATEWAY)
-    with TestClient(create_app(CloudSettings(db_dsn=pg_dsn))) as client:
+    with TestClient(create_app(CloudSettings(db={"dsn": pg_dsn}))) as client:
         yield client, token
 
 
-def uploader(client: TestClient, token: str, db: Path, **over: object) -> Uploader:
+def uploader(client: TestClient, token: str, db: Path, sync: dict[str, object]) -> Uploader:
     """An Uploader whose HTTP goes straight into the running app (no sockets)."""
-    settings = GatewaySettings(gateway_id=GATEWAY, cloud_url="http://cloud", cloud_token=token,
-                               db_path=str(db), score_warmup=4, score_window=16,
-                               sync_retry_attempts=2, sync_retry_max_s=0.01,
-                               **over)  # type: ignore[arg-type]
+    settings = GatewaySettings(
+        gateway_id=GATEWAY, storage={"path": str(db)}, scoring={"warmup": 4, "window": 16},
+        sync={"cloud_url": "http://cloud", "token": token, "retry_attempts": 2,
+              "retry_max_s": 0.01, **sync})
     transport = httpx.ASGITransport(app=client.app)
-    return Uploader(settings, Outbox(Store.open(settings.db_path)),
+    return Uploader(settings, Outbox(Store.open(settings.storage.path)),
                     httpx.AsyncClient(transport=transport, base_url="http://cloud"))
 
 
@@ -71,9 +71,11 @@ async def test_after_an_outage_live_goes_first_and_the_backlog_drains_oldest_fir
     cloud: tuple[TestClient, str], tmp_path: Path, pg_dsn: str
 ) -> None:
     client, token = cloud
-    up = uploader(client, token, tmp_path / "gw.db", sync_batch_max=10, sync_backlog_max=15,
-                  sync_catchup_after=20)
-    ingest(up.outbox.store, up.settings, range(50))  # piled up while the cloud was away
+    up = uploader(
+        client, token, tmp_path / "gw.db",
+        sync={"batch_max": 10, "backlog_max": 15, "catchup_after": 20})
+    # Piled up while the cloud was away.
+    ingest_through_pipeline(up.outbox.store, up.settings, range(50))
     sent = await drain(up)
     # Cycle 1: the 10 newest live + the 15 oldest as backlog; then 25 left: 10 newest live +
     # 15 oldest; then nothing more is beyond the threshold.
@@ -93,9 +95,10 @@ async def test_backfill_on_request_reuploads_the_range_harmlessly(
     cloud: tuple[TestClient, str], tmp_path: Path, pg_dsn: str
 ) -> None:
     client, token = cloud
-    up = uploader(client, token, tmp_path / "gw.db", sync_batch_max=8, sync_backlog_max=6,
-                  sync_catchup_after=100)
-    ingest(up.outbox.store, up.settings, range(20))
+    up = uploader(
+        client, token, tmp_path / "gw.db",
+        sync={"batch_max": 8, "backlog_max": 6, "catchup_after": 100})
+    ingest_through_pipeline(up.outbox.store, up.settings, range(20))
     await drain(up)
     # The cloud lost readings 5..14 (a restore), and asks for their time range again.
     lo, hi = up.outbox.store.conn.execute(
@@ -106,7 +109,8 @@ async def test_backfill_on_request_reuploads_the_range_harmlessly(
         req = request_backfill(conn, GATEWAY, datetime.fromtimestamp(lo / 1000, tz=UTC),
                                datetime.fromtimestamp((hi + 1) / 1000, tz=UTC))
         conn.commit()
-    ingest(up.outbox.store, up.settings, range(20, 22))  # live data keeps coming
+    # Live data keeps coming.
+    ingest_through_pipeline(up.outbox.store, up.settings, range(20, 22))
     (in_range,) = up.outbox.store.conn.execute(
         "SELECT count(*) FROM readings WHERE ts_ms >= ? AND ts_ms <= ?", (lo, hi)).fetchone()
     sent = await drain(up)

@@ -6,14 +6,19 @@ import contextlib
 import gzip
 import itertools
 import json
+import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import zstandard
+from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloud.api.routes.sync import decode_batch
 from shared import batchcodec
-from shared.batchcodec import CodecError, ReadingColumns
+from shared.batchcodec import CodecError, DecodedBatch, ReadingColumns
 from shared.schemas import Reading, SyncBatch
 
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,8}\Z")
@@ -120,3 +125,150 @@ def test_columnar_zstd_beats_row_json_and_gzip() -> None:
     assert len(columnar) * 3 < len(gzip.compress(row, 6))
     assert len(columnar) / 1000 <= 12
     assert ReadingColumns.from_readings(batch.readings).to_readings() == batch.readings
+
+
+# -- both encodings accept and refuse the same batches -----------------------------------------
+
+GOOD_AGGREGATE = {"device": "d-1", "metric": "current_a", "minute_ms": 120_000, "type": "motor",
+                  "n": 2, "min": 1.0, "max": 2.0, "mean": 1.5, "sum": 3.0,
+                  "first_ts_ms": 120_001, "last_ts_ms": 150_000, "updated_ms": 200_000}
+GOOD_ALERT = {"alert_id": "0123abcd-ef", "device": "d-1", "opened_ms": 5, "severity": "high",
+              "state": "open", "score": 3.5, "scorer": "stat", "model_version": None,
+              "explanation": {"current_a": 1.0}, "updated_ms": 6}
+
+# Faults one field deep, each of which the row schema refuses (or, for the VALID ones, accepts
+# at its limit); every one must get the same answer from the columnar path.
+Row = dict[str, Any]
+MUTATIONS: dict[str, Callable[[Row, list[Row]], None]] = {
+    "gateway_newline": lambda b, r: b.update(gateway="gw-1\n"),
+    "gateway_upper": lambda b, r: b.update(gateway="GW"),
+    "batch_seq_zero": lambda b, r: b.update(batch_seq=0),
+    "batch_seq_big": lambda b, r: b.update(batch_seq=2**63),
+    "created_negative": lambda b, r: b.update(created_ms=-1),
+    "device_newline": lambda b, r: r[0].update(device=r[0]["device"] + "\n"),
+    "device_long": lambda b, r: r[0].update(device="d" * 65),
+    "device_dash_first": lambda b, r: r[0].update(device="-d"),
+    "boot_newline": lambda b, r: r[0].update(boot=r[0]["boot"] + "\n"),
+    "boot_short": lambda b, r: r[0].update(boot="abc"),
+    "seq_negative": lambda b, r: r[0].update(seq=-1),
+    "seq_big": lambda b, r: r[0].update(seq=2**32),
+    "ts_big": lambda b, r: r[0].update(ts_ms=2**53 + 1),
+    "ts_negative": lambda b, r: r[0].update(ts_ms=-1),
+    "device_ts_big": lambda b, r: r[0].update(device_ts_ms=2**53 + 1),
+    "received_negative": lambda b, r: r[0].update(received_ms=-5),
+    "type_long": lambda b, r: r[0].update(type="t" * 33),
+    "type_nul": lambda b, r: r[0].update(type="mo\x00tor"),
+    "type_lone_surrogate": lambda b, r: r[0].update(type="mo\ud800"),
+    "model_version_long": lambda b, r: r[0].update(model_version="v" * 65),
+    "model_version_nul": lambda b, r: r[0].update(model_version="v\x001"),
+    "metric_nan": lambda b, r: r[0]["metrics"].update(current_a=math.nan),
+    "metric_inf": lambda b, r: r[0]["metrics"].update(current_a=-math.inf),
+    "score_nan": lambda b, r: r[0].update(score=math.nan),
+    "score_inf": lambda b, r: r[0].update(score=math.inf),
+    "metrics_empty": lambda b, r: r[0].update(metrics={}),
+    "metrics_65": lambda b, r: r[0].update(metrics={f"m{i}": 1.0 for i in range(65)}),
+    "metric_name_upper": lambda b, r: r[0].update(metrics={"Current": 1.0}),
+    "metric_name_newline": lambda b, r: r[0].update(metrics={"current\n": 1.0}),
+    "metric_name_digit": lambda b, r: r[0].update(metrics={"1current": 1.0}),
+    "metric_name_long": lambda b, r: r[0].update(metrics={"m" * 65: 1.0}),
+    "scorer_unknown": lambda b, r: r[0].update(scorer="magic"),
+    "aggregate_min_above_max": lambda b, r: b.update(
+        aggregates=[{**GOOD_AGGREGATE, "min": 3.0}]),
+    "aggregate_off_minute": lambda b, r: b.update(
+        aggregates=[{**GOOD_AGGREGATE, "minute_ms": 120_001}]),
+    "alert_nan_score": lambda b, r: b.update(alerts=[{**GOOD_ALERT, "score": math.nan}]),
+    "alert_model_version_long": lambda b, r: b.update(
+        alerts=[{**GOOD_ALERT, "model_version": "v" * 65}]),
+    "state_model_version_long": lambda b, r: b.update(state={"models": {"motor": "v" * 65}}),
+    "backfill_done_zero": lambda b, r: b.update(backfill_done=[0]),
+}
+VALID = {
+    "none": lambda b, r: None,
+    "model_version_64": lambda b, r: r[0].update(model_version="v" * 64),
+    "model_version_newline": lambda b, r: r[0].update(model_version="v1\n"),
+    "type_32": lambda b, r: r[0].update(type="t" * 32),
+    "metrics_64": lambda b, r: r[0].update(metrics={f"m{i}": 1.0 for i in range(64)}),
+    # 80 metric columns in the batch, 40 a reading: fine for rows, so fine for columns.
+    "metrics_spread": lambda b, r: [x.update(metrics={f"m{j}_{i}": 1.0 for i in range(40)})
+                                    for j, x in enumerate(r)],
+    "aggregate_and_alert": lambda b, r: b.update(aggregates=[GOOD_AGGREGATE],
+                                                 alerts=[GOOD_ALERT]),
+    "readings_left_out": lambda b, r: b.pop("readings"),
+}
+
+plain_rows = st.fixed_dictionaries({
+    "device": ids, "boot": boots, "seq": st.integers(0, 2**32 - 1),
+    "type": st.sampled_from(["motor", "mill"]), "ts_ms": st.integers(0, 2**53),
+    "device_ts_ms": st.one_of(st.none(), st.integers(0, 2**53)),
+    "received_ms": st.integers(0, 2**53),
+    "metrics": st.dictionaries(st.sampled_from(["temperature_c", "current_a", "rpm"]), values,
+                               min_size=1),
+    "score": st.one_of(st.none(), values), "scorer": st.sampled_from(["stat", "onnx", "none"]),
+    "model_version": st.one_of(st.none(), st.sampled_from(["v1", "if-2024.1"])),
+    "anomalous": st.booleans(), "replay": st.booleans(),
+})
+
+
+def _columnar_body(batch: Row) -> bytes:
+    """The columnar document built straight from plain values: no model checks them first."""
+    if "readings" not in batch:
+        return zstandard.ZstdCompressor().compress(json.dumps(batch).encode())
+    rows = batch["readings"]
+    names = list(dict.fromkeys(m for r in rows for m in r["metrics"]))
+    cols = ReadingColumns(
+        **{f: [r[f] for r in rows] for f in (
+            "device", "boot", "seq", "type", "ts_ms", "device_ts_ms", "received_ms", "score",
+            "scorer", "model_version", "anomalous", "replay")},
+        metrics={m: [r["metrics"].get(m) for r in rows] for m in names})
+    doc = {**batch, "readings": batchcodec.encode_columns(cols)}
+    return zstandard.ZstdCompressor().compress(json.dumps(doc).encode())
+
+
+def _both_ways(batch: Row) -> tuple[DecodedBatch | str, DecodedBatch | str]:
+    """The cloud's decoding of ``batch`` as row JSON and as columnar zstd (or why refused)."""
+    out: list[DecodedBatch | str] = []
+    for body, encoding, media in ((json.dumps(batch).encode(), "", "application/json"),
+                                  (_columnar_body(batch), "zstd", batchcodec.MEDIA_TYPE)):
+        try:
+            out.append(decode_batch(body, encoding, 1 << 24, media))
+        except RequestValidationError as exc:
+            out.append(f"refused: {exc.errors()[0]}")
+    return out[0], out[1]
+
+
+@given(st.lists(plain_rows, min_size=2, max_size=6, unique_by=lambda r: (r["device"], r["seq"])),
+       st.sampled_from(sorted(MUTATIONS) + sorted(VALID)))
+@settings(max_examples=200, deadline=None)
+def test_row_json_and_columnar_accept_and_refuse_the_same(rows: list[Row], fault: str) -> None:
+    batch: Row = {"v": 1, "gateway": "gw-1", "batch_seq": 3, "created_ms": 10, "readings": rows}
+    (MUTATIONS | VALID)[fault](batch, rows)
+    row, columnar = _both_ways(batch)
+    # The fault is one the row schema refuses (else the generator tests nothing).
+    assert isinstance(row, DecodedBatch) == (fault in VALID), (fault, row)
+    assert isinstance(columnar, DecodedBatch) == isinstance(row, DecodedBatch), (fault, columnar)
+    if isinstance(row, DecodedBatch) and isinstance(columnar, DecodedBatch):
+        assert columnar.readings.to_readings() == row.readings.to_readings()
+        for attr in ("gateway", "batch_seq", "created_ms", "alerts", "events", "state",
+                     "backfill_done", "aggregates"):
+            assert getattr(columnar, attr) == getattr(row, attr), attr
+
+
+@pytest.mark.slow  # builds and validates 50,000-item bodies
+@pytest.mark.parametrize("field", ["readings", "aggregates", "alerts", "events"])
+def test_list_limits_are_the_same_both_ways(field: str) -> None:
+    limit = next(m.max_length for m in SyncBatch.model_fields[field].metadata
+                 if hasattr(m, "max_length"))
+    item = {"readings": {"device": "d-1", "boot": "0123abcd", "seq": 1, "type": "motor",
+                         "ts_ms": 5, "device_ts_ms": None, "received_ms": 6,
+                         "metrics": {"current_a": 1.0}, "score": None, "scorer": "stat",
+                         "model_version": None, "anomalous": False, "replay": False},
+            "aggregates": GOOD_AGGREGATE, "alerts": GOOD_ALERT,
+            "events": {"device": "d-1", "boot": "0123abcd", "state": "online", "at_ms": 1}}[field]
+    for count, accepted in ((limit, True), (limit + 1, False)):
+        batch: Row = {"v": 1, "gateway": "gw-1", "batch_seq": 1, "created_ms": 0, "readings": [],
+                      field: [item] * count}
+        if field == "readings":  # distinct rows, as a gateway sends them
+            batch["readings"] = [{**item, "seq": i} for i in range(count)]
+        row, columnar = _both_ways(batch)
+        assert isinstance(row, DecodedBatch) is accepted, (field, count)
+        assert isinstance(columnar, DecodedBatch) is accepted, (field, count, columnar)

@@ -80,15 +80,15 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
-            applied = await run_in_threadpool(migrate, settings.db_dsn)
+            applied = await run_in_threadpool(migrate, settings.db.dsn)
             log.info("schema up to date (%d migrations applied now)", len(applied))
         state.pool = await run_in_threadpool(open_pool, settings)
         # Every process runs a job worker: replicas share the job table, none is special.
         worker = Worker(state.pool, settings, notify_handlers(settings))
-        if settings.worker_enabled:
+        if settings.jobs.worker_enabled:
             worker.start()
         # Not optional like the job worker: ingest relies on someone folding its deltas.
-        folder = RollupFolder(state.pool, settings.rollup_fold_s)
+        folder = RollupFolder(state.pool, settings.jobs.rollup_fold_s)
         folder.start()
         log.info("cloud API ready (env=%s)", settings.env)
         try:

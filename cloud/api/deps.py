@@ -78,7 +78,7 @@ def _client_address(request: Request) -> str:
 def _authenticate_user(
     state: AppState, creds: HTTPAuthorizationCredentials | None, address: str
 ) -> Principal:
-    limit = state.settings.rate_limit_per_minute
+    limit = state.settings.api.rate_limit_per_minute
     with state.db().connection() as conn:
         try:
             with conn.transaction():

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,10 +21,12 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
+from tenacity import RetryCallState, Retrying, wait_exponential, wait_random_exponential
 
 from cloud.access import ratelimit
+from cloud.background.loop import BackgroundLoop
 from cloud.db.pool import Conn
 from cloud.exceptions import CloudError
 from cloud.settings import CloudSettings
@@ -111,15 +111,20 @@ def complete(conn: Conn, job: Job) -> bool:
 
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
     """Delay before retry number ``attempt``: doubling from ``base_s``, capped, half jitter."""
-    delay = min(cap_s, base_s * 2 ** min(attempt - 1, 30))
-    # Jitter spreads the retries of many jobs that failed together (one receiver down).
-    return float(delay / 2 + random.uniform(0, delay / 2))
+    # Half the doubling delay fixed, half random: the jitter spreads the retries of many jobs
+    # that failed together (one receiver down). The retry itself is a later claim of the row,
+    # so only tenacity's wait strategies are used here, not its loop.
+    half = wait_exponential(multiplier=base_s / 2, max=cap_s / 2) + wait_random_exponential(
+        multiplier=base_s / 2, max=cap_s / 2)
+    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return float(half(state))
 
 
 def fail(conn: Conn, job: Job, error: str, settings: CloudSettings) -> str:
     """Reschedule ``job`` with backoff, or mark it failed after the last attempt; new status."""
-    final = job.attempt >= settings.job_max_attempts
-    delay = backoff_s(job.attempt, settings.job_backoff_s, settings.job_backoff_cap_s)
+    final = job.attempt >= settings.jobs.max_attempts
+    delay = backoff_s(job.attempt, settings.jobs.backoff_s, settings.jobs.backoff_cap_s)
     with conn.transaction():
         conn.execute(
             "UPDATE jobs SET status = %s, last_error = %s, locked_until = NULL,"
@@ -161,29 +166,22 @@ class Worker:
         self.settings = settings
         self.handlers = dict(handlers)
         self.name = worker_id()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self._loop = BackgroundLoop(f"job worker {self.name}", self._step,
+                                    settings.jobs.worker_poll_s)
 
     def start(self) -> None:
-        """Start the loop in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="smaint-jobs", daemon=True)
-        self._thread.start()
-        log.info("job worker %s started", self.name)
+        """Start claiming jobs in a daemon thread."""
+        self._loop.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Ask the loop to end after the job in hand, and wait for it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.warning("job worker %s still busy after %.0f s", self.name, timeout_s)
-        log.info("job worker %s stopped", self.name)
+        self._loop.stop(timeout_s)
 
     def run_once(self) -> bool:
         """Claim and run one job; False if none was due."""
         with self.pool.connection() as conn:
-            job = claim(conn, self.name, self.settings.job_lease_s)
+            job = claim(conn, self.name, self.settings.jobs.lease_s)
             if job is None:
                 return False
             self._run(conn, job)
@@ -218,17 +216,6 @@ class Worker:
             pruned = ratelimit.prune(conn)
         log.debug("pruned %d rate-limit windows", pruned)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._prune()
-                busy = self.run_once()
-            except (psycopg.Error, PoolTimeout) as exc:
-                # The database is away (restart, failover): wait and look again.
-                log.warning("job worker %s: database unavailable: %s", self.name, exc)
-                busy = False
-            except Exception:  # the loop must outlive any one bad job
-                log.exception("job worker %s: unexpected error", self.name)
-                busy = False
-            if not busy:
-                self._stop.wait(self.settings.worker_poll_s)
+    def _step(self) -> bool:
+        self._prune()
+        return self.run_once()

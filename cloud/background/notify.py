@@ -88,14 +88,14 @@ def fan_out(job: jobs.Job, conn: Conn, settings: CloudSettings) -> None:
     key = f"{gateway}:{alert_id}"
     with conn.transaction():
         # Dedupe keys make a re-run (lease lost after a crash) queue nothing twice.
-        if settings.smtp_host:
+        if settings.notify.smtp_host:
             jobs.enqueue(conn, "email", job.payload, dedupe_key=f"email:{key}")
-        for url in settings.webhook_urls:
+        for url in settings.notify.webhook_urls:
             jobs.enqueue(
                 conn, "webhook", {**job.payload, "url": url}, dedupe_key=f"webhook:{key}:{url}"
             )
     log.info("alert %s/%s: queued %d notification(s)", gateway, alert_id,
-             bool(settings.smtp_host) + len(settings.webhook_urls))
+             bool(settings.notify.smtp_host) + len(settings.notify.webhook_urls))
 
 
 def _log_attempt(
@@ -121,8 +121,8 @@ def _alert(conn: Conn, job: jobs.Job) -> AlertView:
 def _email(alert: AlertView, settings: CloudSettings) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = f"[smaint] {alert.severity.upper()} alert on {alert.device}"
-    msg["From"] = settings.smtp_from
-    msg["To"] = ", ".join(settings.smtp_to)
+    msg["From"] = settings.notify.smtp_from
+    msg["To"] = ", ".join(settings.notify.smtp_to)
     top = sorted(alert.explanation.items(), key=lambda kv: -abs(kv[1]))[:5]
     lines = [
         f"Device {alert.device} (gateway {alert.gateway}) raised a {alert.severity} alert.",
@@ -143,16 +143,17 @@ def send_email(job: jobs.Job, conn: Conn, settings: CloudSettings) -> None:
         log.warning("alert %s/%s is gone; no email", job.payload["gateway"],
                     job.payload["alert_id"])
         return
-    host = settings.smtp_host or ""
-    target = ", ".join(settings.smtp_to)
+    cfg = settings.notify
+    host = cfg.smtp_host or ""
+    target = ", ".join(cfg.smtp_to)
     started = time.perf_counter()
     error: str | None = None
     try:
-        with smtplib.SMTP(host, settings.smtp_port, timeout=settings.notify_timeout_s) as smtp:
-            if settings.smtp_starttls:
+        with smtplib.SMTP(host, cfg.smtp_port, timeout=cfg.timeout_s) as smtp:
+            if cfg.smtp_starttls:
                 smtp.starttls()
-            if settings.smtp_username and settings.smtp_password:
-                smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
+            if cfg.smtp_username and cfg.smtp_password:
+                smtp.login(cfg.smtp_username, cfg.smtp_password.get_secret_value())
             refused = smtp.send_message(_email(alert, settings))
         if refused:
             log.warning("alert email refused for %s", sorted(refused))
@@ -160,7 +161,7 @@ def send_email(job: jobs.Job, conn: Conn, settings: CloudSettings) -> None:
         error = f"{type(exc).__name__}: {exc}"
     _log_attempt(conn, job, "email", target, error=error, started=started)
     if error is not None:
-        raise DeliveryError("email", f"{host}:{settings.smtp_port}", error)
+        raise DeliveryError("email", f"{host}:{cfg.smtp_port}", error)
     log.info("alert %s/%s of device %s emailed to %s", alert.gateway, alert.alert_id,
              alert.device, target)
 
@@ -178,19 +179,20 @@ def post_webhook(job: jobs.Job, conn: Conn, settings: CloudSettings) -> None:
         {"event": EVENT, "delivery": job.job_id, "alert": alert.model_dump(mode="json")},
         separators=(",", ":"),
     ).encode()
-    assert settings.webhook_secret is not None  # noqa: S101 - settings refuse URLs without it
+    secret = settings.notify.webhook_secret
+    assert secret is not None  # noqa: S101 - settings refuse URLs without it
     ts = int(time.time())
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "smaint-cloud",
         TIMESTAMP_HEADER: str(ts),
-        SIGNATURE_HEADER: sign(settings.webhook_secret.get_secret_value().encode(), ts, body),
+        SIGNATURE_HEADER: sign(secret.get_secret_value().encode(), ts, body),
         DELIVERY_HEADER: str(job.job_id),
     }
     started = time.perf_counter()
     error: str | None = None
     try:
-        r = httpx.post(url, content=body, headers=headers, timeout=settings.notify_timeout_s)
+        r = httpx.post(url, content=body, headers=headers, timeout=settings.notify.timeout_s)
         if not r.is_success:
             error = f"HTTP {r.status_code}"
     except httpx.HTTPError as exc:

@@ -14,18 +14,18 @@ from shared.batchcodec import json_loads
 
 
 def open_pool(settings: CloudSettings, timeout_s: float = 30.0) -> ConnectionPool:
-    """Open a pool on ``settings.db_dsn`` and wait until its first connections work."""
+    """Open a pool on ``settings.db.dsn`` and wait until its first connections work."""
     pool = ConnectionPool(
-        settings.db_dsn,
-        min_size=settings.pool_min,
-        max_size=settings.pool_max,
+        settings.db.dsn,
+        min_size=settings.db.pool_min,
+        max_size=settings.db.pool_max,
         kwargs={"application_name": "smaint-cloud"},
         configure=configure,
         # Checked on checkout so a restarted database costs one retry, not a 500 per
         # connection that was open before the restart.
         check=ConnectionPool.check_connection,
         # A request waiting longer than this for a connection gets a 503, not a hang.
-        timeout=settings.pool_timeout_s,
+        timeout=settings.db.pool_timeout_s,
         open=False,
         name="smaint-cloud",
     )

@@ -24,9 +24,17 @@ from cloud.exceptions import (
     IngestError,
     InvalidBatchError,
 )
+from cloud.ingest.aggregates import devices_seen, upsert_aggregates
 from cloud.ingest.readings_writer import insert_readings
 from shared.batchcodec import DecodedBatch
-from shared.schemas import Alert, BackfillRequest, DesiredState, SyncAck, SyncBatch
+from shared.schemas import (
+    Alert,
+    BackfillRequest,
+    DesiredState,
+    ReadingAggregate,
+    SyncAck,
+    SyncBatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +107,7 @@ def check_batch(batch: SyncBatch) -> None:
         if "\x00" in r.type or "\x00" in (r.model_version or ""):
             raise InvalidBatchError(f"readings[{i}] holds a NUL character")
     _check_alerts(batch.alerts)
+    _check_aggregates(batch.aggregates)
 
 
 def _check_alerts(alerts: Sequence[Alert]) -> None:
@@ -107,6 +116,12 @@ def _check_alerts(alerts: Sequence[Alert]) -> None:
             raise InvalidBatchError(f"alerts[{i}] holds a number that is not finite")
         if "\x00" in (a.model_version or ""):
             raise InvalidBatchError(f"alerts[{i}] holds a NUL character")
+
+
+def _check_aggregates(aggregates: Sequence[ReadingAggregate]) -> None:
+    for i, a in enumerate(aggregates):
+        if "\x00" in a.type:
+            raise InvalidBatchError(f"aggregates[{i}].type holds a NUL character")
 
 
 def ensure_partitions(conn: Conn, ts_ms: Sequence[int]) -> None:
@@ -141,6 +156,7 @@ def apply_batch(conn: Conn, batch: SyncBatch | DecodedBatch, gateway_id: str) ->
         batch = DecodedBatch.from_batch(batch)
     else:
         _check_alerts(batch.alerts)
+        _check_aggregates(batch.aggregates)
     if conn.info.transaction_status != TransactionStatus.IDLE:
         # A surrounding transaction would turn our commit into a savepoint: the ack would lie.
         raise IngestError("apply_batch needs a connection outside a transaction")
@@ -149,9 +165,10 @@ def apply_batch(conn: Conn, batch: SyncBatch | DecodedBatch, gateway_id: str) ->
     try:
         ack = _transaction(conn, batch, gateway_id, checked=False)
     except UniqueViolation:
-        # Another batch stored rows of a new (device, boot) first; everything rolled back.
-        log.info("batch %s/%d raced another for new rows; applying it with conflict checks",
-                 gateway_id, batch.batch_seq)
+        # The COPY met a stored row: the marks disagree with the table (a restore that kept
+        # rows above a mark, say). Everything rolled back; redo with every row checked.
+        log.warning("batch %s/%d met stored rows above their mark; applying it with conflict"
+                    " checks", gateway_id, batch.batch_seq)
         ack = _transaction(conn, batch, gateway_id, checked=True)
     # Logged only now: the transaction block has committed.
     log.info(
@@ -205,8 +222,13 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -
             "device": e.device, "type": e.type, "gw": gateway_id, "state": e.state,
             "boot": e.boot, "fw": e.fw,
             "at": _ts(e.at_ms)})
+    # Aggregates before readings, like every batch: their rows are locked in that order.
+    folded = upsert_aggregates(conn, batch.aggregates, gateway_id)
     inserted = insert_readings(conn, batch.readings, gateway_id, batch.batch_seq,
-                               checked=checked)
+                               checked=checked, seen=devices_seen(batch.aggregates))
+    if batch.aggregates:
+        log.info("batch %s/%d: %d of %d aggregates newer than stored", gateway_id,
+                 batch.batch_seq, folded, len(batch.aggregates))
     if batch.backfill_done:
         # Before the desired state is read, which must no longer list these requests.
         conn.execute(

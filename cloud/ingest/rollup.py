@@ -14,30 +14,26 @@ pending, so their answers are exact at every moment.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
+from cloud.background.loop import BackgroundLoop
 from cloud.db.pool import Conn
+from cloud.ingest import binary_copy
 from shared.batchcodec import ReadingColumns
 
 log = logging.getLogger(__name__)
 
 _MINUTE_MS = 60_000
-_PG_EPOCH_MS = 946_684_800_000  # timestamptz travels as microseconds since 2000-01-01 UTC
 _FOLD_LOCK = 0x736D61696E76  # advisory lock: one fold at a time across all processes
 FOLD_LIMIT = 200_000  # deltas per fold transaction
 
 _COPY = ("COPY rollup_pending (bucket, min, max, sum, count, device_id, metric)"
          " FROM STDIN (FORMAT binary)")
-_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_TRAILER = b"\xff\xff"
 _HEAD = np.dtype([
     ("nf", ">i2"), ("l_b", ">i4"), ("bucket", ">i8"), ("l_lo", ">i4"), ("lo", ">f8"),
     ("l_hi", ">i4"), ("hi", ">f8"), ("l_s", ">i4"), ("s", ">f8"), ("l_n", ">i4"), ("n", ">i8"),
@@ -153,11 +149,6 @@ def device_codes(devices: Sequence[str]) -> tuple[npt.NDArray[np.int64], list[st
                        count=len(devices)), names
 
 
-def _text(value: str) -> bytes:
-    data = value.encode()
-    return len(data).to_bytes(4, "big") + data
-
-
 def record(conn: Conn, cols: ReadingColumns) -> int:
     """Append the per-minute deltas of ``cols`` (all freshly inserted) to rollup_pending."""
     if not len(cols):
@@ -169,17 +160,14 @@ def record(conn: Conn, cols: ReadingColumns) -> int:
     head["nf"] = 7
     for name in ("l_b", "l_lo", "l_hi", "l_s", "l_n"):
         head[name] = 8
-    head["bucket"] = (b.bucket * _MINUTE_MS - _PG_EPOCH_MS) * 1000
+    head["bucket"] = binary_copy.pg_timestamps(b.bucket * _MINUTE_MS)
     head["lo"], head["hi"], head["s"], head["n"] = b.min, b.max, b.sum, b.count
-    devices = [_text(d) for d in names]
-    metrics = [_text(m) for m in cols.metrics]
+    devices = [binary_copy.text(d) for d in names]
+    metrics = [binary_copy.text(m) for m in cols.metrics]
     tails = map(bytes.__add__, map(devices.__getitem__, b.device.tolist()),
                 map(metrics.__getitem__, b.metric.tolist()))
-    heads: list[bytes] = head.view(f"V{_HEAD.itemsize}").tolist()
-    payload = b"".join(chain((_SIGNATURE,), chain.from_iterable(zip(heads, tails, strict=True)),
-                             (_TRAILER,)))
-    with conn.cursor() as cur, cur.copy(_COPY) as copy:
-        copy.write(payload)
+    rows = map(bytes.__add__, binary_copy.heads(head), tails)
+    binary_copy.copy_in(conn, _COPY, binary_copy.payload(rows))
     return n
 
 
@@ -200,19 +188,16 @@ class RollupFolder:
         self.pool = pool
         self.interval_s = interval_s
         self.folded = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # A fresh fold every interval, and one last fold on stop.
+        self._loop = BackgroundLoop("rollup folder", self._step, interval_s, final_step=True)
 
     def start(self) -> None:
         """Start folding in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="smaint-rollup", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Fold what is pending one last time, then end the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self._loop.stop(timeout_s)
 
     def fold_all(self) -> int:
         """Fold until nothing is pending (or another process holds the fold)."""
@@ -225,15 +210,6 @@ class RollupFolder:
         self.folded += total
         return total
 
-    def _loop(self) -> None:
-        while True:
-            stopping = self._stop.wait(self.interval_s)
-            try:
-                self.fold_all()
-            except (psycopg.Error, PoolTimeout) as exc:
-                # The database is away: the deltas stay pending until it is back.
-                log.warning("rollup fold failed, retrying in %.1f s: %s", self.interval_s, exc)
-            except Exception:  # the loop must outlive any one failure
-                log.exception("rollup fold crashed")
-            if stopping:
-                return
+    def _step(self) -> bool:
+        self.fold_all()
+        return False  # fold_all emptied the queue: wait for the next interval

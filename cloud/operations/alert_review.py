@@ -21,11 +21,11 @@ from cloud.access.users import Principal
 from cloud.db.pool import Conn
 from cloud.exceptions import BadCursorError, InvalidTransitionError, NotFoundError
 from cloud.operations import audit
+from shared.schemas import Severity
 
 log = logging.getLogger(__name__)
 
 ReviewState = Literal["open", "acknowledged", "resolved"]
-Severity = Literal["low", "medium", "high"]
 Decision = Literal["confirmed_failure", "false_positive", "needs_inspection"]
 MAX_PAGE = 1000
 MAX_COMMENT = 2000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud.db.pool import Conn
 from cloud.exceptions import BadCursorError
 from shared.schemas import GatewayId, Reading
+from shared.times import as_utc
 
 MAX_PAGE = 5000
 _CURSOR = re.compile(r"^(-?\d{1,20})\.([0-9a-f]{8,32})\.(\d{1,10})$")
@@ -61,8 +62,8 @@ class Stats(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    readings: int = Field(description="rows in the readings table")
-    distinct_readings: int = Field(description="distinct (device, boot, seq) among them")
+    readings: int = Field(description="rows stored in the readings table")
+    distinct_readings: int = Field(description="distinct (device, boot, seq) stored")
     devices: int = Field(description="registered devices")
     per_device: dict[str, int] = Field(description="device id -> readings stored")
 
@@ -82,11 +83,6 @@ def decode_cursor(cursor: str) -> tuple[int, str, int]:
     if m is None or len(cursor) > 100:
         raise BadCursorError("cursor is not one this service issued")
     return int(m.group(1)), m.group(2), int(m.group(3))
-
-
-def _aware(t: datetime) -> datetime:
-    """A time without a zone is taken as UTC, not as the database session's zone."""
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _ms(column: str) -> sql.Composable:
@@ -111,11 +107,11 @@ def readings_page(
     where = [sql.SQL("device_id = %(device)s")]
     params: dict[str, object] = {"device": device, "limit": limit + 1}
     if since is not None:
-        since = _aware(since)
+        since = as_utc(since)
         where.append(sql.SQL("ts >= %(since)s"))
         params["since"] = since
     if until is not None:
-        until = _aware(until)
+        until = as_utc(until)
         where.append(sql.SQL("ts < %(until)s"))
         params["until"] = until
     if after is not None:
@@ -156,13 +152,13 @@ def readings_page(
 
 
 def list_devices(conn: Conn) -> DeviceList:
-    """Every registered device with its reading count."""
+    """Every registered device with its reading count (kept by ingest, not counted here)."""
     rows = conn.execute(
         "SELECT d.device_id, d.type, d.gateway_id, d.first_seen_at, d.last_seen_at,"
         " coalesce(c.n, 0), d.state"
         " FROM devices d LEFT JOIN"
-        " (SELECT device_id, count(*) AS n FROM readings GROUP BY device_id) c USING (device_id)"
-        " ORDER BY d.device_id"
+        " (SELECT device_id, sum(n_rows)::bigint AS n FROM readings_hwm GROUP BY device_id) c"
+        " USING (device_id) ORDER BY d.device_id"
     ).fetchall()
     return DeviceList(
         devices=[
@@ -175,20 +171,32 @@ def list_devices(conn: Conn) -> DeviceList:
     )
 
 
+# Per device: the rows ingest stored (its counters), and the distinct identities it holds
+# (0..mark less the gaps, per boot). Two independent tallies: if a reading were ever stored
+# twice, the first would exceed the second.
+_STATS = """
+SELECT h.device_id, sum(h.n_rows)::bigint, sum(h.max_seq + 1 - g.missing)::bigint,
+       (SELECT count(*) FROM devices)
+FROM readings_hwm h, LATERAL (
+    SELECT coalesce(sum(least(g.hi, h.max_seq) - g.lo + 1), 0) AS missing
+    FROM readings_seq_gaps g
+    WHERE g.device_id = h.device_id AND g.boot_id = h.boot_id AND g.lo <= h.max_seq) g
+GROUP BY h.device_id HAVING sum(h.n_rows) > 0 ORDER BY h.device_id
+"""
+
+
 def stats(conn: Conn) -> Stats:
-    """Totals over the whole readings table (full scans: fine for the skeleton's volumes)."""
-    # One statement, so both counts come from one snapshot: separate statements could see a
-    # batch commit in between and show phantom duplicates.
-    rows = conn.execute(
-        "SELECT device_id, count(*), count(DISTINCT (boot_id, seq)) FROM readings"
-        " GROUP BY device_id ORDER BY device_id"
-    ).fetchall()
+    """Totals from the per-(device, boot) registry ingest maintains: no scan of readings."""
+    # One statement, so every figure comes from one snapshot: separate statements could see
+    # a batch commit in between.
+    rows = conn.execute(_STATS).fetchall()
+    devices = rows[0][3] if rows else (conn.execute("SELECT count(*) FROM devices").fetchone()
+                                       or (0,))[0]
     per_device = {r[0]: r[1] for r in rows}
-    devices = conn.execute("SELECT count(*) FROM devices").fetchone()
     return Stats(
         readings=sum(per_device.values()),
         distinct_readings=sum(r[2] for r in rows),
-        devices=devices[0] if devices else 0,
+        devices=devices,
         per_device=per_device,
     )
 
@@ -229,7 +237,7 @@ def bucketed(
         raise ValueError("width_s must be a positive multiple of 60")
     if not 1 <= len(devices) <= MAX_BUCKET_DEVICES:
         raise ValueError(f"give 1..{MAX_BUCKET_DEVICES} devices")
-    since, until = _aware(since), _aware(until)
+    since, until = as_utc(since), as_utc(until)
     # An hour-aligned width reads the hourly rollup: 60x fewer rows than the minute one.
     # Deltas not folded yet (at most a second or two of ingest) are added, binned the same
     # way, so that a chart never misses what was just acknowledged.

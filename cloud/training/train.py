@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +47,84 @@ def training_matrix(series: Sequence[npt.ArrayLike], spec: FeatureSpec) -> npt.N
     return x
 
 
+@dataclass(frozen=True)
+class FittedModel:
+    """A fitted, exported model before it is signed: what a manifest and a bundle are made of."""
+
+    spec: FeatureSpec
+    onnx_bytes: bytes
+    reference: dict[str, Any]
+    params: dict[str, Any]
+    windows: int
+
+
+def fit_model(
+    spec: FeatureSpec,
+    x: npt.NDArray[np.float32],
+    *,
+    n_estimators: int = 100,
+    max_samples: int = 256,
+    quantile: float = 0.999,
+    seed: int = 0,
+) -> FittedModel:
+    """Fit the forest on feature windows ``x``, calibrate both score views, export to ONNX."""
+    if x.shape[0] < 2 or x.shape[1] != len(spec.names):
+        raise TrainingDataError(
+            f"feature matrix shaped {x.shape}, expected (>=2, {len(spec.names)})")
+    forest = IsolationForest(n_estimators=n_estimators, max_samples=min(max_samples, len(x)),
+                             random_state=seed)
+    forest.fit(x)
+    # decision_function is high for normal points; the gateway's convention is "higher is
+    # more anomalous", so scores and the threshold are negated decision values.
+    forest_scores = -forest.decision_function(x)
+    median = np.median(x, axis=0)
+    mad = np.median(np.abs(x - median), axis=0)
+    z = support_z(x, median, mad)
+    forest_threshold = float(np.quantile(forest_scores, quantile))
+    z_threshold = float(np.quantile(z, quantile))
+    train_scores = combine(forest_scores, z, forest_threshold, z_threshold)
+    # One tree-ensemble node, not skl2onnx's ~3,000: ~5x faster per row on the gateway,
+    # ~100x per call, and a fraction of the memory (cloud/training/onnx_export.py).
+    onnx_bytes = isolation_forest_onnx(forest, x.shape[1])
+    reference = {
+        "feature_names": spec.names,
+        "feature_median": [float(v) for v in median],
+        "feature_mad": [float(v) for v in mad],
+        "forest_threshold": forest_threshold,
+        "z_threshold": z_threshold,
+        "score_quantiles": {
+            str(q): round(float(np.quantile(train_scores, q)), 6) for q in (0.5, 0.9, 0.99, 0.999)
+        },
+    }
+    params = {"n_estimators": n_estimators, "max_samples": int(forest.max_samples_),
+              "quantile": quantile, "seed": seed}
+    return FittedModel(spec=spec, onnx_bytes=onnx_bytes, reference=reference, params=params,
+                       windows=int(x.shape[0]))
+
+
+def make_manifest(fitted: FittedModel, version: str,
+                  extra: dict[str, object] | None = None) -> Manifest:
+    """The manifest of a fitted model; ``extra`` lands in its ``training`` section."""
+    created_ms = int(time.time() * 1000)
+    return Manifest(
+        profile=fitted.spec.profile,
+        version=version,
+        spec=fitted.spec,
+        # Both views are normalised to their own threshold (shared.anomaly), so the combined
+        # score's threshold is 1 by construction.
+        threshold=1.0,
+        created_ms=created_ms,
+        onnx_sha256=hashlib.sha256(fitted.onnx_bytes).hexdigest(),
+        extra={
+            "algorithm": "IsolationForest",
+            "score": "shared.anomaly.combine of the negated decision_function and the "
+                     "support z-score; above 1.0 is anomalous",
+            "training": {"windows": fitted.windows, **fitted.params, **(extra or {})},
+            "reference": fitted.reference,
+        },
+    )
+
+
 def train_bundle(
     profile_name: str,
     series: Sequence[npt.ArrayLike],
@@ -61,48 +141,7 @@ def train_bundle(
     prof = get_profile(profile_name)
     spec = FeatureSpec.for_profile(prof, window=window)
     x = training_matrix(series, spec)
-    forest = IsolationForest(n_estimators=n_estimators, max_samples=256, random_state=seed)
-    forest.fit(x)
-    # decision_function is high for normal points; the gateway's convention is "higher is
-    # more anomalous", so scores and the threshold are negated decision values.
-    forest_scores = -forest.decision_function(x)
-    median = np.median(x, axis=0)
-    mad = np.median(np.abs(x - median), axis=0)
-    z = support_z(x, median, mad)
-    forest_threshold = float(np.quantile(forest_scores, quantile))
-    z_threshold = float(np.quantile(z, quantile))
-    train_scores = combine(forest_scores, z, forest_threshold, z_threshold)
-    # One tree-ensemble node, not skl2onnx's ~3,000: ~5x faster per row on the gateway,
-    # ~100x per call, and a fraction of the memory (cloud/training/onnx_export.py).
-    onnx_bytes = isolation_forest_onnx(forest, x.shape[1])
-    created_ms = int(time.time() * 1000)
-    manifest = Manifest(
-        profile=prof.name,
-        version=version or f"{prof.name}-{created_ms}",
-        spec=spec,
-        # Both views are normalised to their own threshold (shared.anomaly), so the combined
-        # score's threshold is 1 by construction.
-        threshold=1.0,
-        created_ms=created_ms,
-        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
-        extra={
-            "algorithm": "IsolationForest",
-            "score": "shared.anomaly.combine of the negated decision_function and the "
-                     "support z-score; above 1.0 is anomalous",
-            "training": {"windows": int(x.shape[0]), "series": len(series),
-                         "n_estimators": n_estimators, "quantile": quantile, "seed": seed,
-                         **(extra or {})},
-            "reference": {
-                "feature_names": spec.names,
-                "feature_median": [float(v) for v in median],
-                "feature_mad": [float(v) for v in mad],
-                "forest_threshold": forest_threshold,
-                "z_threshold": z_threshold,
-                "score_quantiles": {
-                    str(q): round(float(np.quantile(train_scores, q)), 6)
-                    for q in (0.5, 0.9, 0.99, 0.999)
-                },
-            },
-        },
-    )
-    return manifest, write_bundle(manifest, onnx_bytes, key)
+    fitted = fit_model(spec, x, n_estimators=n_estimators, quantile=quantile, seed=seed)
+    manifest = make_manifest(fitted, version or f"{prof.name}-{int(time.time() * 1000)}",
+                             {"series": len(series), **(extra or {})})
+    return manifest, write_bundle(manifest, fitted.onnx_bytes, key)

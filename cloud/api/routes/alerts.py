@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -17,13 +17,14 @@ from cloud.operations.alert_review import (
     AlertView,
     Decision,
     ReviewState,
-    Severity,
     acknowledge,
     decisions_csv,
     get_alert,
     list_alerts,
     resolve,
 )
+from shared.schemas import Severity
+from shared.times import as_utc
 from shared.topics import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -39,11 +40,6 @@ DENIED: dict[int | str, dict[str, Any]] = {
     403: {"description": "the key's role is too low"},
     429: {"description": "rate limit exceeded; see Retry-After"},
 }
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """Read a zone-less time as UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class Acknowledgement(BaseModel):
@@ -81,8 +77,8 @@ def get_alerts(
     """Filter by device, review state, severity and opening time; follow ``next``."""
     with pool.connection() as conn:
         return list_alerts(
-            conn, device=device, state=state, severity=severity, since=utc(since),
-            until=utc(until), limit=limit, after=after,
+            conn, device=device, state=state, severity=severity, since=as_utc(since),
+            until=as_utc(until), limit=limit, after=after,
         )
 
 
@@ -95,7 +91,7 @@ def get_alerts(
 def get_decisions_csv(pool: Pool, _: Viewer, since: Since = None, until: Until = None) -> Response:
     """Every resolved alert with its decision, resolved in [since, until)."""
     with pool.connection() as conn:
-        text = decisions_csv(conn, utc(since), utc(until))
+        text = decisions_csv(conn, as_utc(since), as_utc(until))
     return Response(
         text, media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="alert-decisions.csv"'},

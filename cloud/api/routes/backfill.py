@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from cloud.api.deps import Admin, Pool
 from cloud.ingest.batch import request_backfill
 from cloud.operations import audit
+from shared.times import as_utc
 from shared.topics import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["sync"])
@@ -29,8 +30,7 @@ class BackfillCreate(BaseModel):
     def _ordered(self) -> BackfillCreate:
         for name in ("since", "until"):
             value = getattr(self, name)
-            if value.tzinfo is None:
-                setattr(self, name, value.replace(tzinfo=UTC))
+            setattr(self, name, as_utc(value))
         if self.until <= self.since:
             raise ValueError("until must be after since")
         return self

@@ -27,7 +27,7 @@ def healthz() -> dict[str, str]:
 def readyz(state: State) -> JSONResponse:
     """200 when a pooled connection runs ``SELECT 1``, 503 otherwise."""
     # A probe must answer before the orchestrator's own timeout, whatever the pool's is.
-    timeout = min(2.0, state.settings.pool_timeout_s)
+    timeout = min(2.0, state.settings.db.pool_timeout_s)
     try:
         with state.db().connection(timeout=timeout) as conn:
             conn.execute("SELECT 1")
@@ -41,7 +41,7 @@ def readyz(state: State) -> JSONResponse:
 def metrics(state: State) -> Response:
     """The app's metrics in Prometheus text format, with the shared job queue's state."""
     try:
-        with state.db().connection(timeout=min(2.0, state.settings.pool_timeout_s)) as conn:
+        with state.db().connection(timeout=min(2.0, state.settings.db.pool_timeout_s)) as conn:
             state.metrics.refresh_queues(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         # The process's own counters are still worth serving when the database is away.

@@ -80,13 +80,15 @@ def get_gateways(pool: Pool) -> list[GatewayInfo]:
 
 @router.get("/devices", response_model=DeviceList, summary="The device registry")
 def get_devices(pool: Pool) -> DeviceList:
-    """Every device that has synced readings, with last-seen time and reading count."""
+    """Every device that has synced readings or aggregates, with last-seen time and the
+    number of readings stored (a counter kept by ingest)."""
     with pool.connection() as conn:
         return list_devices(conn)
 
 
 @router.get("/stats", response_model=Stats, summary="Reading and device totals")
 def get_stats(pool: Pool) -> Stats:
-    """Totals; ``readings == distinct_readings`` shows no reading was stored twice."""
+    """Totals kept by ingest; ``readings == distinct_readings`` shows no reading was stored
+    twice."""
     with pool.connection() as conn:
         return query_stats(conn)

@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from cloud.api.deps import Pool, Viewer
-from cloud.api.routes.alerts import DENIED, Since, Until, utc
+from cloud.api.routes.alerts import DENIED, Since, Until
 from cloud.query.reports import MAX_DAYS, FleetReport, fleet_health, to_csv, to_html
+from shared.times import as_utc
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -37,8 +38,8 @@ def get_fleet_health(
     ] = "json",
 ) -> Response | FleetReport:
     """Per device: readings, anomalous share, alerts, open orders; default the last 7 days."""
-    end = utc(until) or datetime.now(UTC)
-    start = utc(since) or end - timedelta(days=_DEFAULT_DAYS)
+    end = as_utc(until) or datetime.now(UTC)
+    start = as_utc(since) or end - timedelta(days=_DEFAULT_DAYS)
     if not timedelta(0) < end - start <= timedelta(days=MAX_DAYS):
         raise HTTPException(422, f"need since < until, at most {MAX_DAYS} days apart")
     with pool.connection() as conn:

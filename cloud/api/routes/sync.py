@@ -119,7 +119,7 @@ def _decode_and_apply(
 )
 async def post_batch(request: Request, gateway_id: GatewayAuth, state: State) -> SyncAck:
     """Apply a gateway's batch exactly once; a re-sent batch gets its first ack again."""
-    limit = state.settings.max_body_bytes
+    limit = state.settings.api.max_body_bytes
     raw = await read_body(request, limit)
     # Decompressing, parsing megabytes of JSON and the database work all block: off the loop.
     ack = await run_in_threadpool(

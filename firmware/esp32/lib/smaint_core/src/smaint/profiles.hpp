@@ -1,4 +1,4 @@
-// Sensor profiles, mirroring shared/sensors.py (checked by the golden-vector tests).
+// Sensor profiles, mirroring shared/sensors.py (checked by tests/test_contract.py).
 #pragma once
 
 #include <cstddef>

@@ -1,4 +1,4 @@
-// The MQTT topic tree, mirroring shared/topics.py.
+// The MQTT topic tree, mirroring shared/topics.py (checked by tests/test_contract.py).
 #pragma once
 
 #include <string>

@@ -1,0 +1,1 @@
+"""Ordered SQL files of the gateway database (package data, applied by edge.db.migrate)."""
