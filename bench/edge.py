@@ -390,7 +390,9 @@ def stage_breakdown(path: Path, since: float, until: float) -> dict[str, Any]:
     Every reading of a batch waited its own time in the queue (``queue_wait``: arrival on
     the socket to the batch's start, micro-batch gathering included) and then the batch's
     decode (validation), dedupe (redelivery lookup), score, prepare (re-timing, alerts,
-    rows), commit (the SQLite transaction) and ack; ``in_gateway`` is arrival to acked.
+    rows), commit (the SQLite transaction) and ack (handing the PUBACKs to paho, which sends
+    them on the event loop's next turn); ``in_gateway`` is arrival to acked. Publish to arrival
+    (publisher, broker, socket) and the bench's 2 ms polling are the rest of ``p50_ms`` etc.
     """
     per: dict[str, list[float]] = {name: [] for name in (*STAGES, "in_gateway")}
     sizes: list[float] = []
