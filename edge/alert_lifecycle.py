@@ -9,9 +9,7 @@ sync and published on the gateway's local MQTT alert topic.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -21,6 +19,7 @@ from typing import Literal
 import aiomqtt
 
 from edge.exceptions import GatewayError
+from edge.mqtt_session import keep_connected
 from edge.score import Score
 from edge.store import Store
 from shared import topics
@@ -224,22 +223,14 @@ class AlertPublisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect and publish queued versions until ``stop``; reconnects with back-off."""
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                async with aiomqtt.Client(self.host, self.port,
-                                          identifier=f"{self.gateway_id}-alerts",
-                                          keepalive=self.keepalive_s) as client:
-                    delay = 0.5
-                    await self._publish_loop(client, stop)
-            except aiomqtt.MqttError as exc:
-                log.warning("alert publisher lost the broker %s:%d: %s",
-                            self.host, self.port, exc)
-            if stop.is_set():
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 30.0)
+        await keep_connected(
+            lambda: self._session(stop), stop, retry_on=(aiomqtt.MqttError,),
+            name=f"alert publisher {self.host}:{self.port}")
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with aiomqtt.Client(self.host, self.port, identifier=f"{self.gateway_id}-alerts",
+                                  keepalive=self.keepalive_s) as client:
+            await self._publish_loop(client, stop)
 
     async def _publish_loop(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+import pytest
+
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
+from edge.mqtt_session import MqttSession, keep_connected
 from edge.settings import GatewaySettings
 from shared import topics
 from tests.fixtures.gateway import Publisher, running_gateway
@@ -125,3 +130,86 @@ async def test_gateway_reconnects_when_the_broker_restarts(
         status = await gw.wait_status(lambda s: s["stored"] >= 10)
     assert status["duplicates"] == 0
     assert len(stored_keys(db)) == 10
+
+
+async def test_each_committed_batch_logs_its_stage_timings(
+    broker: PrivateMosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge.ingest.stages")
+    dev = "ing-stages"
+    msgs = [(topics.telemetry(dev), reading(dev, s)) for s in range(25)]
+    async with running_gateway(settings_for(broker, "gw-ingest-stages", tmp_path / "gw.db")) as gw:
+        with Publisher("127.0.0.1", broker.port, "pub-ingest-stages") as pub:
+            await publish_all(pub, msgs)
+        await gw.wait_status(lambda s: s["stored"] >= len(msgs))
+    batches = [json.loads(r.getMessage()) for r in caplog.records
+               if r.name == "edge.ingest.stages"]
+    assert sum(b["n"] for b in batches) == len(msgs)
+    for b in batches:
+        assert len(b["queue_wait_ms"]) == b["n"]  # one wait per message of the batch
+        assert min(b["queue_wait_ms"]) >= 0
+        stages = [b[f"{name}_ms"] for name in ("decode", "dedupe", "score", "prepare",
+                                                 "commit", "ack")]
+        assert min(stages) >= 0
+        assert b["batch_ms"] >= sum(stages) * 0.999  # the stages are parts of the batch
+
+
+async def _take(session: MqttSession, stop: asyncio.Event) -> aiomqtt.Message:
+    got = await session.wait_message(stop, idle_s=15)
+    assert got is not None
+    return got.message
+
+
+async def test_the_session_redelivers_exactly_the_messages_it_did_not_ack(
+    fresh_broker: PrivateMosquitto,
+) -> None:
+    stop = asyncio.Event()
+    topic = topics.telemetry("ing-ack")
+
+    def session() -> MqttSession:
+        return MqttSession("127.0.0.1", fresh_broker.port, "gw-ingest-ack", keepalive=30,
+                           queue_max=100)
+
+    async with session() as s:
+        await s.subscribe([(topic, 1)])
+        with Publisher("127.0.0.1", fresh_broker.port, "pub-ingest-ack") as pub:
+            await publish_all(pub, [(topic, "first"), (topic, "second")])
+        first, second = await _take(s, stop), await _take(s, stop)
+        assert (first.payload, second.payload) == (b"first", b"second")
+        s.ack(first)  # "second" stays unacked, as if the gateway died before its commit
+    async with session() as s:
+        await s.subscribe([(topic, 1)])
+        with Publisher("127.0.0.1", fresh_broker.port, "pub-ingest-ack") as pub:
+            await publish_all(pub, [(topic, "marker")])
+        again = [await _take(s, stop), await _take(s, stop)]
+        for m in again:
+            s.ack(m)
+    # The unacked message came back, before the marker; the acked one did not.
+    assert [m.payload for m in again] == [b"second", b"marker"]
+
+
+async def test_reconnect_attempts_are_logged_before_and_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge.mqtt_session")
+    stop = asyncio.Event()
+    attempts = 0
+    port = free_port()  # nothing listens there
+
+    async def connect() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 3:
+            stop.set()  # the third failure ends the retrying instead of scheduling a fourth
+        async with MqttSession("127.0.0.1", port, "gw-ingest-nobroker", keepalive=5,
+                               queue_max=10):
+            pass
+
+    await keep_connected(connect, stop, name="ingest-test", retry_on=(aiomqtt.MqttError,),
+                         max_wait_s=0.05)
+    assert attempts == 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.mqtt_session"]
+    for n in (1, 2, 3):
+        assert f"ingest-test: connecting (attempt {n})" in lines
+        assert any(line.startswith(f"ingest-test: attempt {n} ended after") for line in lines)
+    assert sum(line.startswith("ingest-test: reconnecting in") for line in lines) == 2
