@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cloud.artifacts.config import ArtifactStoreConfig
 from cloud.training.config import TrainingConfig
-from shared.config import check_environment
+from shared.config import LoggingSettings, check_environment
 
 ENV_PREFIX = "SMAINT_CLOUD_"
 # The zero-config DSN the demo uses: trust auth on loopback, fine on a laptop, not in production.
@@ -94,15 +94,6 @@ class NotifySettings(_Section):
     timeout_s: float = Field(
         default=10.0, gt=0, le=60, description="per delivery attempt (SMTP session or POST)"
     )
-
-
-class LoggingSettings(_Section):
-    """What ``serve`` logs, and how."""
-
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="root log level set by `serve`"
-    )
-    json_lines: bool = Field(default=False, description="log JSON lines instead of text")
 
 
 class CloudSettings(BaseSettings):

@@ -23,7 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from shared.config import check_environment, check_mapping
+from shared.config import LoggingSettings, check_environment, check_mapping
 from shared.schemas import GatewayId
 
 ENV_PREFIX = "SMAINT_GATEWAY_"
@@ -170,15 +170,6 @@ class HttpSettings(_Section):
 
     host: str = Field(default="127.0.0.1", description="local status/metrics server host")
     port: int = Field(default=8080, ge=0, le=65535, description="local status server port")
-
-
-class LoggingSettings(_Section):
-    """What ``run`` logs, and how."""
-
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="root log level"
-    )
-    json_lines: bool = Field(default=False, description="log JSON lines instead of text")
 
 
 class GatewaySettings(BaseSettings):

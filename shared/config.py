@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class UnknownSettingError(ValueError):
@@ -107,3 +107,14 @@ def check_environment(model: type[BaseModel], prefix: str, environ: Mapping[str,
     if errors:
         raise UnknownSettingError("\n".join(errors) + f"\n(sections are joined with "
                                   f"'{delimiter}', e.g. {spell(setting_paths(model)[-1])})")
+
+
+class LoggingSettings(BaseModel):
+    """How a service logs: the same section for the gateway and the cloud."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="root log level"
+    )
+    json_lines: bool = Field(default=False, description="log JSON lines instead of text")
