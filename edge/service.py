@@ -19,9 +19,11 @@ from edge.http import EmbeddedServer, build_app, make_server
 from edge.ingest import Ingestor
 from edge.metrics import GatewayMetrics
 from edge.model_registry import ModelRegistry, load_trusted_keys
+from edge.ota import BundleDownloader
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.retention import Retention, run_retention, used_bytes
+from edge.rollout import ModelRollout, ObservedScorer
 from edge.score import ModelScorer, RobustZScorer
 from edge.settings import GatewaySettings
 from edge.store import Store, now_ms
@@ -45,7 +47,14 @@ class Gateway:
         self.models = ModelRegistry(
             s.models_path, load_trusted_keys(s.scoring.trusted_keys, s.scoring.trusted_keys_file))
         self.models.refresh()  # models present at start score the very first readings
-        self.scorer = ModelScorer(self.models.get, self.fallback)
+        self.downloader = BundleDownloader(s.sync.cloud_url, s.sync.token,
+                                           s.models_path / ".ota" / "download")
+        self.rollout = ModelRollout(self.models, self.downloader,
+                                    shadow_readings=s.rollout.shadow_readings,
+                                    max_alert_rate=s.rollout.max_alert_rate,
+                                    retry_s=s.rollout.retry_s)
+        # The rollout sees every scored batch: shadow models score beside the current one.
+        self.scorer = ObservedScorer(ModelScorer(self.models.get, self.fallback), self.rollout)
         self.publisher = AlertPublisher(s.mqtt.host, s.mqtt.port, s.gateway_id,
                                         keepalive_s=s.mqtt.keepalive_s)
         self.alerts = AlertTracker(open_after=s.alerts.open_after,
@@ -64,7 +73,11 @@ class Gateway:
                                  health=self.health)
         self.ingestor = Ingestor(s, self.pipeline, self.metrics, storage=self.storage,
                                  retention=self.retention)
-        self.uploader = Uploader(s, self.outbox, state=self.actual_state)
+        self.uploader = Uploader(s, self.outbox, state=self.actual_state,
+                                 on_desired=self.rollout.on_desired)
+        desired = self.outbox.desired()
+        if desired is not None:  # back from a restart or an outage: catch up with it
+            self.rollout.on_desired(desired)
 
     def actual_state(self) -> GatewayState:
         """What this gateway runs now, reported to the cloud with every upload."""
@@ -73,7 +86,7 @@ class Gateway:
         except PackageNotFoundError:  # running from a source tree that was never installed
             software = None
         return GatewayState(models=self.models.versions(), software=software,
-                            backlog=self.outbox.backlog())
+                            backlog=self.outbox.backlog(), rollout=self.rollout.reports())
 
     def counters(self) -> Mapping[str, int]:
         """Committed store counters plus the in-memory ones, for /metrics."""
@@ -135,6 +148,7 @@ class Gateway:
             "devices": self.store.count("devices"),
             "models": self.models.versions(),
             "models_refused": dict(self.models.refused),
+            "rollout": [r.model_dump(mode="json") for r in self.rollout.reports()],
             **self.ingest_status(),
         }
 
@@ -186,6 +200,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         asyncio.create_task(gw.uploader.run(stop), name="sync"),
         asyncio.create_task(_serve_http(server, s.http.host, s.http.port), name="http"),
         asyncio.create_task(gw.models.watch(stop, s.scoring.model_poll_s), name="models"),
+        asyncio.create_task(gw.rollout.run(stop), name="rollout"),
         asyncio.create_task(run_retention(gw.retention, stop, s.storage.retention_interval_s),
                             name="retention"),
     }
@@ -207,6 +222,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
                 failed.append(f"{task.get_name()}: {res!r}")
         waiter.cancel()
         await gw.uploader.aclose()
+        await gw.downloader.aclose()
         gw.store.close()
         for sig in handled:
             loop.remove_signal_handler(sig)

@@ -151,6 +151,22 @@ class ScoringSettings(_Section):
     )
 
 
+class RolloutSettings(_Section):
+    """Model rollout over the air (edge.rollout): shadow run, alert-rate bound, retries."""
+
+    shadow_readings: int = Field(
+        default=200, ge=1, le=1_000_000,
+        description="readings a new model scores in shadow (and is watched for after the swap)",
+    )
+    max_alert_rate: float = Field(
+        default=0.2, gt=0, le=1,
+        description="highest shadow alert rate accepted when a bundle's manifest sets no bound",
+    )
+    retry_s: float = Field(
+        default=30.0, gt=0, le=3600, description="pause before retrying a failed bundle download"
+    )
+
+
 class AlertSettings(_Section):
     """When alerts open and resolve, and whether they are published."""
 
@@ -187,6 +203,7 @@ class GatewaySettings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

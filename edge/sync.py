@@ -35,7 +35,7 @@ from edge.outbox import BatchInfo, Outbox
 from edge.settings import GatewaySettings
 from edge.store import now_ms
 from shared import batchcodec
-from shared.schemas import GatewayState, SyncAck
+from shared.schemas import DesiredState, GatewayState, SyncAck
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,11 @@ class Uploader:
 
     def __init__(self, settings: GatewaySettings, outbox: Outbox,
                  client: httpx.AsyncClient | None = None,
-                 state: Callable[[], GatewayState] | None = None) -> None:
+                 state: Callable[[], GatewayState] | None = None,
+                 on_desired: Callable[[DesiredState], None] | None = None) -> None:
         self.settings = settings
+        # Hands each ack's desired state on (edge.rollout: the models the cloud wants).
+        self._on_desired = on_desired
         # The actual state reported with each upload (models run, config applied).
         self._state = state or (lambda: GatewayState(backlog=outbox.backlog()))
         self.outbox = outbox
@@ -210,6 +213,8 @@ class Uploader:
             raise SyncRetryableError(info.batch_seq, reason)
         self.outbox.note_attempt(info.batch_seq, None)
         self.outbox.mark_acked(info, now_ms(), ack.desired)
+        if ack.desired is not None and self._on_desired is not None:
+            self._on_desired(ack.desired)
         self.last_ack_ms = now_ms()
         self.last_error = None
         log.info("%s batch %d acked: %d readings (%d new, %d duplicate), %d alerts, "

@@ -211,6 +211,33 @@ class ReadingAggregate(BaseModel):
         return self
 
 
+RolloutStep = Literal["downloading", "verifying", "shadow", "running", "rolled_back", "refused"]
+MAX_REASON = 500
+
+
+class RolloutReport(BaseModel):
+    """One profile's model change on a gateway: the step it reached and why (edge.rollout)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: ProfileName
+    version: ModelVersion = Field(description="the model version being rolled out")
+    step: RolloutStep = Field(
+        description="rolled_back: ran (in shadow or after the swap) and was removed; "
+                    "refused: never ran (download, signature, checksum, age, features, load)")
+    reason: str = Field(default="", max_length=MAX_REASON, pattern=anchored(TEXT_PATTERN),
+                        description="why this step (a refusal or rollback names its cause)")
+    at_ms: EpochMs = Field(description="gateway clock when the step was reached")
+    previous_version: ModelVersion | None = Field(
+        default=None, description="the version that ran before (kept on disk)")
+    scored: int = Field(default=0, ge=0, le=2**53,
+                        description="readings the new version scored since the swap")
+    shadow_readings: int = Field(default=0, ge=0, le=2**53,
+                                 description="readings the new version scored in shadow")
+    shadow_alert_rate: float | None = Field(
+        default=None, ge=0, le=1, description="share of shadow readings it found anomalous")
+
+
 class GatewayState(BaseModel):
     """What a gateway actually runs, reported with every upload (the desired state's mirror)."""
 
@@ -222,6 +249,9 @@ class GatewayState(BaseModel):
         default_factory=dict, max_length=32, description="sensor profile -> model version run")
     software: str | None = Field(default=None, max_length=64, description="gateway version")
     backlog: int = Field(default=0, ge=0, description="readings stored but not yet synced")
+    rollout: list[RolloutReport] = Field(
+        default_factory=list, max_length=32,
+        description="model rollouts in progress or last finished, one per profile")
 
 
 class BackfillRequest(BaseModel):
@@ -244,6 +274,10 @@ class DesiredState(BaseModel):
         default_factory=dict, description="gateway settings to apply (name -> value)")
     models: dict[str, str] = Field(
         default_factory=dict, description="sensor profile -> model version to run")
+    rollback: list[ProfileName] = Field(
+        default_factory=list, max_length=32,
+        description="profiles whose desired version is an ordered rollback: an older bundle "
+                    "than the one running is accepted for these only")
     backfill: list[BackfillRequest] = Field(
         default_factory=list, description="time ranges to upload again, oldest first")
 

@@ -19,6 +19,7 @@ from cloud.api.routes import (
     alerts,
     backfill,
     health,
+    models,
     notifications,
     orders,
     readings,
@@ -26,6 +27,7 @@ from cloud.api.routes import (
     sync,
 )
 from cloud.api.routes import users as user_routes
+from cloud.artifacts import ArtifactStore, ArtifactStoreConfig, open_artifact_store
 from cloud.background.jobs import Worker
 from cloud.background.notify import handlers as notify_handlers
 from cloud.db.migrate import migrate
@@ -73,8 +75,12 @@ async def _db_data_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"value out of range: {exc}"}, status_code=422)
 
 
-def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastAPI:
-    """The cloud API; start-up migrates the schema (unless told not to) and opens the pool."""
+def create_app(settings: CloudSettings, *, run_migrations: bool = True,
+               artifacts: ArtifactStore | None = None) -> FastAPI:
+    """The cloud API; start-up migrates the schema (unless told not to) and opens the pool.
+
+    ``artifacts`` is where model bundles are downloaded from (default: the settings' store).
+    """
     state = AppState(settings=settings, metrics=CloudMetrics())
 
     @asynccontextmanager
@@ -110,6 +116,8 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
         openapi_url="/openapi.json" if dev else None,
     )
     app.state.cloud = state
+    app.state.artifacts = artifacts or open_artifact_store(
+        getattr(settings, "artifacts", None) or ArtifactStoreConfig())
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.add_exception_handler(CloudError, _cloud_error)
     app.add_exception_handler(RateLimitedError, _rate_limited)
@@ -119,6 +127,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(sync.router)
     app.include_router(readings.router)
     app.include_router(health.router)
-    for module in (alerts, orders, user_routes, notifications, reports, backfill):
+    for module in (alerts, orders, user_routes, notifications, reports, backfill, models):
         app.include_router(module.router)
     return app

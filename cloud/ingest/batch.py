@@ -26,6 +26,7 @@ from cloud.exceptions import (
 )
 from cloud.ingest.aggregates import devices_seen, upsert_aggregates
 from cloud.ingest.readings_writer import insert_readings
+from cloud.rollout.progress import desired_models, record_report
 from shared.batchcodec import DecodedBatch
 from shared.schemas import (
     Alert,
@@ -192,9 +193,11 @@ def desired_state(conn: Conn, gateway_id: str) -> DesiredState:
             " WHERE gateway_id = %s AND completed_at IS NULL ORDER BY id LIMIT 100",
             (gateway_id,))
     ]
+    models, rollback = desired_models(conn, gateway_id, row[2] if row else None)
     if row is None:
-        return DesiredState(backfill=backfill)
-    return DesiredState(config_version=row[0], config=row[1], models=row[2], backfill=backfill)
+        return DesiredState(models=models, rollback=rollback, backfill=backfill)
+    return DesiredState(config_version=row[0], config=row[1], models=models, rollback=rollback,
+                        backfill=backfill)
 
 
 def _transaction(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -> SyncAck:
@@ -234,6 +237,8 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -
         conn.execute(
             "UPDATE backfill_requests SET completed_at = now() WHERE gateway_id = %s"
             " AND id = ANY(%s) AND completed_at IS NULL", (gateway_id, batch.backfill_done))
+    if batch.state is not None:
+        record_report(conn, gateway_id, batch.state)  # rollout progress, promotion
     state = Jsonb(batch.state.model_dump(mode="json")) if batch.state else None
     row = conn.execute(_FINISH, {
         "ins": inserted, "up": upserted, "gw": gateway_id, "bs": batch.batch_seq,
@@ -241,9 +246,11 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -
     assert row is not None  # noqa: S101 - the outer SELECT always yields one row
     backfill = [BackfillRequest(id=i, since_ms=lo, until_ms=hi)
                 for i, lo, hi in zip(row[3], row[4], row[5], strict=True)]
-    desired = (DesiredState(backfill=backfill) if row[0] is None else
-               DesiredState(config_version=row[0], config=row[1], models=row[2],
-                            backfill=backfill))
+    models, rollback = desired_models(conn, gateway_id, row[2])
+    desired = (DesiredState(models=models, rollback=rollback, backfill=backfill)
+               if row[0] is None else
+               DesiredState(config_version=row[0], config=row[1], models=models,
+                            rollback=rollback, backfill=backfill))
     return SyncAck(
         gateway=gateway_id, batch_seq=batch.batch_seq, first_time=True,
         readings_inserted=inserted, readings_duplicate=len(batch.readings) - inserted,

@@ -1,0 +1,446 @@
+"""Model rollout on the gateway: desired version -> download -> verify -> shadow -> swap.
+
+The cloud's desired state (every sync answer) names a model version per profile. When it
+differs from the one running, this module:
+
+1. downloads the bundle with the gateway token, resuming a dropped link (edge.ota), or takes
+   it from the versions kept on disk;
+2. verifies signature and sha256 (shared.bundle) before onnxruntime sees a byte, refuses a
+   bundle for another profile or version, one whose feature spec this gateway cannot compute,
+   and one older (manifest ``created_ms``) than the running model unless the cloud ordered a
+   rollback (no downgrade by replay); then builds the onnxruntime session (load failure:
+   refused);
+3. runs it in **shadow** beside the current scorer on live readings until it scored
+   ``shadow_readings`` of them, both scores recorded in ``.ota/shadow/<profile>-<version>.csv``;
+   an alert rate outside the manifest's ``alert_rate`` bounds rolls it back;
+4. swaps atomically (os.replace of ``<profile>.smb``, one dict store in the registry) keeping
+   every verified version under ``.ota/versions/<profile>/``; for the next ``shadow_readings``
+   readings the same bound applies, and a breach restores the previous version.
+
+Each step is reported in GatewayState.rollout. A refused or rolled back version is not tried
+again until the cloud asks for another (remembered in ``.ota/refused.json`` across restarts).
+The trusted keys are the registry's: they live in settings, apart from the bundles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.model_registry import BUNDLE_SUFFIX, ModelRegistry
+from edge.onnx_model import ModelRunError, OnnxModel
+from edge.ota import BundleDownloader, DownloadError
+from edge.score import FeatureRing, Score, Scorer
+from edge.store import now_ms
+from shared.bundle import BundleError, Manifest, read_bundle
+from shared.features import window_features
+from shared.schemas import MAX_REASON, DesiredState, RolloutReport, RolloutStep, Telemetry
+from shared.sensors import PROFILES
+
+log = logging.getLogger(__name__)
+
+KEEP_VERSIONS = 3
+
+
+def check_spec(manifest: Manifest, profile: str, version: str) -> None:
+    """BundleError unless the bundle is ``version`` for ``profile`` with computable features."""
+    if manifest.profile != profile or manifest.spec.profile != profile:
+        raise BundleError(f"bundle holds a model for profile {manifest.profile!r}, "
+                          f"not {profile!r}")
+    if manifest.version != version:
+        raise BundleError(f"bundle is version {manifest.version}, the cloud asked for {version}")
+    prof = PROFILES.get(profile)
+    if prof is None:
+        raise BundleError(f"no sensor profile {profile!r} on this gateway")
+    unknown = [m for m in manifest.spec.metrics if m not in prof.metric_names]
+    if unknown or not manifest.spec.metrics:
+        raise BundleError(f"feature spec needs metrics {unknown or '(none)'} that profile "
+                          f"{profile!r} does not report: this gateway cannot compute it")
+
+
+def alert_rate_bounds(manifest: Manifest, default_max: float) -> tuple[float, float]:
+    """(min, max) share of readings the model may find anomalous (manifest ``alert_rate``)."""
+    bounds = manifest.extra.get("alert_rate")
+    if isinstance(bounds, dict):
+        with contextlib.suppress(TypeError, ValueError):
+            return float(bounds.get("min", 0.0)), float(bounds.get("max", default_max))
+    return 0.0, default_max
+
+
+@dataclass
+class _Trial:
+    """A candidate in shadow, or a swapped-in version under watch."""
+
+    model: OnnxModel
+    bundle: bytes
+    previous: str | None
+    bounds: tuple[float, float]
+    rings: dict[str, FeatureRing] = field(default_factory=dict)
+    n: int = 0
+    anomalous: int = 0
+    failure: str | None = None
+    scored: int = 0  # after the swap: readings it scored, for the cloud's health check
+
+
+class ModelRollout:
+    """Brings each profile's model to the version the cloud wants, safely."""
+
+    def __init__(self, registry: ModelRegistry, downloader: BundleDownloader, *,
+                 shadow_readings: int = 200, max_alert_rate: float = 0.2,
+                 retry_s: float = 30.0) -> None:
+        self.registry = registry
+        self.downloader = downloader
+        self.shadow_readings = shadow_readings
+        self.max_alert_rate = max_alert_rate
+        self.retry_s = retry_s
+        self.dir = registry.models_dir / ".ota"
+        self._desired: dict[str, str] = {}
+        self._ordered: set[str] = set()
+        self._reports: dict[str, RolloutReport] = {}
+        self._shadow: dict[str, _Trial] = {}
+        self._watch: dict[str, _Trial] = {}
+        self._refused: dict[str, dict[str, str]] = self._load_refused()
+        self._wake = asyncio.Event()
+        for profile, r in self._refused.items():
+            self._report(profile, r["version"], r["step"], r["reason"])  # type: ignore[arg-type]
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def on_desired(self, desired: DesiredState) -> None:
+        """Take the cloud's desired models (after every sync ack); work starts in :meth:`run`."""
+        if desired.models != self._desired or set(desired.rollback) != self._ordered:
+            self._desired = dict(desired.models)
+            self._ordered = set(desired.rollback)
+            self._wake.set()
+
+    def observe(self, readings: Sequence[Telemetry], scores: Sequence[Score]) -> None:
+        """Score shadow candidates beside the current scorer; count what swapped versions do."""
+        for profile, trial in self._shadow.items():
+            if trial.failure is None and trial.n < self.shadow_readings:
+                self._shadow_batch(profile, trial, readings, scores)
+        for profile, trial in self._watch.items():
+            version = trial.model.version
+            for r, s in zip(readings, scores, strict=True):
+                if r.type == profile and s.model_version == version:
+                    trial.scored += 1
+                    if trial.n < self.shadow_readings:
+                        trial.n += 1
+                        trial.anomalous += s.anomalous
+                        if trial.n == self.shadow_readings:
+                            self._wake.set()
+
+    def _shadow_batch(self, profile: str, trial: _Trial, readings: Sequence[Telemetry],
+                      scores: Sequence[Score]) -> None:
+        spec = trial.model.manifest.spec
+        idx: list[int] = []
+        windows = []
+        for i, r in enumerate(readings):
+            if r.type != profile:
+                continue
+            ring = trial.rings.get(r.device)
+            if ring is None:
+                ring = trial.rings[r.device] = FeatureRing(spec)
+            if ring.push(r.metrics):
+                idx.append(i)
+                windows.append(ring.window().copy())
+        if not idx:
+            return
+        try:
+            values = trial.model.score(window_features(np.stack(windows)))
+            if not np.isfinite(values).all():
+                raise ModelRunError(trial.model.version, "non-finite score in shadow")
+        except ModelRunError as exc:
+            trial.failure = f"failed in shadow: {exc.reason}"
+            self._wake.set()
+            return
+        rows = []
+        for i, v in zip(idx, values, strict=True):
+            flagged = bool(v > trial.model.threshold)
+            trial.n += 1
+            trial.anomalous += flagged
+            cur = scores[i]
+            rows.append([readings[i].ts_ms, readings[i].device, readings[i].seq,
+                         cur.model_version or cur.scorer, cur.value, int(cur.anomalous),
+                         round(float(v), 6), int(flagged)])
+        self._record_scores(profile, trial.model.version, rows)
+        if trial.n >= self.shadow_readings:
+            self._wake.set()
+
+    def _record_scores(self, profile: str, version: str, rows: list[list[object]]) -> None:
+        path = self.dir / "shadow" / f"{profile}-{version}.csv"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.exists()
+            with path.open("a", newline="") as f:
+                w = csv.writer(f)
+                if new:
+                    w.writerow(["ts_ms", "device", "seq", "current", "current_score",
+                                "current_anomalous", "shadow_score", "shadow_anomalous"])
+                w.writerows(rows)
+        except OSError as exc:
+            log.warning("shadow scores of %s %s not recorded: %s", profile, version, exc)
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def reports(self) -> list[RolloutReport]:
+        """The latest step per profile, with live counts, for GatewayState.rollout."""
+        out = []
+        for profile, last in sorted(self._reports.items()):
+            trial = self._shadow.get(profile) or self._watch.get(profile)
+            rep = last
+            if trial is not None and trial.model.version == last.version:
+                in_shadow = last.step == "shadow"
+                rep = last.model_copy(update={
+                    "scored": trial.scored,
+                    "shadow_readings": trial.n if in_shadow else last.shadow_readings,
+                    "shadow_alert_rate": trial.anomalous / trial.n if in_shadow and trial.n
+                    else last.shadow_alert_rate})
+            out.append(rep)
+        return out[:32]
+
+    def _report(self, profile: str, version: str, step: RolloutStep, reason: str = "", *,
+                previous: str | None = None, trial: _Trial | None = None) -> None:
+        old = self._reports.get(profile)
+        keep = old is not None and old.version == version
+        self._reports[profile] = RolloutReport(
+            profile=profile, version=version, step=step, reason=reason[:MAX_REASON],
+            at_ms=now_ms(),
+            previous_version=previous if previous is not None or not keep else
+            (old.previous_version if old else None),
+            shadow_readings=trial.n if trial else (old.shadow_readings if keep and old else 0),
+            shadow_alert_rate=(trial.anomalous / trial.n if trial and trial.n else
+                               (old.shadow_alert_rate if keep and old else None)))
+        level = logging.ERROR if step in ("refused", "rolled_back") else logging.INFO
+        log.log(level, "model %s %s for profile=%s%s", version, step.replace("_", " "),
+                profile, f": {reason}" if reason else "")
+
+    # -- the work -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work towards the desired models until ``stop``; wakes on news or every retry_s."""
+        while not stop.is_set():
+            self._wake.clear()
+            for profile, version in sorted(self._desired.items()):
+                try:
+                    await self._step(profile, version)
+                except Exception:
+                    # One profile's surprise must not end the loop (or the gateway with it).
+                    log.exception("rollout of %s %s failed unexpectedly", profile, version)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(stop, self._wake), timeout=self.retry_s)
+
+    async def _step(self, profile: str, version: str) -> None:
+        running = self.registry.get(profile)
+        watch = self._watch.get(profile)
+        if watch is not None and watch.model.version == version:
+            if watch.n >= self.shadow_readings and watch.failure is None:
+                await self._judge_watch(profile, watch)
+            return
+        if running is not None and running.version == version:
+            return
+        shadow = self._shadow.get(profile)
+        if shadow is not None:
+            if shadow.model.version == version:
+                if shadow.failure is not None or shadow.n >= self.shadow_readings:
+                    await self._judge_shadow(profile, shadow)
+                return
+            del self._shadow[profile]  # the cloud wants another version now
+        if self._refused.get(profile, {}).get("version") == version:
+            return
+        await self._start(profile, version, running)
+
+    async def _start(self, profile: str, version: str, running: OnnxModel | None) -> None:
+        previous = running.version if running else None
+        kept = self._kept(profile, version)
+        if kept.exists():
+            data = await asyncio.to_thread(kept.read_bytes)
+        else:
+            self._report(profile, version, "downloading", previous=previous)
+            try:
+                data = await self.downloader.fetch(profile, version)
+            except DownloadError as exc:
+                if exc.permanent:
+                    self._refuse(profile, version, "refused", exc.reason)
+                else:
+                    self._report(profile, version, "downloading", f"will retry: {exc.reason}")
+                return
+        self._report(profile, version, "verifying", previous=previous)
+        ordered = profile in self._ordered
+        try:
+            model = await asyncio.to_thread(self._verify, data, profile, version, running,
+                                            ordered)
+        except BundleError as exc:
+            self._refuse(profile, version, "refused", str(exc))
+            return
+        await asyncio.to_thread(self._keep, profile, version, data)
+        trial = _Trial(model, data, previous, alert_rate_bounds(model.manifest,
+                                                                self.max_alert_rate))
+        if ordered:
+            # The cloud ordered this version back: it ran here before, no shadow needed.
+            await self._swap(profile, trial, f"ordered rollback from {previous}")
+            return
+        self._shadow[profile] = trial
+        self._report(profile, version, "shadow",
+                     f"scoring beside {previous or 'the statistical detector'} for "
+                     f"{self.shadow_readings} readings", previous=previous)
+
+    def _verify(self, data: bytes, profile: str, version: str, running: OnnxModel | None,
+                ordered: bool) -> OnnxModel:
+        manifest, onnx_bytes = read_bundle(data, self.registry.trusted)
+        check_spec(manifest, profile, version)
+        if running is not None and manifest.created_ms < running.manifest.created_ms \
+                and not ordered:
+            raise BundleError(
+                f"bundle {version} (created_ms {manifest.created_ms}) is older than the "
+                f"running {running.version} ({running.manifest.created_ms}) and no rollback "
+                "was ordered: refusing a downgrade")
+        return OnnxModel(manifest, onnx_bytes)
+
+    async def _judge_shadow(self, profile: str, trial: _Trial) -> None:
+        del self._shadow[profile]
+        problem = trial.failure or self._out_of_bounds(trial)
+        if problem:
+            self._refuse(profile, trial.model.version, "rolled_back", f"in shadow: {problem}",
+                         trial)
+            return
+        await self._swap(profile, trial, f"shadow passed: alert rate "
+                                          f"{trial.anomalous / trial.n:.3f} over {trial.n}")
+
+    async def _judge_watch(self, profile: str, trial: _Trial) -> None:
+        problem = self._out_of_bounds(trial)
+        trial.failure = problem or ""  # judged once; it keeps counting readings scored
+        if not problem:
+            return
+        del self._watch[profile]
+        restored = await asyncio.to_thread(self._restore, profile, trial.previous)
+        self._refuse(profile, trial.model.version, "rolled_back",
+                     f"after the swap: {problem}; {restored}", trial)
+
+    def _out_of_bounds(self, trial: _Trial) -> str | None:
+        lo, hi = trial.bounds
+        rate = trial.anomalous / trial.n if trial.n else 0.0
+        if not lo <= rate <= hi:
+            return (f"alert rate {rate:.3f} over {trial.n} readings outside the manifest's "
+                    f"bounds [{lo}, {hi}]")
+        return None
+
+    async def _swap(self, profile: str, trial: _Trial, why: str) -> None:
+        await asyncio.to_thread(self._install, profile, trial.bundle)
+        self.registry.models[profile] = trial.model  # one store: the scorer sees old or new
+        self.registry.refused.pop(profile, None)
+        trial.n = trial.anomalous = 0
+        self._watch[profile] = trial
+        self._report(profile, trial.model.version, "running", why, previous=trial.previous)
+
+    def _install(self, profile: str, bundle: bytes) -> None:
+        target = self.registry.models_dir / f"{profile}{BUNDLE_SUFFIX}"
+        tmp = target.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as f:
+            f.write(bundle)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def _restore(self, profile: str, previous: str | None) -> str:
+        """Put the previous version back (from the kept versions); what was done, in words."""
+        target = self.registry.models_dir / f"{profile}{BUNDLE_SUFFIX}"
+        if previous is None:
+            target.unlink(missing_ok=True)
+            self.registry.models.pop(profile, None)
+            return "statistical scoring resumes"
+        try:
+            data = self._kept(profile, previous).read_bytes()
+            manifest, onnx_bytes = read_bundle(data, self.registry.trusted)
+            model = OnnxModel(manifest, onnx_bytes)
+        except (OSError, BundleError) as exc:
+            target.unlink(missing_ok=True)
+            self.registry.models.pop(profile, None)
+            return f"previous {previous} unusable ({exc}); statistical scoring resumes"
+        self._install(profile, data)
+        self.registry.models[profile] = model
+        return f"{previous} restored"
+
+    def _refuse(self, profile: str, version: str, step: RolloutStep, reason: str,
+                trial: _Trial | None = None) -> None:
+        self._refused[profile] = {"version": version, "step": step, "reason": reason}
+        self._save_refused()
+        self._report(profile, version, step, reason, trial=trial)
+
+    # -- files --------------------------------------------------------------------------
+
+    def _kept(self, profile: str, version: str) -> Path:
+        return self.dir / "versions" / profile / f"{version}{BUNDLE_SUFFIX}"
+
+    def _keep(self, profile: str, version: str, data: bytes) -> None:
+        """Keep a verified bundle (and the running one, if it came by hand) on disk."""
+        path = self._kept(profile, version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_bytes(data)
+        current = self.registry.get(profile)
+        live = self.registry.models_dir / f"{profile}{BUNDLE_SUFFIX}"
+        if current is not None and live.exists() and \
+                not self._kept(profile, current.version).exists():
+            self._kept(profile, current.version).write_bytes(live.read_bytes())
+        files = sorted(path.parent.glob(f"*{BUNDLE_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        protect = {path.name, f"{current.version}{BUNDLE_SUFFIX}" if current else ""}
+        for old in [p for p in files if p.name not in protect][:-KEEP_VERSIONS]:
+            old.unlink(missing_ok=True)
+
+    def _load_refused(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads((self.dir / "refused.json").read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("refused-versions file unreadable (%s); starting with none", exc)
+            return {}
+        return {p: v for p, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) \
+            else {}
+
+    def _save_refused(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.dir / "refused.json.tmp"
+            tmp.write_text(json.dumps(self._refused, sort_keys=True))
+            os.replace(tmp, self.dir / "refused.json")
+        except OSError as exc:
+            log.warning("refused versions not saved (%s): a restart may try them again", exc)
+
+
+class ObservedScorer:
+    """A scorer that lets the rollout see every batch's readings and scores."""
+
+    def __init__(self, inner: Scorer, rollout: ModelRollout) -> None:
+        self.inner = inner
+        self.rollout = rollout
+        self.threshold = inner.threshold
+
+    def score_batch(self, readings: Sequence[Telemetry]) -> list[Score]:
+        """The inner scorer's scores; the rollout observes them (its failures never bubble)."""
+        scores = self.inner.score_batch(readings)
+        try:
+            self.rollout.observe(readings, scores)
+        except Exception:
+            log.exception("rollout observer failed; scoring goes on unaffected")
+        return scores
+
+
+async def _first(stop: asyncio.Event, wake: asyncio.Event) -> None:
+    """Return when either event is set."""
+    tasks = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
