@@ -23,7 +23,6 @@ from shared.bundle import MAX_BUNDLE_BYTES
 log = logging.getLogger(__name__)
 
 BUNDLE_PATH = "/api/v1/models/{profile}/{version}/bundle"
-_CHUNK = 256 * 1024
 
 
 class DownloadError(GatewayError):
@@ -108,7 +107,7 @@ class BundleDownloader:
             resumed = resp.status_code == 206
             written = have if resumed else 0
             with _open_part(part, resp.headers.get("ETag", f'"{sha}"'), resumed) as out:
-                async for chunk in resp.aiter_bytes(_CHUNK):
+                async for chunk in resp.aiter_bytes():  # as received: a break keeps all so far
                     written += len(chunk)
                     if written > MAX_BUNDLE_BYTES:
                         raise DownloadError(f"bundle larger than {MAX_BUNDLE_BYTES} bytes",
