@@ -147,7 +147,7 @@ async def get_bundle(request: Request, gateway_id: GatewayAuth, pool: Pool, prof
         data = await run_in_threadpool(store.get_bytes, key)
         return Response(data, media_type=BUNDLE_MEDIA_TYPE, headers=headers)
     start, end = wanted
-    if start >= size > 0:
+    if start >= size > 0 or end <= start:
         return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
     data = await run_in_threadpool(store.get_range, key, start, end)
     headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{size}"
