@@ -130,6 +130,12 @@ class Cloud:
         return data
 
 
+def settings(dsn: str, store: LocalArtifactStore) -> CloudSettings:
+    """Cloud settings on ``dsn`` serving bundles from ``store``, no job worker."""
+    return CloudSettings(db={"dsn": dsn}, jobs={"worker_enabled": False},
+                         artifacts={"local_root": str(store.root)})
+
+
 @contextlib.asynccontextmanager
 async def running_cloud(dsn: str, tmp: Path, gateways: list[str]) -> AsyncIterator[Cloud]:
     """The cloud API under uvicorn in a thread, with ``gateways`` and one user per role."""
@@ -139,7 +145,7 @@ async def running_cloud(dsn: str, tmp: Path, gateways: list[str]) -> AsyncIterat
         keys = {r: create_user(conn, r, r).key for r in ("viewer", "operator", "admin")}
     store = LocalArtifactStore(tmp / "artifacts")
     port = free_port()
-    app = create_app(CloudSettings(db_dsn=dsn, worker_enabled=False), artifacts=store)
+    app = create_app(settings(dsn, store))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -159,12 +165,12 @@ def gateway_settings(tmp: Path, gid: str, broker: PrivateMosquitto, cloud: Cloud
     models.mkdir(parents=True)
     (models / "motor.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
     return GatewaySettings(
-        gateway_id=gid, mqtt_host=broker.host, mqtt_port=broker.port,
-        db_path=str(tmp / gid / "gw.db"), cloud_url=cloud.url, cloud_token=cloud.tokens[gid],
-        http_port=free_port(), models_dir=str(models),
-        model_trusted_keys=[public_key_text(bundles.key.public_key())],
-        model_shadow_readings=SHADOW, model_poll_s=0.5, model_retry_s=0.5,
-        sync_interval_s=0.2, alert_publish=False)
+        gateway_id=gid, mqtt={"host": broker.host, "port": broker.port},
+        storage={"path": str(tmp / gid / "gw.db")}, http={"port": free_port()},
+        sync={"cloud_url": cloud.url, "token": cloud.tokens[gid], "interval_s": 0.2},
+        scoring={"models_dir": str(models), "model_poll_s": 0.5,
+                 "trusted_keys": [public_key_text(bundles.key.public_key())]},
+        rollout={"shadow_readings": SHADOW, "retry_s": 0.5}, alerts={"publish": False})
 
 
 @contextlib.contextmanager
@@ -361,7 +367,7 @@ async def test_a_dropped_download_resumes_with_a_range_request(
     store = LocalArtifactStore(tmp_path / "artifacts")
     data = bundles.make(V2, bundles.manifest.created_ms + 1)
     store.put_bytes(f"models/motor/{V2}/bundle.smb", data)
-    app = create_app(CloudSettings(db_dsn=pg_dsn, worker_enabled=False), artifacts=store)
+    app = create_app(settings(pg_dsn, store))
     with TestClient(app):
         transport = _DropOnce(httpx.ASGITransport(app=app), cut=len(data) // 3)
         async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as client:

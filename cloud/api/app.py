@@ -27,7 +27,7 @@ from cloud.api.routes import (
     sync,
 )
 from cloud.api.routes import users as user_routes
-from cloud.artifacts import ArtifactStore, ArtifactStoreConfig, open_artifact_store
+from cloud.artifacts import open_artifact_store
 from cloud.background.jobs import Worker
 from cloud.background.notify import handlers as notify_handlers
 from cloud.db.migrate import migrate
@@ -75,12 +75,8 @@ async def _db_data_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"value out of range: {exc}"}, status_code=422)
 
 
-def create_app(settings: CloudSettings, *, run_migrations: bool = True,
-               artifacts: ArtifactStore | None = None) -> FastAPI:
-    """The cloud API; start-up migrates the schema (unless told not to) and opens the pool.
-
-    ``artifacts`` is where model bundles are downloaded from (default: the settings' store).
-    """
+def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastAPI:
+    """The cloud API; start-up migrates the schema (unless told not to) and opens the pool."""
     state = AppState(settings=settings, metrics=CloudMetrics())
 
     @asynccontextmanager
@@ -116,8 +112,8 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True,
         openapi_url="/openapi.json" if dev else None,
     )
     app.state.cloud = state
-    app.state.artifacts = artifacts or open_artifact_store(
-        getattr(settings, "artifacts", None) or ArtifactStoreConfig())
+    # Where gateways download model bundles from (cloud.api.routes.models).
+    app.state.artifacts = open_artifact_store(settings.artifacts)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.add_exception_handler(CloudError, _cloud_error)
     app.add_exception_handler(RateLimitedError, _rate_limited)
