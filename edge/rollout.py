@@ -337,9 +337,11 @@ class ModelRollout:
         await asyncio.to_thread(self._install, profile, trial.bundle)
         self.registry.models[profile] = trial.model  # one store: the scorer sees old or new
         self.registry.refused.pop(profile, None)
+        # The report keeps the shadow's figures; the counts restart for the watch.
+        self._report(profile, trial.model.version, "running", why, previous=trial.previous,
+                     trial=trial if trial.n else None)
         trial.n = trial.anomalous = 0
         self._watch[profile] = trial
-        self._report(profile, trial.model.version, "running", why, previous=trial.previous)
 
     def _install(self, profile: str, bundle: bytes) -> None:
         target = self.registry.models_dir / f"{profile}{BUNDLE_SUFFIX}"

@@ -76,12 +76,17 @@ class Bundles:
         return write_bundle(m, self.onnx, self.key)
 
 
-@pytest.fixture(scope="module")
-def bundles() -> Bundles:
+def make_bundles() -> Bundles:
+    """A freshly trained and signed motor model (20 trees: quick)."""
     key = Ed25519PrivateKey.generate()
     _, data = train_bundle("motor", [_series(s) for s in range(4)], key, n_estimators=20)
     manifest, onnx = read_bundle(data, [key.public_key()])
     return Bundles(key, manifest, onnx)
+
+
+@pytest.fixture(scope="module")
+def bundles() -> Bundles:
+    return make_bundles()
 
 
 class Feeder(threading.Thread):

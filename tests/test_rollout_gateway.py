@@ -1,0 +1,136 @@
+"""The gateway's rollout module alone: shadow, swap, rollback after the swap, memory of refusals.
+
+Real registry, real signed bundles and onnxruntime, the real scorer; readings go straight
+into the scorer (no broker), so the test decides exactly which readings the swapped-in model
+sees: normal ones in shadow, then hot ones after the swap, which it must be rolled back for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from collections.abc import Iterator
+from itertools import count
+from pathlib import Path
+
+import pytest
+
+from edge.model_registry import ModelRegistry
+from edge.ota import BundleDownloader
+from edge.rollout import ModelRollout, ObservedScorer, alert_rate_bounds, check_spec
+from edge.score import ModelScorer, RobustZScorer
+from shared.bundle import BundleError
+from shared.features import FeatureSpec
+from shared.schemas import DesiredState, RolloutReport, Telemetry
+from tests.fixtures.waiting import wait_until_async
+from tests.test_rollout import V1, V2, Bundles, _series, make_bundles
+
+SHADOW = 40
+SERIES = _series(3, 10_000)  # one continuous normal signal
+
+
+@pytest.fixture(scope="module")
+def bundles() -> Bundles:
+    return make_bundles()
+
+
+def readings(hot: bool, seqs: Iterator[int], n: int = 10) -> list[Telemetry]:
+    """``n`` motor readings, normal or 50 °C too hot."""
+    out = []
+    for _ in range(n):
+        seq = next(seqs)
+        temp, vib, cur = SERIES[seq]
+        out.append(Telemetry(
+            v=1, device="unit-motor", boot="0123abcd", seq=seq, ts_ms=1_700_000_000_000 + seq,
+            uptime_ms=seq, synced=True, type="motor",
+            metrics={"temperature_c": float(temp) + (50.0 if hot else 0.0),
+                     "vibration_rms_g": float(vib), "current_a": float(cur)}))
+    return out
+
+
+def report(rollout: ModelRollout) -> RolloutReport:
+    """The motor profile's rollout report."""
+    (rep,) = rollout.reports()
+    return rep
+
+
+@pytest.mark.expected_errors("edge.rollout", "rolled back")
+async def test_a_model_misbehaving_after_the_swap_is_rolled_back_to_the_kept_version(
+    tmp_path: Path, bundles: Bundles,
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    v1 = bundles.make(V1, bundles.manifest.created_ms)
+    v2 = bundles.make(V2, bundles.manifest.created_ms + 1000)
+    (models / "motor.smb").write_bytes(v1)
+    # V2 is already among the kept versions: no download needed (edge.ota has its own test).
+    kept = models / ".ota" / "versions" / "motor"
+    kept.mkdir(parents=True)
+    (kept / f"{V2}.smb").write_bytes(v2)
+    registry = ModelRegistry(models, [bundles.key.public_key()])
+    registry.refresh()
+    downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
+    rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05)
+    scorer = ObservedScorer(ModelScorer(registry.get, RobustZScorer()), rollout)
+    seqs = count()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollout.run(stop))
+    try:
+        rollout.on_desired(DesiredState(models={"motor": V2}))
+
+        def feed(hot: bool, step: str) -> bool:
+            scorer.score_batch(readings(hot, seqs))
+            return report(rollout).step == step if rollout.reports() else False
+
+        await wait_until_async(lambda: feed(False, "running"), 30, "V2 swapped in")
+        assert registry.get("motor").version == V2  # type: ignore[union-attr]
+        assert (models / "motor.smb").read_bytes() == v2
+        assert (kept / f"{V1}.smb").read_bytes() == v1  # the previous version kept on disk
+        rep = report(rollout)
+        assert rep.previous_version == V1
+        assert rep.shadow_readings >= SHADOW
+        assert rep.shadow_alert_rate is not None
+        assert rep.shadow_alert_rate <= 0.2
+        with (models / ".ota" / "shadow" / f"motor-{V2}.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == rep.shadow_readings
+        assert {r["current"] for r in rows} == {V1}  # both scores recorded, side by side
+        assert all(r["shadow_score"] and r["current_score"] for r in rows)
+
+        await wait_until_async(lambda: feed(True, "rolled_back"), 30, "V2 rolled back")
+        rep = report(rollout)
+        assert rep.reason.startswith("after the swap: alert rate")
+        assert rep.reason.endswith(f"{V1} restored")
+        assert registry.get("motor").version == V1  # type: ignore[union-attr]
+        assert (models / "motor.smb").read_bytes() == v1
+        scored = scorer.score_batch(readings(False, seqs))
+        assert {s.model_version for s in scored} == {V1}  # no gap: V1 scores at once
+    finally:
+        stop.set()
+        await task
+    refused = json.loads((models / ".ota" / "refused.json").read_text())
+    assert refused["motor"]["version"] == V2
+
+    # After a restart the refusal is remembered: V2 is reported, not tried again.
+    again = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05)
+    assert report(again).step == "rolled_back"
+    again.on_desired(DesiredState(models={"motor": V2}))
+    await again._step("motor", V2)  # one step, deterministically
+    assert report(again).step == "rolled_back"
+    assert registry.get("motor").version == V1  # type: ignore[union-attr]
+
+
+def test_feature_spec_and_bounds_checks(bundles: Bundles) -> None:
+    m = bundles.manifest
+    check_spec(m, "motor", m.version)
+    with pytest.raises(BundleError, match="asked for"):
+        check_spec(m, "motor", "motor-other")
+    with pytest.raises(BundleError, match="not 'mill'"):
+        check_spec(m, "mill", m.version)
+    odd = FeatureSpec("motor", ("temperature_c", "humidity_pct"), m.spec.window)
+    with pytest.raises(BundleError, match="cannot compute"):
+        check_spec(type(m)(**{**m.__dict__, "spec": odd}), "motor", m.version)
+    assert alert_rate_bounds(m, 0.3) == (0.0, 0.3)
+    bounded = type(m)(**{**m.__dict__, "extra": {"alert_rate": {"min": 0.01, "max": 0.1}}})
+    assert alert_rate_bounds(bounded, 0.3) == (0.01, 0.1)
