@@ -98,7 +98,7 @@ class Feeder(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        values = _series(hash(self.device) % 1000, 100_000)
+        values = _series(sum(self.device.encode()), 100_000)
         with Publisher(self.broker.host, self.broker.port, f"feed-{self.device}") as pub:
             for seq, (temp, vib, cur) in enumerate(values):
                 if self.done.wait(0.01):
@@ -214,32 +214,20 @@ async def test_canary_then_fleet_then_manual_rollback(
         s1 = gateway_settings(tmp_path, "gw-canary", broker, cloud, bundles)
         s2 = gateway_settings(tmp_path, "gw-fleet", fresh_broker, cloud, bundles)
         with feeding(broker, "ro-motor-a"), feeding(fresh_broker, "ro-motor-b"):
-            async with running_gateway(s1) as g1, running_gateway(s2) as g2:
-                # Both report V1 to the cloud before the rollout starts.
-                await wait_until_async(lambda: _running(cloud, 2, V1), 30, "both report V1")
+            async with running_gateway(s1) as g1:
+                async with running_gateway(s2):
+                    # Both report V1 to the cloud before the rollout starts.
+                    await wait_until_async(lambda: _running(cloud, 2, V1), 30, "both on V1")
+                # The fleet gateway is offline while the canary proves V2.
                 made = await cloud.api("POST", "admin", "/api/v1/rollouts", {
                     "profile": "motor", "version": V2, "canaries": ["gw-canary"],
                     "fleet": ["gw-fleet"], "min_scored": MIN_SCORED})
                 rid = made["rollout_id"]
                 assert made["state"] == "canary"
-                await wait_until_async(lambda: _state(cloud, rid, "done"), 60, "rollout done")
-                assert await models_of(g1) == {"motor": V2}
-                assert await models_of(g2) == {"motor": V2}
-                running = await cloud.api("GET", "viewer", "/api/v1/models/running")
-                assert {(r["gateway"], r["version"]) for r in running} == {
-                    ("gw-canary", V2), ("gw-fleet", V2)}
-                assert all(r["reason"].startswith("shadow passed") for r in running)
-                # Readings scored after each swap carry V2, none after it carry V1.
-                await wait_until_async(
-                    lambda: all(any(v == V2 for _, _, v in scored(pg_dsn, d))
-                                for d in ("ro-motor-a", "ro-motor-b")), 30, "V2 readings")
-
-                # Manual rollback: an explicit order to run the older V1 again.
-                back = await cloud.api("POST", "operator", f"/api/v1/rollouts/{rid}/rollback",
-                                       {"reason": "operator test"})
-                assert back["state"] == "rolled_back"
-                await wait_until_async(lambda: _running(cloud, 2, V1), 60, "both back on V1")
-                assert await models_of(g1) == {"motor": V1}
+                await wait_until_async(lambda: _state(cloud, rid, "fleet"), 60, "promoted")
+                async with running_gateway(s2) as g2:  # back: it catches up
+                    await wait_until_async(lambda: _state(cloud, rid, "done"), 60, "done")
+                    await _after_rollout(cloud, rid, g1, g2, pg_dsn)
     for device in ("ro-motor-a", "ro-motor-b"):
         rows = [r for r in scored(pg_dsn, device) if r[1] == "onnx"]
         versions = [v for _, _, v in rows]
@@ -256,6 +244,28 @@ async def test_canary_then_fleet_then_manual_rollback(
     assert actions == [("rollout.create", str(rid)), ("model.change", "gw-canary"),
                        ("rollout.promote", str(rid)), ("model.change", "gw-fleet"),
                        ("rollout.done", str(rid)), ("rollout.rollback", str(rid))]
+
+
+async def _after_rollout(cloud: Cloud, rid: int, g1: RunningGateway, g2: RunningGateway,
+                         dsn: str) -> None:
+    """Both run V2 and say why; readings carry it; a manual rollback brings V1 back."""
+    assert await models_of(g1) == {"motor": V2}
+    assert await models_of(g2) == {"motor": V2}
+    running = await cloud.api("GET", "viewer", "/api/v1/models/running")
+    assert {(r["gateway"], r["version"]) for r in running} == {
+        ("gw-canary", V2), ("gw-fleet", V2)}
+    assert all(r["reason"].startswith("shadow passed") for r in running)
+    await wait_until_async(lambda: all(any(v == V2 for _, _, v in scored(dsn, d))
+                                       for d in ("ro-motor-a", "ro-motor-b")), 30, "V2 readings")
+    # Manual rollback: an explicit order to run the older V1 again.
+    back = await cloud.api("POST", "operator", f"/api/v1/rollouts/{rid}/rollback",
+                           {"reason": "operator test"})
+    assert back["state"] == "rolled_back"
+    assert {t["status"] for t in back["targets"]} == {"rolled_back"}
+    await wait_until_async(lambda: _running(cloud, 2, V1), 60, "both back on V1")
+    assert await models_of(g1) == {"motor": V1}
+    running = await cloud.api("GET", "viewer", "/api/v1/models/running")
+    assert {r["reason"] for r in running} == {f"ordered rollback from {V2}"}
 
 
 async def _running(cloud: Cloud, n: int, version: str) -> bool:

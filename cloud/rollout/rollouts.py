@@ -149,8 +149,9 @@ def rollback_rollout(conn: Conn, who: str, rollout_id: int, reason: str) -> Roll
             "UPDATE model_rollouts SET state = 'rolled_back', reason = %s, updated_at = now()"
             " WHERE rollout_id = %s", (f"rolled back by {who}: {reason}", rollout_id))
         targets: dict[str, str | None] = dict(conn.execute(
-            "SELECT gateway_id, previous_version FROM rollout_targets WHERE rollout_id = %s",
-            (rollout_id,)))
+            "UPDATE rollout_targets SET status = 'rolled_back', updated_at = now(),"
+            " reason = %s WHERE rollout_id = %s RETURNING gateway_id, previous_version",
+            (f"ordered back by {who}: {reason}", rollout_id)))
         audit.record(conn, who, "rollout.rollback", "rollout", str(rollout_id),
                      before={"state": state, "profile": profile, "version": version},
                      after={"state": "rolled_back", "reason": reason, "to": targets})
