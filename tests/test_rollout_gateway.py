@@ -1,4 +1,5 @@
-"""The gateway's rollout module alone: shadow, swap, rollback after the swap, memory of refusals.
+"""The rollout parts alone: the gateway module (shadow, swap, rollback after the swap, memory
+of refusals) and the cloud API (roles, validation, supersession, rollback, byte ranges).
 
 Real registry, real signed bundles and onnxruntime, the real scorer; readings go straight
 into the scorer (no broker), so the test decides exactly which readings the swapped-in model
@@ -14,8 +15,11 @@ from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from cloud.artifacts import LocalArtifactStore
+from cloud.ingest.batch import desired_state
 from edge.model_registry import ModelRegistry
 from edge.ota import BundleDownloader
 from edge.rollout import ModelRollout, ObservedScorer, alert_rate_bounds, check_spec
@@ -23,6 +27,7 @@ from edge.score import ModelScorer, RobustZScorer
 from shared.bundle import BundleError
 from shared.features import FeatureSpec
 from shared.schemas import DesiredState, RolloutReport, Telemetry
+from tests.fixtures.cloud import running_biz
 from tests.fixtures.waiting import wait_until_async
 from tests.test_rollout import V1, V2, Bundles, _series, make_bundles
 
@@ -134,3 +139,57 @@ def test_feature_spec_and_bounds_checks(bundles: Bundles) -> None:
     assert alert_rate_bounds(m, 0.3) == (0.0, 0.3)
     bounded = type(m)(**{**m.__dict__, "extra": {"alert_rate": {"min": 0.01, "max": 0.1}}})
     assert alert_rate_bounds(bounded, 0.3) == (0.01, 0.1)
+
+
+def test_rollout_api_roles_validation_supersession_rollback_and_ranges(
+    pg_dsn: str, tmp_path: Path, bundles: Bundles,
+) -> None:
+    root = tmp_path / "artifacts"
+    data = bundles.make(V2, bundles.manifest.created_ms + 1)
+    LocalArtifactStore(root).put_bytes(f"models/motor/{V2}/bundle.smb", data)
+    body: dict[str, object] = {
+        "profile": "motor", "version": V2, "canaries": ["gw-1"], "fleet": ["gw-2"]}
+    cases: list[tuple[dict[str, object], int]] = [
+        ({"canaries": ["gw-9"]}, 404), ({"version": "motor-none"}, 404),
+        ({"profile": "toaster"}, 422), ({"fleet": ["gw-1"]}, 422), ({"version": "../x"}, 422)]
+    with running_biz(pg_dsn, artifacts={"local_root": str(root)}) as biz:
+        assert biz.send("POST", "operator", "/api/v1/rollouts", body).status_code == 403
+        for bad, status in cases:
+            r = biz.send("POST", "admin", "/api/v1/rollouts", {**body, **bad})
+            assert r.status_code == status, (bad, r.text)
+        first = biz.send("POST", "admin", "/api/v1/rollouts", body).json()
+        with psycopg.connect(pg_dsn) as conn:
+            # Canaries get the version at once, the fleet only after the promotion.
+            assert desired_state(conn, "gw-1").models == {"motor": V2}
+            assert desired_state(conn, "gw-2").models == {}
+        second = biz.send("POST", "admin", "/api/v1/rollouts", body).json()
+        listed = biz.get("viewer", "/api/v1/rollouts").json()
+        assert [(r["rollout_id"], r["state"]) for r in listed] == [
+            (second["rollout_id"], "canary"), (first["rollout_id"], "superseded")]
+        path = f"/api/v1/rollouts/{second['rollout_id']}/rollback"
+        assert biz.send("POST", "viewer", path, {"reason": "x"}).status_code == 403
+        assert biz.send("POST", "operator", path, {"reason": "x"}).status_code == 200
+        assert biz.send("POST", "operator", path, {"reason": "x"}).status_code == 409
+
+        url = f"/api/v1/models/motor/{V2}/bundle"
+        gw = {"Authorization": f"Bearer {biz.gateway_tokens['gw-1']}"}
+        assert biz.client.get(url, headers=biz.auth("admin")).status_code == 401
+        whole = biz.client.get(url, headers=gw)
+        assert whole.status_code == 200
+        assert whole.content == data
+        etag = whole.headers["ETag"]
+        part = biz.client.get(url, headers={**gw, "Range": "bytes=100-", "If-Range": etag})
+        assert part.status_code == 206
+        assert part.content == data[100:]
+        assert part.headers["Content-Range"] == f"bytes 100-{len(data) - 1}/{len(data)}"
+        stale = biz.client.get(url, headers={**gw, "Range": "bytes=100-", "If-Range": '"x"'})
+        assert stale.status_code == 200  # the bundle changed: whole again
+        assert stale.content == data
+        beyond = biz.client.get(url, headers={**gw, "Range": f"bytes={len(data)}-"})
+        assert beyond.status_code == 416
+        assert biz.client.get(f"/api/v1/models/motor/{V1}/bundle",
+                              headers=gw).status_code == 404
+    with psycopg.connect(pg_dsn) as conn:
+        actions = [a for (a,) in conn.execute(
+            "SELECT action FROM audit_log WHERE entity = 'rollout' ORDER BY audit_id")]
+    assert actions == ["rollout.create", "rollout.create", "rollout.rollback"]

@@ -27,7 +27,6 @@ from cloud.api.routes import (
     sync,
 )
 from cloud.api.routes import users as user_routes
-from cloud.artifacts import open_artifact_store
 from cloud.background.jobs import Worker
 from cloud.background.notify import handlers as notify_handlers
 from cloud.db.migrate import migrate
@@ -112,8 +111,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
         openapi_url="/openapi.json" if dev else None,
     )
     app.state.cloud = state
-    # Where gateways download model bundles from (cloud.api.routes.models).
-    app.state.artifacts = open_artifact_store(settings.artifacts)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.add_exception_handler(CloudError, _cloud_error)
     app.add_exception_handler(RateLimitedError, _rate_limited)

@@ -10,8 +10,13 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from cloud.api.deps import Admin, GatewayAuth, Operator, Pool, Viewer
-from cloud.artifacts import ArtifactNotFoundError, ArtifactStore, InvalidArtifactKeyError
+from cloud.api.deps import Admin, GatewayAuth, Operator, Pool, Viewer, get_state
+from cloud.artifacts import (
+    ArtifactNotFoundError,
+    ArtifactStore,
+    InvalidArtifactKeyError,
+    open_artifact_store,
+)
 from cloud.exceptions import BodyError, NotFoundError
 from cloud.rollout import (
     Rollout,
@@ -37,8 +42,13 @@ Version = Annotated[str, PathParam(pattern=f"^{VERSION_PATTERN}$")]
 
 
 def get_artifacts(request: Request) -> ArtifactStore:
-    """The artifact store create_app attached to the application."""
-    return cast(ArtifactStore, request.app.state.artifacts)
+    """The settings' artifact store, opened on first use (an app that never serves a bundle
+    creates no directory and no S3 client)."""
+    store = getattr(request.app.state, "artifacts", None)
+    if store is None:
+        store = open_artifact_store(get_state(request).settings.artifacts)
+        request.app.state.artifacts = store
+    return cast(ArtifactStore, store)
 
 
 class RollbackBody(BaseModel):
