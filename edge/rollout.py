@@ -26,69 +26,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edge.model_registry import BUNDLE_SUFFIX, ModelRegistry
-from edge.onnx_model import ModelRunError, OnnxModel
+from edge.onnx_model import OnnxModel
 from edge.ota import BundleDownloader, DownloadError
-from edge.score import FeatureRing, Score, Scorer
+from edge.score import Score
+from edge.shadow import Trial, alert_rate_bounds, check_spec
 from edge.store import now_ms
-from shared.bundle import BundleError, Manifest, read_bundle
-from shared.features import window_features
+from shared.bundle import BundleError, read_bundle
 from shared.schemas import MAX_REASON, DesiredState, RolloutReport, RolloutStep, Telemetry
-from shared.sensors import PROFILES
 
 log = logging.getLogger(__name__)
 
 KEEP_VERSIONS = 3
-
-
-def check_spec(manifest: Manifest, profile: str, version: str) -> None:
-    """BundleError unless the bundle is ``version`` for ``profile`` with computable features."""
-    if manifest.profile != profile or manifest.spec.profile != profile:
-        raise BundleError(f"bundle holds a model for profile {manifest.profile!r}, "
-                          f"not {profile!r}")
-    if manifest.version != version:
-        raise BundleError(f"bundle is version {manifest.version}, the cloud asked for {version}")
-    prof = PROFILES.get(profile)
-    if prof is None:
-        raise BundleError(f"no sensor profile {profile!r} on this gateway")
-    unknown = [m for m in manifest.spec.metrics if m not in prof.metric_names]
-    if unknown or not manifest.spec.metrics:
-        raise BundleError(f"feature spec needs metrics {unknown or '(none)'} that profile "
-                          f"{profile!r} does not report: this gateway cannot compute it")
-
-
-def alert_rate_bounds(manifest: Manifest, default_max: float) -> tuple[float, float]:
-    """(min, max) share of readings the model may find anomalous (manifest ``alert_rate``)."""
-    bounds = manifest.extra.get("alert_rate")
-    if isinstance(bounds, dict):
-        with contextlib.suppress(TypeError, ValueError):
-            return float(bounds.get("min", 0.0)), float(bounds.get("max", default_max))
-    return 0.0, default_max
-
-
-@dataclass
-class _Trial:
-    """A candidate in shadow, or a swapped-in version under watch."""
-
-    model: OnnxModel
-    bundle: bytes
-    previous: str | None
-    bounds: tuple[float, float]
-    rings: dict[str, FeatureRing] = field(default_factory=dict)
-    n: int = 0
-    anomalous: int = 0
-    failure: str | None = None
-    scored: int = 0  # after the swap: readings it scored, for the cloud's health check
 
 
 class ModelRollout:
@@ -106,10 +61,11 @@ class ModelRollout:
         self._desired: dict[str, str] = {}
         self._ordered: set[str] = set()
         self._reports: dict[str, RolloutReport] = {}
-        self._shadow: dict[str, _Trial] = {}
-        self._watch: dict[str, _Trial] = {}
+        self._shadow: dict[str, Trial] = {}
+        self._watch: dict[str, Trial] = {}
         self._refused: dict[str, dict[str, str]] = self._load_refused()
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         for profile, r in self._refused.items():
             self._report(profile, r["version"], r["step"], r["reason"])  # type: ignore[arg-type]
 
@@ -120,14 +76,17 @@ class ModelRollout:
         if desired.models != self._desired or set(desired.rollback) != self._ordered:
             self._desired = dict(desired.models)
             self._ordered = set(desired.rollback)
-            self._wake.set()
+            self._poke()
 
     def observe(self, readings: Sequence[Telemetry], scores: Sequence[Score]) -> None:
         """Score shadow candidates beside the current scorer; count what swapped versions do."""
-        for profile, trial in self._shadow.items():
+        # Copies: the rollout's task may add or drop trials meanwhile.
+        for profile, trial in list(self._shadow.items()):
             if trial.failure is None and trial.n < self.shadow_readings:
-                self._shadow_batch(profile, trial, readings, scores)
-        for profile, trial in self._watch.items():
+                trial.shadow_batch(profile, readings, scores, self.dir / "shadow")
+                if trial.failure is not None or trial.n >= self.shadow_readings:
+                    self._poke()
+        for profile, trial in list(self._watch.items()):
             version = trial.model.version
             for r, s in zip(readings, scores, strict=True):
                 if r.type == profile and s.model_version == version:
@@ -136,58 +95,19 @@ class ModelRollout:
                         trial.n += 1
                         trial.anomalous += s.anomalous
                         if trial.n == self.shadow_readings:
-                            self._wake.set()
+                            self._poke()
 
-    def _shadow_batch(self, profile: str, trial: _Trial, readings: Sequence[Telemetry],
-                      scores: Sequence[Score]) -> None:
-        spec = trial.model.manifest.spec
-        idx: list[int] = []
-        windows = []
-        for i, r in enumerate(readings):
-            if r.type != profile:
-                continue
-            ring = trial.rings.get(r.device)
-            if ring is None:
-                ring = trial.rings[r.device] = FeatureRing(spec)
-            if ring.push(r.metrics):
-                idx.append(i)
-                windows.append(ring.window().copy())
-        if not idx:
-            return
+    def _poke(self) -> None:
+        """Wake :meth:`run`, also from a thread other than its event loop's (the scorer's)."""
+        loop = self._loop
         try:
-            values = trial.model.score(window_features(np.stack(windows)))
-            if not np.isfinite(values).all():
-                raise ModelRunError(trial.model.version, "non-finite score in shadow")
-        except ModelRunError as exc:
-            trial.failure = f"failed in shadow: {exc.reason}"
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is None or here is loop:
             self._wake.set()
-            return
-        rows = []
-        for i, v in zip(idx, values, strict=True):
-            flagged = bool(v > trial.model.threshold)
-            trial.n += 1
-            trial.anomalous += flagged
-            cur = scores[i]
-            rows.append([readings[i].ts_ms, readings[i].device, readings[i].seq,
-                         cur.model_version or cur.scorer, cur.value, int(cur.anomalous),
-                         round(float(v), 6), int(flagged)])
-        self._record_scores(profile, trial.model.version, rows)
-        if trial.n >= self.shadow_readings:
-            self._wake.set()
-
-    def _record_scores(self, profile: str, version: str, rows: list[list[object]]) -> None:
-        path = self.dir / "shadow" / f"{profile}-{version}.csv"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            new = not path.exists()
-            with path.open("a", newline="") as f:
-                w = csv.writer(f)
-                if new:
-                    w.writerow(["ts_ms", "device", "seq", "current", "current_score",
-                                "current_anomalous", "shadow_score", "shadow_anomalous"])
-                w.writerows(rows)
-        except OSError as exc:
-            log.warning("shadow scores of %s %s not recorded: %s", profile, version, exc)
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     # -- outputs ------------------------------------------------------------------------
 
@@ -208,7 +128,7 @@ class ModelRollout:
         return out[:32]
 
     def _report(self, profile: str, version: str, step: RolloutStep, reason: str = "", *,
-                previous: str | None = None, trial: _Trial | None = None) -> None:
+                previous: str | None = None, trial: Trial | None = None) -> None:
         old = self._reports.get(profile)
         keep = old is not None and old.version == version
         self._reports[profile] = RolloutReport(
@@ -227,8 +147,11 @@ class ModelRollout:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work towards the desired models until ``stop``; wakes on news or every retry_s."""
+        self._loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._wake.clear()
+            for gone in [p for p in self._shadow if p not in self._desired]:
+                del self._shadow[gone]  # the cloud no longer wants it: stop the shadow run
             for profile, version in sorted(self._desired.items()):
                 try:
                     await self._step(profile, version)
@@ -282,7 +205,7 @@ class ModelRollout:
             self._refuse(profile, version, "refused", str(exc))
             return
         await asyncio.to_thread(self._keep, profile, version, data)
-        trial = _Trial(model, data, previous, alert_rate_bounds(model.manifest,
+        trial = Trial(model, data, previous, alert_rate_bounds(model.manifest,
                                                                 self.max_alert_rate))
         if ordered:
             # The cloud ordered this version back: it ran here before, no shadow needed.
@@ -305,9 +228,9 @@ class ModelRollout:
                 "was ordered: refusing a downgrade")
         return OnnxModel(manifest, onnx_bytes)
 
-    async def _judge_shadow(self, profile: str, trial: _Trial) -> None:
+    async def _judge_shadow(self, profile: str, trial: Trial) -> None:
         del self._shadow[profile]
-        problem = trial.failure or self._out_of_bounds(trial)
+        problem = trial.failure or trial.out_of_bounds()
         if problem:
             self._refuse(profile, trial.model.version, "rolled_back", f"in shadow: {problem}",
                          trial)
@@ -315,8 +238,8 @@ class ModelRollout:
         await self._swap(profile, trial, f"shadow passed: alert rate "
                                           f"{trial.anomalous / trial.n:.3f} over {trial.n}")
 
-    async def _judge_watch(self, profile: str, trial: _Trial) -> None:
-        problem = self._out_of_bounds(trial)
+    async def _judge_watch(self, profile: str, trial: Trial) -> None:
+        problem = trial.out_of_bounds()
         trial.failure = problem or ""  # judged once; it keeps counting readings scored
         if not problem:
             return
@@ -325,15 +248,7 @@ class ModelRollout:
         self._refuse(profile, trial.model.version, "rolled_back",
                      f"after the swap: {problem}; {restored}", trial)
 
-    def _out_of_bounds(self, trial: _Trial) -> str | None:
-        lo, hi = trial.bounds
-        rate = trial.anomalous / trial.n if trial.n else 0.0
-        if not lo <= rate <= hi:
-            return (f"alert rate {rate:.3f} over {trial.n} readings outside the manifest's "
-                    f"bounds [{lo}, {hi}]")
-        return None
-
-    async def _swap(self, profile: str, trial: _Trial, why: str) -> None:
+    async def _swap(self, profile: str, trial: Trial, why: str) -> None:
         await asyncio.to_thread(self._install, profile, trial.bundle)
         self.registry.models[profile] = trial.model  # one store: the scorer sees old or new
         self.registry.refused.pop(profile, None)
@@ -373,7 +288,7 @@ class ModelRollout:
         return f"{previous} restored"
 
     def _refuse(self, profile: str, version: str, step: RolloutStep, reason: str,
-                trial: _Trial | None = None) -> None:
+                trial: Trial | None = None) -> None:
         self._refused[profile] = {"version": version, "step": step, "reason": reason}
         self._save_refused()
         self._report(profile, version, step, reason, trial=trial)
@@ -418,24 +333,6 @@ class ModelRollout:
             os.replace(tmp, self.dir / "refused.json")
         except OSError as exc:
             log.warning("refused versions not saved (%s): a restart may try them again", exc)
-
-
-class ObservedScorer:
-    """A scorer that lets the rollout see every batch's readings and scores."""
-
-    def __init__(self, inner: Scorer, rollout: ModelRollout) -> None:
-        self.inner = inner
-        self.rollout = rollout
-        self.threshold = inner.threshold
-
-    def score_batch(self, readings: Sequence[Telemetry]) -> list[Score]:
-        """The inner scorer's scores; the rollout observes them (its failures never bubble)."""
-        scores = self.inner.score_batch(readings)
-        try:
-            self.rollout.observe(readings, scores)
-        except Exception:
-            log.exception("rollout observer failed; scoring goes on unaffected")
-        return scores
 
 
 async def _first(stop: asyncio.Event, wake: asyncio.Event) -> None:

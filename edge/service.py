@@ -23,9 +23,10 @@ from edge.ota import BundleDownloader
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.retention import Retention, run_retention, used_bytes
-from edge.rollout import ModelRollout, ObservedScorer
+from edge.rollout import ModelRollout
 from edge.score import ModelScorer, RobustZScorer
 from edge.settings import GatewaySettings
+from edge.shadow import ObservedScorer
 from edge.store import Store, now_ms
 from edge.sync import Uploader
 from shared.logs import bind_context

@@ -22,8 +22,9 @@ from cloud.artifacts import LocalArtifactStore
 from cloud.ingest.batch import desired_state
 from edge.model_registry import ModelRegistry
 from edge.ota import BundleDownloader
-from edge.rollout import ModelRollout, ObservedScorer, alert_rate_bounds, check_spec
+from edge.rollout import ModelRollout
 from edge.score import ModelScorer, RobustZScorer
+from edge.shadow import ObservedScorer, alert_rate_bounds, check_spec
 from shared.bundle import BundleError
 from shared.features import FeatureSpec
 from shared.schemas import DesiredState, RolloutReport, Telemetry
