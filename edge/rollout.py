@@ -14,8 +14,8 @@ differs from the one running, this module:
    ``shadow_readings`` of them, both scores recorded in ``.ota/shadow/<profile>-<version>.csv``;
    an alert rate outside the manifest's ``alert_rate`` bounds rolls it back;
 4. swaps atomically (os.replace of ``<profile>.smb``, one dict store in the registry) keeping
-   every verified version under ``.ota/versions/<profile>/``; for the next ``shadow_readings``
-   readings the same bound applies, and a breach restores the previous version.
+   the previous versions (the last three) under ``.ota/versions/<profile>/``; for the next
+   ``shadow_readings`` readings the same bound applies, and a breach restores the previous one.
 
 Each step is reported in GatewayState.rollout. A refused or rolled back version is not tried
 again until the cloud asks for another (remembered in ``.ota/refused.json`` across restarts).
