@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psycopg
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from cloud.access.gateway_tokens import create_gateway
@@ -35,53 +33,20 @@ from cloud.api.app import create_app
 from cloud.artifacts import LocalArtifactStore
 from cloud.db.migrate import migrate
 from cloud.settings import CloudSettings
-from cloud.training.train import train_bundle
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.ota import BundleDownloader
 from edge.settings import GatewaySettings
 from shared import topics
-from shared.bundle import Manifest, public_key_text, read_bundle, write_bundle
+from shared.bundle import public_key_text, write_bundle
 from shared.features import FeatureSpec
+from tests.fixtures.bundles import V1, V2, Bundles, make_bundles, motor_series
 from tests.fixtures.gateway import Publisher, RunningGateway, running_gateway
 from tests.fixtures.waiting import wait_until_async
 
-V1, V2 = "motor-1000", "motor-2000"
 SHADOW = 40
 MIN_SCORED = 30
 _REFUSALS = "refused|rolled back"
-
-
-def _series(seed: int, n: int = 600) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    return np.stack([40 + 2 * np.sin(t / 50) + rng.normal(0, 0.3, n),
-                     0.5 + rng.normal(0, 0.05, n).clip(-0.4, None),
-                     12 + rng.normal(0, 0.4, n)], axis=1)
-
-
-@dataclasses.dataclass(frozen=True)
-class Bundles:
-    """A signing key, the base model (manifest and ONNX bytes) and a bundle maker."""
-
-    key: Ed25519PrivateKey
-    manifest: Manifest
-    onnx: bytes
-
-    def make(self, version: str, created_ms: int, **changes: Any) -> bytes:
-        """A bundle of the base model with another version/age/threshold/spec, signed."""
-        extra = {**self.manifest.extra, "alert_rate": {"max": 0.2}}
-        m = dataclasses.replace(self.manifest, version=version, created_ms=created_ms,
-                                extra=extra, **changes)
-        return write_bundle(m, self.onnx, self.key)
-
-
-def make_bundles() -> Bundles:
-    """A freshly trained and signed motor model (20 trees: quick)."""
-    key = Ed25519PrivateKey.generate()
-    _, data = train_bundle("motor", [_series(s) for s in range(4)], key, n_estimators=20)
-    manifest, onnx = read_bundle(data, [key.public_key()])
-    return Bundles(key, manifest, onnx)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +63,7 @@ class Feeder(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        values = _series(sum(self.device.encode()), 100_000)
+        values = motor_series(sum(self.device.encode()), 100_000)
         with Publisher(self.broker.host, self.broker.port, f"feed-{self.device}") as pub:
             for seq, (temp, vib, cur) in enumerate(values):
                 if self.done.wait(0.01):

@@ -28,12 +28,12 @@ from edge.shadow import ObservedScorer, alert_rate_bounds, check_spec
 from shared.bundle import BundleError
 from shared.features import FeatureSpec
 from shared.schemas import DesiredState, RolloutReport, Telemetry
+from tests.fixtures.bundles import V1, V2, Bundles, make_bundles, motor_series
 from tests.fixtures.cloud import running_biz
 from tests.fixtures.waiting import wait_until_async
-from tests.test_rollout import V1, V2, Bundles, _series, make_bundles
 
 SHADOW = 40
-SERIES = _series(3, 10_000)  # one continuous normal signal
+SERIES = motor_series(3, 10_000)  # one continuous normal signal
 
 
 @pytest.fixture(scope="module")
