@@ -96,15 +96,17 @@ def _record_models(conn: Conn, gateway_id: str, models: dict[str, str],
 def _record_step(conn: Conn, gateway_id: str, report: RolloutReport) -> int | None:
     """Update the gateway's target row of the rollout the report is about; its id or None."""
     row = conn.execute(
-        "SELECT t.rollout_id, t.status FROM rollout_targets t JOIN model_rollouts r"
+        "SELECT t.rollout_id, t.status, r.state FROM rollout_targets t JOIN model_rollouts r"
         " USING (rollout_id) WHERE t.gateway_id = %s AND r.profile = %s AND r.version = %s"
         " AND r.state <> 'superseded' ORDER BY r.rollout_id DESC LIMIT 1",
-        (gateway_id, report.profile, report.version)).fetchone()
+        (gateway_id, report.profile, report.version), prepare=True).fetchone()
     if row is None:
         return None
-    rid, status = int(row[0]), str(row[1])
+    rid, status, state = int(row[0]), str(row[1]), str(row[2])
     if status in _FAILED:
         return rid  # terminal for this gateway: a late "running" must not revive it
+    if state not in ("canary", "fleet") and report.step not in _FAILED:
+        return None  # a finished rollout needs no more counts (this runs on every upload)
     conn.execute(
         "UPDATE rollout_targets SET status = %s, scored = %s, reason = %s, updated_at = now()"
         " WHERE rollout_id = %s AND gateway_id = %s",
