@@ -8,6 +8,7 @@ is refused or rolled back, the previous model keeps scoring and the reason shows
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -18,10 +19,12 @@ import threading
 import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import mlflow
 import psycopg
 import pytest
 import uvicorn
@@ -33,6 +36,8 @@ from cloud.api.app import create_app
 from cloud.artifacts import LocalArtifactStore
 from cloud.db.migrate import migrate
 from cloud.settings import CloudSettings
+from cloud.training.config import TrainingConfig
+from cloud.training.pipeline import TrainingResult, train_models
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.ota import BundleDownloader
@@ -359,3 +364,52 @@ async def test_a_dropped_download_resumes_with_a_range_request(
                                    client=client, retry_s=0.01)
             with pytest.raises(Exception, match="HTTP 401"):
                 await bad.fetch("motor", V2)
+
+
+@pytest.mark.slow
+async def test_a_model_trained_from_cloud_readings_is_rolled_out_to_the_gateway(
+    pg_dsn: str, tmp_path: Path, broker: PrivateMosquitto, bundles: Bundles,
+) -> None:
+    """Train (MLflow, registry, champion gate) -> artifact store -> canary -> running."""
+    device = "ro-trained"
+    since = datetime.now(UTC)
+    async with running_cloud(pg_dsn, tmp_path, ["gw-train"]) as cloud:
+        settings = gateway_settings(tmp_path, "gw-train", broker, cloud, bundles)
+        with feeding(broker, device):
+            async with running_gateway(settings) as gw:
+                await wait_until_async(lambda: len(scored(pg_dsn, device)) >= 800, 60,
+                                       "readings to train on")
+                config = TrainingConfig(data_dir=tmp_path / "mlflow", n_estimators=20,
+                                        holdout_fraction=0.25, min_train_windows=200,
+                                        min_heldout_windows=50)
+                # Off the event loop: the gateway keeps running while the cloud trains.
+                result = await asyncio.to_thread(
+                    _train, pg_dsn, config, bundles, cloud.store, since)
+                (trained,) = result.trained
+                assert trained.decision.outcome == "promoted"
+                assert trained.artifact_key == \
+                    f"models/motor/{trained.bundle_version}/bundle.smb"
+                made = await cloud.api("POST", "admin", "/api/v1/rollouts", {
+                    "profile": "motor", "version": trained.bundle_version,
+                    "canaries": ["gw-train"], "min_scored": MIN_SCORED})
+                rid = made["rollout_id"]
+                await wait_until_async(lambda: _state(cloud, rid, "done"), 60, "rolled out")
+                assert await models_of(gw) == {"motor": trained.bundle_version}
+                await wait_until_async(
+                    lambda: any(v == trained.bundle_version for *_, v in scored(pg_dsn, device)),
+                    30, "readings scored by the trained model")
+    client = mlflow.MlflowClient(config.resolved_tracking_uri())
+    run = client.get_run(trained.run_id)
+    assert run.data.metrics["rows_train"] > 0
+    assert "heldout_anomaly_rate" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(trained.run_id, "bundle")} >= {
+        "bundle/model.onnx", "bundle/manifest.json"}
+    champion = client.get_model_version_by_alias("smaint-motor", "champion")
+    assert str(champion.version) == trained.version
+
+
+def _train(dsn: str, config: TrainingConfig, bundles: Bundles, store: LocalArtifactStore,
+           since: datetime) -> TrainingResult:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return train_models(conn, config, bundles.key, since=since, until=datetime.now(UTC),
+                            profiles=["motor"], artifacts=store, actor="dana")
