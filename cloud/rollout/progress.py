@@ -150,8 +150,10 @@ def _advance(conn: Conn, rollout_id: int, models: dict[str, str]) -> bool:
                    profile=profile, version=version)
         return True
     if all(t[2] == "running" or t[2] in _FAILED for t in targets):
-        _set_state(conn, rollout_id, "done", "every target reported", old=state,
-                   profile=profile, version=version)
+        failed = sorted(t[0] for t in targets if t[2] in _FAILED)
+        why = f"{len(targets) - len(failed)} gateways run {version}" + (
+            f"; refused or rolled back on {failed[:10]}" if failed else "")
+        _set_state(conn, rollout_id, "done", why, old=state, profile=profile, version=version)
         return True
     return False
 
