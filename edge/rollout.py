@@ -32,6 +32,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from edge.model_registry import BUNDLE_SUFFIX, ModelRegistry
 from edge.onnx_model import OnnxModel
 from edge.ota import BundleDownloader, DownloadError
@@ -44,6 +46,10 @@ from shared.schemas import MAX_REASON, DesiredState, RolloutReport, RolloutStep,
 log = logging.getLogger(__name__)
 
 KEEP_VERSIONS = 3
+
+
+class DowngradeError(BundleError):
+    """A bundle older than the running model, without an ordered rollback."""
 
 
 class ModelRollout:
@@ -67,7 +73,14 @@ class ModelRollout:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         for profile, r in self._refused.items():
-            self._report(profile, r["version"], r["step"], r["reason"])  # type: ignore[arg-type]
+            # Reported again (the cloud may have missed it), not logged again.
+            try:
+                self._reports[profile] = RolloutReport.model_validate({
+                    "profile": profile, "version": r.get("version"), "step": r.get("step"),
+                    "reason": str(r.get("reason", ""))[:MAX_REASON], "at_ms": now_ms()})
+            except ValidationError as exc:
+                log.warning("refused-versions entry for %s unreadable (%s); not reported",
+                            profile, exc.errors(include_url=False)[:1])
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -177,8 +190,10 @@ class ModelRollout:
                     await self._judge_shadow(profile, shadow)
                 return
             del self._shadow[profile]  # the cloud wants another version now
-        if self._refused.get(profile, {}).get("version") == version:
-            return
+        refused = self._refused.get(profile, {})
+        if refused.get("version") == version and not (
+                refused.get("downgrade") and profile in self._ordered):
+            return  # tried and refused; only an ordered rollback lifts a downgrade refusal
         await self._start(profile, version, running)
 
     async def _start(self, profile: str, version: str, running: OnnxModel | None) -> None:
@@ -202,7 +217,8 @@ class ModelRollout:
             model = await asyncio.to_thread(self._verify, data, profile, version, running,
                                             ordered)
         except BundleError as exc:
-            self._refuse(profile, version, "refused", str(exc))
+            self._refuse(profile, version, "refused", str(exc),
+                         downgrade=isinstance(exc, DowngradeError))
             return
         await asyncio.to_thread(self._keep, profile, version, data)
         trial = Trial(model, data, previous, alert_rate_bounds(model.manifest,
@@ -222,7 +238,7 @@ class ModelRollout:
         check_spec(manifest, profile, version)
         if running is not None and manifest.created_ms < running.manifest.created_ms \
                 and not ordered:
-            raise BundleError(
+            raise DowngradeError(
                 f"bundle {version} (created_ms {manifest.created_ms}) is older than the "
                 f"running {running.version} ({running.manifest.created_ms}) and no rollback "
                 "was ordered: refusing a downgrade")
@@ -288,8 +304,9 @@ class ModelRollout:
         return f"{previous} restored"
 
     def _refuse(self, profile: str, version: str, step: RolloutStep, reason: str,
-                trial: Trial | None = None) -> None:
-        self._refused[profile] = {"version": version, "step": step, "reason": reason}
+                trial: Trial | None = None, *, downgrade: bool = False) -> None:
+        self._refused[profile] = {"version": version, "step": step, "reason": reason,
+                                  **({"downgrade": "1"} if downgrade else {})}
         self._save_refused()
         self._report(profile, version, step, reason, trial=trial)
 

@@ -194,3 +194,33 @@ def test_rollout_api_roles_validation_supersession_rollback_and_ranges(
         actions = [a for (a,) in conn.execute(
             "SELECT action FROM audit_log WHERE entity = 'rollout' ORDER BY audit_id")]
     assert actions == ["rollout.create", "rollout.create", "rollout.rollback"]
+
+
+@pytest.mark.expected_errors("edge.rollout", "refusing a downgrade")
+async def test_an_older_version_runs_again_only_when_the_cloud_orders_a_rollback(
+    tmp_path: Path, bundles: Bundles,
+) -> None:
+    models = tmp_path / "models"
+    kept = models / ".ota" / "versions" / "motor"
+    kept.mkdir(parents=True)
+    (models / "motor.smb").write_bytes(bundles.make(V2, bundles.manifest.created_ms + 1000))
+    (kept / f"{V1}.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
+    registry = ModelRegistry(models, [bundles.key.public_key()])
+    registry.refresh()
+    downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
+    rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollout.run(stop))
+    try:
+        rollout.on_desired(DesiredState(models={"motor": V1}))  # a replayed older desire
+        await wait_until_async(lambda: bool(rollout.reports()) and
+                               report(rollout).step == "refused", 30, "downgrade refused")
+        assert "refusing a downgrade" in report(rollout).reason
+        assert registry.get("motor").version == V2  # type: ignore[union-attr]
+        rollout.on_desired(DesiredState(models={"motor": V1}, rollback=["motor"]))
+        await wait_until_async(lambda: report(rollout).step == "running", 30, "rolled back")
+    finally:
+        stop.set()
+        await task
+    assert registry.get("motor").version == V1  # type: ignore[union-attr]
+    assert report(rollout).reason == f"ordered rollback from {V2}"
