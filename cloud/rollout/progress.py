@@ -98,7 +98,9 @@ def _record_step(conn: Conn, gateway_id: str, report: RolloutReport) -> int | No
     row = conn.execute(
         "SELECT t.rollout_id, t.status, r.state FROM rollout_targets t JOIN model_rollouts r"
         " USING (rollout_id) WHERE t.gateway_id = %s AND r.profile = %s AND r.version = %s"
-        " AND r.state <> 'superseded' ORDER BY r.rollout_id DESC LIMIT 1",
+        " AND r.state <> 'superseded' ORDER BY r.rollout_id DESC LIMIT 1"
+        # The rollout's row first, as a manual rollback locks it: no deadlock between them.
+        " FOR UPDATE OF r",
         (gateway_id, report.profile, report.version), prepare=True).fetchone()
     if row is None:
         return None
