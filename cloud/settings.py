@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cloud.artifacts.config import ArtifactStoreConfig
+from cloud.drift.config import DriftConfig
 from cloud.training.config import TrainingConfig
 from shared.config import LoggingSettings, check_environment
 
@@ -112,6 +113,7 @@ class CloudSettings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     artifacts: ArtifactStoreConfig = Field(default_factory=ArtifactStoreConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
     "contract": ("smaint.contract", "write or check the wire contract's documents (docs/contract)"),
     "train": ("cloud.training.cli", "retrain models from cloud data, track in MLflow, gate"),
+    "drift": ("cloud.drift.cli", "check feature drift against each model, list drift events"),
 }
 
 USAGE = "usage: smaint <command> [options]\n\ncommands:\n" + "\n".join(

@@ -18,6 +18,7 @@ from cloud.api.metrics import CloudMetrics
 from cloud.api.routes import (
     alerts,
     backfill,
+    drift,
     health,
     models,
     notifications,
@@ -31,6 +32,8 @@ from cloud.background.jobs import Worker
 from cloud.background.notify import handlers as notify_handlers
 from cloud.db.migrate import migrate
 from cloud.db.pool import open_pool
+from cloud.drift.jobs import handlers as drift_handlers
+from cloud.drift.jobs import start_checks
 from cloud.exceptions import CloudError, RateLimitedError
 from cloud.ingest.rollup import RollupFolder
 from cloud.settings import CloudSettings
@@ -85,9 +88,12 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
             log.info("schema up to date (%d migrations applied now)", len(applied))
         state.pool = await run_in_threadpool(open_pool, settings)
         # Every process runs a job worker: replicas share the job table, none is special.
-        worker = Worker(state.pool, settings, notify_handlers(settings))
+        worker = Worker(state.pool, settings,
+                        {**notify_handlers(settings), **drift_handlers(settings)})
         if settings.jobs.worker_enabled:
             worker.start()
+        if settings.drift.enabled:
+            await run_in_threadpool(start_checks, state.pool, settings.drift.check_every_s)
         # Not optional like the job worker: ingest relies on someone folding its deltas.
         folder = RollupFolder(state.pool, settings.jobs.rollup_fold_s)
         folder.start()
@@ -120,6 +126,7 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(sync.router)
     app.include_router(readings.router)
     app.include_router(health.router)
-    for module in (alerts, orders, user_routes, notifications, reports, backfill, models):
+    for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
+                   drift):
         app.include_router(module.router)
     return app

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from cloud.artifacts import ArtifactStore
 from cloud.db.pool import Conn
+from cloud.drift.stats import device_references
 from cloud.exceptions import CloudError
 from cloud.operations import audit
 from cloud.training.champion import GateDecision, decide
@@ -224,6 +225,7 @@ def _train_profile(
             "data": f"cloud readings {since.isoformat()} .. {cutoff.isoformat()}",
             "mlflow_run_id": run_id, "registered_model": model_name,
             "labels": labels,
+            "drift_devices": device_references(train.x, train.device, spec.names),
         })
         challenger = evaluate(Scorer(manifest, fitted.onnx_bytes), data, cutoff_ms, events)
         tracker.log_metrics(challenger.metrics())

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sklearn.ensemble import IsolationForest
 
+from cloud.drift.stats import reference_stats
 from cloud.training.onnx_export import isolation_forest_onnx
 from shared.anomaly import combine, support_z
 from shared.bundle import Manifest, write_bundle
@@ -95,6 +96,8 @@ def fit_model(
         "score_quantiles": {
             str(q): round(float(np.quantile(train_scores, q)), 6) for q in (0.5, 0.9, 0.99, 0.999)
         },
+        # What cloud.drift compares recent feature windows with.
+        "drift": reference_stats(x, spec.names),
     }
     params = {"n_estimators": n_estimators, "max_samples": int(forest.max_samples_),
               "quantile": quantile, "seed": seed}

@@ -1,0 +1,1 @@
+"""Drift detection: recent feature distributions against each model's training reference."""

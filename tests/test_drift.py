@@ -1,0 +1,175 @@
+"""Drift: recent feature distributions against the champion's training reference.
+
+Real PostgreSQL (readings through the real ingest), a real MLflow sqlite store in tmp_path.
+Motor readings come from the simulator's NAB replay: a model is trained on it, the same replay
+again raises no drift, the replay with one metric shifted does, and the retraining it queues
+runs through the champion gate.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from cloud.background import jobs
+from cloud.db.pool import Conn
+from cloud.drift.check import check_drift, list_events
+from cloud.drift.config import DriftConfig
+from cloud.drift.jobs import handlers, schedule_check
+from cloud.drift.stats import psi_scores, reference_stats
+from cloud.ingest.batch import apply_batch
+from cloud.settings import CloudSettings
+from cloud.training.config import TrainingConfig
+from cloud.training.pipeline import train_models
+from shared.bundle import generate_key, load_private_key
+from shared.schemas import Reading, SyncBatch
+from simulator.signals import MotorReplay
+
+T0 = 1_700_000_000_000  # epoch ms of the first reading
+N = 2000  # training readings per device, one per second
+M = 1500  # readings per device in each later check window: the training part again
+GW = "gw-1"
+DEVICES = ("motor-1", "motor-2")
+VIBRATION_SHIFT_G = 0.4  # a loosened mount: motor-1's vibration jumps and stays up
+
+
+def _at(i: int) -> datetime:
+    return datetime.fromtimestamp((T0 + i * 1000) / 1000, tz=UTC)
+
+
+def _replay(seed: int) -> dict[str, MotorReplay]:
+    """Each motor's replay from its own start, with fresh noise."""
+    rng = random.Random(seed)
+    return {"motor-1": MotorReplay(0, rng), "motor-2": MotorReplay(3000, rng)}
+
+
+def _load(conn: Conn, sources: dict[str, MotorReplay], first: int, count: int, *, seq: int,
+          shift: dict[str, float] | None = None) -> int:
+    """Ingest ``count`` readings per device from index ``first``; the next batch number."""
+    readings = []
+    for device, source in sources.items():
+        for i in range(first, first + count):
+            metrics = source.next()
+            if shift is not None and device in shift:
+                metrics["vibration_rms_g"] += shift[device]
+            ts = T0 + i * 1000
+            readings.append(Reading(device=device, boot="b00710ad", seq=i, type="motor",
+                                    ts_ms=ts, device_ts_ms=ts, received_ms=ts + 5,
+                                    metrics=metrics, score=None, scorer="none", anomalous=False))
+    for start in range(0, len(readings), 2000):
+        apply_batch(conn, SyncBatch(gateway=GW, batch_seq=seq, created_ms=T0,
+                                    readings=readings[start:start + 2000], alerts=[]), GW)
+        seq += 1
+    return seq
+
+
+@pytest.fixture
+def settings(tmp_path: Path, pg_dsn: str) -> CloudSettings:
+    """Small forests, MLflow in tmp_path, a drift window of one check period."""
+    key = tmp_path / "signing.key"
+    generate_key(key)
+    training = TrainingConfig(data_dir=tmp_path / "mlflow", n_estimators=20,
+                              holdout_fraction=0.25, min_train_windows=200,
+                              min_heldout_windows=50)
+    drift = DriftConfig(window=timedelta(seconds=M), min_windows=200, psi_threshold=0.25,
+                        retrain_window=timedelta(seconds=N + 2 * M + 60), signing_key=key)
+    return CloudSettings(db={"dsn": pg_dsn}, training=training, drift=drift)
+
+
+def test_reference_statistics_and_psi() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5000, 2)).astype(np.float32)
+    ref = reference_stats(x, ["a", "b"])
+    assert len(ref["features"]["a"]["edges"]) == 9
+    assert sum(ref["features"]["a"]["shares"]) == pytest.approx(1.0)
+    same = rng.normal(size=(2000, 2)).astype(np.float32)
+    moved = same + np.array([1.0, 0.0], dtype=np.float32)
+    assert max(psi_scores(ref, ["a", "b"], same).values()) < 0.05
+    scores = psi_scores(ref, ["a", "b"], moved)
+    assert scores["a"] > 0.25
+    assert scores["b"] < 0.05
+
+
+@pytest.mark.slow
+def test_shifted_replay_drifts_and_retrains_through_the_gate(
+    conn: Conn, settings: CloudSettings,
+) -> None:
+    seq = _load(conn, _replay(7), 0, N, seq=1)
+    assert settings.drift.signing_key is not None
+    key = load_private_key(settings.drift.signing_key)
+
+    # 0. Before any model exists there is nothing to compare with.
+    report = check_drift(conn, settings.training, settings.drift, until=_at(N))
+    assert [(p.profile, p.status) for p in report.profiles] == [("motor", "no model")]
+
+    trained = train_models(conn, settings.training, key, since=_at(-60), until=_at(N),
+                           profiles=["motor"], actor="test")
+    (first,) = trained.trained
+    assert first.decision.promoted
+    client = mlflow.MlflowClient(settings.training.resolved_tracking_uri())
+    manifest_json = client.download_artifacts(first.run_id, "bundle/manifest.json")
+    assert '"drift"' in Path(manifest_json).read_text()  # the reference is in the MLflow run
+
+    # 1. The replay the model was trained on, played again (new noise): no drift event.
+    seq = _load(conn, _replay(8), N, M, seq=seq)
+    report = check_drift(conn, settings.training, settings.drift, until=_at(N + M))
+    (profile,) = report.profiles
+    assert profile.status == "checked"
+    assert profile.model_version == first.version
+    assert {d.device: d.status for d in profile.devices} == dict.fromkeys(DEVICES, "stable"), \
+        profile.devices
+    assert report.events == []
+
+    # 2. The replay with motor-1's vibration shifted: one event, naming vibration features.
+    _load(conn, _replay(9), N + M, M, seq=seq, shift={"motor-1": VIBRATION_SHIFT_G})
+    until = _at(N + 2 * M)
+    report = check_drift(conn, settings.training, settings.drift, until=until)
+    (event,) = report.events
+    assert event.device == "motor-1"
+    assert event.model_version == first.version
+    assert event.moved
+    assert all(f.startswith("vibration_rms_g.") for f in event.moved), event.moved
+    assert "vibration_rms_g.last" in event.moved
+    assert event.scores["vibration_rms_g.last"] > settings.drift.psi_threshold
+    assert event.window_until == until
+    assert event.retrain_job_id is not None
+    statuses = {d.device: d.status for d in report.profiles[0].devices}
+    assert statuses == {"motor-1": "drift", "motor-2": "stable"}
+
+    # The same episode does not fire again on the next check.
+    again = check_drift(conn, settings.training, settings.drift, until=until)
+    assert again.events == []
+    assert {d.device: d.status for d in again.profiles[0].devices}["motor-1"] == "same_episode"
+
+    # 3. The queued retraining runs as the worker would run it; the gate's decision lands on
+    # the event and in MLflow.
+    job = jobs.claim(conn, "test-worker", 600)
+    assert job is not None
+    assert (job.job_id, job.kind) == (event.retrain_job_id, "drift_retrain")
+    handlers(settings)[job.kind](job, conn)
+    assert jobs.complete(conn, job)
+    with conn.transaction():
+        (done,) = list_events(conn, device="motor-1")
+    assert done.retrain_run_id is not None
+    assert done.gate_outcome in {"promoted", "rejected"}
+    assert done.gate_reason
+    assert done.retrain_version == "2"
+    run = client.get_run(done.retrain_run_id)
+    assert run.data.tags["gate.outcome"] == done.gate_outcome
+    assert run.data.tags["gate.reason"] == done.gate_reason
+    assert run.data.params["window_until"] == until.isoformat()
+
+
+def test_periodic_check_is_one_job_per_slot(conn: Conn) -> None:
+    first = schedule_check(conn, 3600.0)
+    assert first is not None
+    assert schedule_check(conn, 3600.0) is None  # another process already queued this slot
+    assert schedule_check(conn, 3600.0, next_slot=True) is not None
+    with conn.transaction():
+        kinds = [j.kind for j in jobs.list_jobs(conn)]
+    assert kinds == ["drift_check", "drift_check"]
