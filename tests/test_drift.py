@@ -8,17 +8,20 @@ runs through the champion gate.
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import psycopg
 import pytest
 
 from cloud.background import jobs
 from cloud.db.pool import Conn
 from cloud.drift.check import check_drift, list_events
+from cloud.drift.cli import main as drift_cli
 from cloud.drift.config import DriftConfig
 from cloud.drift.jobs import handlers, schedule_check
 from cloud.drift.stats import psi_scores, reference_stats
@@ -29,6 +32,7 @@ from cloud.training.pipeline import train_models
 from shared.bundle import generate_key, load_private_key
 from shared.schemas import Reading, SyncBatch
 from simulator.signals import MotorReplay
+from tests.fixtures.cloud import running_biz
 
 T0 = 1_700_000_000_000  # epoch ms of the first reading
 N = 2000  # training readings per device, one per second
@@ -173,3 +177,34 @@ def test_periodic_check_is_one_job_per_slot(conn: Conn) -> None:
     with conn.transaction():
         kinds = [j.kind for j in jobs.list_jobs(conn)]
     assert kinds == ["drift_check", "drift_check"]
+
+
+def test_events_api_cli_and_the_app_queues_the_periodic_check(
+    pg_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with running_biz(pg_dsn, drift={"enabled": True, "check_every_s": 600}) as biz:
+        with psycopg.connect(pg_dsn) as c:
+            queued = c.execute("SELECT kind FROM jobs WHERE status = 'queued'").fetchall()
+            c.execute(
+                "INSERT INTO drift_events (device_id, profile, model_name, model_version,"
+                " bundle_version, window_since, window_until, windows, threshold, scores, moved)"
+                " VALUES ('motor-1', 'motor', 'smaint-motor', '1', 'motor-1', now() - '1 hour'"
+                "::interval, now(), 500, 0.25, '{\"vibration_rms_g.last\": 3.2}',"
+                " ARRAY['vibration_rms_g.last'])")
+        assert queued == [("drift_check",)]  # the app started the periodic check's chain
+        assert biz.client.get("/api/v1/drift/events").status_code == 401
+        resp = biz.get("viewer", "/api/v1/drift/events", device="motor-1")
+        assert resp.status_code == 200
+        (event,) = resp.json()
+        assert event["moved"] == ["vibration_rms_g.last"]
+        assert event["scores"] == {"vibration_rms_g.last": 3.2}
+        assert event["gate_outcome"] is None
+        assert biz.get("viewer", "/api/v1/drift/events", profile="mill").json() == []
+
+    assert drift_cli(["events", "--dsn", pg_dsn]) == 0
+    assert json.loads(capsys.readouterr().out)["device"] == "motor-1"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert drift_cli(["check", "--dsn", pg_dsn, "--no-retrain", "--tracking-uri", uri]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["profiles"] == []  # no readings in the last hours
+    assert report["events"] == []
