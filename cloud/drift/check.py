@@ -109,14 +109,15 @@ def check_drift(conn: Conn, training: TrainingConfig, config: DriftConfig, *,
     end = until if until is not None else datetime.now(UTC)
     end = end if end.tzinfo else end.replace(tzinfo=UTC)
     start = end - config.window
-    if tracker is None:
+    wanted = profiles or [p for p in profiles_in_window(conn, start, end) if p in PROFILES]
+    if tracker is None and wanted:
         from cloud.training.tracking import Tracker  # noqa: PLC0415 - mlflow loads slowly
 
         tracker = Tracker(training)
-    wanted = profiles or [p for p in profiles_in_window(conn, start, end) if p in PROFILES]
     checks: list[ProfileCheck] = []
     events: list[DriftEvent] = []
     for name in wanted:
+        assert tracker is not None  # noqa: S101 - made above whenever a profile is wanted
         check, new = _check_profile(conn, tracker, training, config, name=name, start=start,
                                     end=end,
                                     retrain=config.retrain if retrain is None else retrain)

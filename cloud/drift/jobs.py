@@ -50,11 +50,12 @@ def start_checks(pool: ConnectionPool, every_s: float) -> None:
 
 
 def run_check(job: Job, conn: Conn, settings: CloudSettings) -> None:
-    """Handler of ``drift_check``: check every profile now, then queue the next slot."""
+    """Handler of ``drift_check``: queue the next slot's check, then check every profile now."""
+    # Queued first: a check that keeps failing (MLflow away) must not end the schedule.
+    schedule_check(conn, settings.drift.check_every_s, next_slot=True)
     report = check_drift(conn, settings.training, settings.drift)
     log.info("drift check: %d profile(s), %d new event(s)", len(report.profiles),
              len(report.events))
-    schedule_check(conn, settings.drift.check_every_s, next_slot=True)
 
 
 def run_retrain(job: Job, conn: Conn, settings: CloudSettings) -> None:
