@@ -82,6 +82,10 @@ class TrainingConfig(BaseModel):
     alert_rate_floor: float = Field(
         default=0.05, gt=0, le=1.0,
         description="alert_rate.max is never below this share of readings")
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 key that signs bundles of runs started through the API "
+                    "(create one with `smaint cloud train-initial --key ...`)")
     gate: GatePolicy = Field(default_factory=GatePolicy)
 
     def resolved_tracking_uri(self) -> str:
