@@ -81,7 +81,7 @@ def test_a_training_run_queued_through_the_api_is_run_and_listed(
         assert run["metrics"]["rows_train"] + run["metrics"]["rows_heldout"] == N
         # The signed bundle is in the artifact store, ready for a rollout.
         (stored,) = LocalArtifactStore(tmp_path / "art").list("models/motor/")
-        assert stored.endswith("/bundle.smb")
+        assert stored == f"models/motor/{run['bundle_version']}/bundle.smb"
 
 
 def test_training_api_roles_and_bad_requests(biz: Biz) -> None:

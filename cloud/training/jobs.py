@@ -79,6 +79,8 @@ class TrainingRun(BaseModel):
     gate_outcome: str | None = Field(description="promoted or rejected (None while running)")
     gate_reason: str | None
     registered_version: str | None = Field(description="the registry version it created")
+    bundle_version: str | None = Field(
+        description="its signed bundle's version: what a rollout deploys")
 
 
 def enqueue_training(conn: Conn, request: TrainingRunCreate, actor: str) -> int:
@@ -173,5 +175,6 @@ def list_runs(config: TrainingConfig, *, profile: str | None = None,
             status=r.info.status, started=_time(r.info.start_time), ended=_time(r.info.end_time),
             actor=tags.get("actor"), metrics=dict(r.data.metrics),
             gate_outcome=tags.get("gate.outcome"), gate_reason=tags.get("gate.reason"),
-            registered_version=tags.get("gate.challenger_version")))
+            registered_version=tags.get("gate.challenger_version"),
+            bundle_version=tags.get("bundle.version")))
     return out

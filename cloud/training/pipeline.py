@@ -246,7 +246,8 @@ def _train_profile(
                           "gate.champion_version": decision.champion_version or "",
                           "gate.challenger_version": version,
                           "gate.comparison": decision.model_dump_json(),
-                          "bundle.artifact_key": artifact_key or ""})
+                          "bundle.artifact_key": artifact_key or "",
+                          "bundle.version": manifest.version})
         tracker.tag_version(model_name, version, {
             "gate": decision.outcome, "gate_reason": decision.reason,
             "bundle_version": manifest.version, "bundle_sha256": bundle_sha256,
