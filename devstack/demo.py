@@ -30,7 +30,14 @@ from typing import Any
 
 import httpx
 
-from devstack.model_loop import SHADOW_READINGS, ModelLoop, mlflow_ui, stop_ui, training_env
+from devstack.model_loop import (
+    SHADOW_READINGS,
+    ModelLoop,
+    deploy_bundles,
+    mlflow_ui,
+    stop_ui,
+    training_env,
+)
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from devstack.postgres import PrivatePostgres
@@ -101,6 +108,7 @@ class Demo:
         self.train_models = train_models
         self.trainer: ServiceProcess | None = None
         self.models_announced = False
+        self.admin_key = ""
         self.retrain_after_s = retrain_after_s
         self.loop: ModelLoop | None = None
         self.mlflow_ui: ServiceProcess | None = None
@@ -142,6 +150,7 @@ class Demo:
         viewer = self._cloud_cli(dsn, "user", "add", "demo", "--role", "viewer")
         self.http.headers["Authorization"] = f"Bearer {viewer.splitlines()[-1].strip()}"
         admin = self._cloud_cli(dsn, "user", "add", "demo-admin", "--role", "admin")
+        self.admin_key = admin.splitlines()[-1].strip()
         cloud_started = datetime.now(UTC)
         step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
 
@@ -156,15 +165,14 @@ class Demo:
         if self.train_models:
             self.mlflow_ui, ui_port = mlflow_ui(self.workdir)
             step("mlflow", f"UI http://127.0.0.1:{ui_port} (runs of the cloud's retraining)")
-            if self.retrain_after_s > 0:
-                self.loop = ModelLoop(f"http://127.0.0.1:{self.cloud_port}",
-                                      admin.splitlines()[-1].strip(), GATEWAY_ID,
-                                      retrain_after_s=self.retrain_after_s,
-                                      since=cloud_started, say=lambda text: step("models", text))
+            self.loop = ModelLoop(f"http://127.0.0.1:{self.cloud_port}",
+                                  self.admin_key, GATEWAY_ID,
+                                  retrain_after_s=self.retrain_after_s,
+                                  since=cloud_started, say=lambda text: step("models", text))
 
         models = {
             "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(self.models_dir),
-            "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(self.models_dir / "trusted_keys.txt"),
+            "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(self.trusted_keys),
             "SMAINT_GATEWAY_ROLLOUT__SHADOW_READINGS": str(SHADOW_READINGS),
         } if self.train_models else {}
         self._start("gateway", ["-m", "edge", "run"], {
@@ -193,21 +201,26 @@ class Demo:
 
     @property
     def models_dir(self) -> Path:
-        """Where the first signed model bundles are written and the gateway watches."""
+        """The gateway's models directory: it fills it itself, over the air."""
         return self.workdir / "models"
+
+    @property
+    def trusted_keys(self) -> Path:
+        """The gateway's trusted public keys, apart from the bundles they verify."""
+        return self.workdir / "trusted_keys.txt"
 
     def _start_training(self) -> None:
         # The signing key and the gateway's trust in it exist before the gateway starts; the
-        # models themselves are trained in the background (~15 s) and the gateway, scoring
-        # with its statistical fallback meanwhile, picks them up as they land.
+        # models themselves are trained in the background (~15 s), then rolled out to the
+        # gateway, which scores with its statistical fallback meanwhile.
         from shared.bundle import generate_key, public_key_text  # noqa: PLC0415
 
         key_file = self.workdir / "signing.key"
         public = generate_key(key_file)
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        (self.models_dir / "trusted_keys.txt").write_text(public_key_text(public) + "\n")
+        self.trusted_keys.write_text(public_key_text(public) + "\n")
         self.trainer = ServiceProcess(
-            ["-m", "cloud", "train-initial", "--out", str(self.models_dir),
+            ["-m", "cloud", "train-initial", "--out", str(self.workdir / "bundles"),
              "--key", str(key_file)], log=self.workdir / "training.log", name="training",
         ).spawn()
         step("models", "training the first Isolation Forests from the bundled real data "
@@ -224,7 +237,19 @@ class Demo:
                 models = json.loads(log.splitlines()[-1])["models"]
             except (ValueError, KeyError, IndexError):
                 models = {}
-            step("models", f"signed bundles ready, gateway switches to ONNX: {models}")
+            try:
+                rollouts = deploy_bundles(
+                    f"http://127.0.0.1:{self.cloud_port}", self.admin_key, GATEWAY_ID,
+                    self.workdir / "artifacts",
+                    {v: self.workdir / "bundles" / f"{p}.smb" for p, v in models.items()})
+            except (httpx.HTTPError, OSError, ValueError) as exc:
+                step("models", f"signed bundles ready but not rolled out: {exc}")
+                return
+            if self.loop is not None:
+                self.loop.watch(list(rollouts))
+            step("models", f"signed bundles ready; rolling out to {GATEWAY_ID} over the air "
+                 f"(download, verify, shadow, swap): {models}, rollouts "
+                 f"{sorted(rollouts.values())}")
         else:
             step("models", f"training failed (exit {self.trainer.returncode}); the gateway keeps "
                  f"its statistical detector. See {self.workdir / 'training.log'}")

@@ -81,6 +81,11 @@ class ModelLoop:
         self.promoted_at: float | None = None  # wall clock of the promotion (run end)
         self.promote_to_running_s: float | None = None
         self.detail = ""
+        self.watched: dict[str, float] = {}  # deployed version -> when its rollout began
+
+    def watch(self, versions: list[str]) -> None:
+        """Announce each of ``versions`` once the gateway reports running it."""
+        self.watched.update(dict.fromkeys(versions, time.monotonic()))
 
     def close(self) -> None:
         """Release the HTTP client."""
@@ -101,7 +106,14 @@ class ModelLoop:
             log.debug("model loop: %s", exc)
 
     def _tick(self, elapsed: float) -> None:
-        if self.state == "waiting" and elapsed >= self.retrain_after_s:
+        if self.watched:
+            running = {r["version"] for r in self._api(
+                "GET", f"/api/v1/models/running?gateway={self.gateway}")}
+            for version in sorted(self.watched.keys() & running):
+                self.say(f"{version} running on {self.gateway} over the air, "
+                         f"{time.monotonic() - self.watched.pop(version):.1f} s after its "
+                         f"rollout began")
+        if self.state == "waiting" and 0 < self.retrain_after_s <= elapsed:
             self.job_id = int(self._api("POST", "/api/v1/training/runs", {
                 "profiles": [RETRAIN_PROFILE], "since": self.since.isoformat(),
                 "until": datetime.now(UTC).isoformat()})["job_id"])
@@ -181,3 +193,23 @@ def stop_ui(proc: ServiceProcess, timeout_s: float = 30.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.proc.wait()
+
+
+def deploy_bundles(cloud_url: str, admin_key: str, gateway: str, artifacts_root: Path,
+                   bundles: dict[str, Path]) -> dict[str, int]:
+    """Put signed bundles (version -> file) in the cloud's artifact store and roll each out
+    to ``gateway``; version -> rollout id. The gateway fetches them over the air."""
+    from cloud.artifacts import LocalArtifactStore  # noqa: PLC0415 - cloud side, demo only
+
+    store = LocalArtifactStore(artifacts_root)
+    out: dict[str, int] = {}
+    with httpx.Client(timeout=10.0, headers={"Authorization": f"Bearer {admin_key}"}) as http:
+        for version, path in bundles.items():
+            profile = version.split("-", 1)[0]
+            store.put_file(f"models/{profile}/{version}/bundle.smb", path)
+            resp = http.post(f"{cloud_url}/api/v1/rollouts", json={
+                "profile": profile, "version": version, "canaries": [gateway],
+                "min_scored": MIN_SCORED})
+            resp.raise_for_status()
+            out[version] = int(resp.json()["rollout_id"])
+    return out

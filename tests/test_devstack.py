@@ -91,13 +91,15 @@ def test_demo_ctrl_c_drains_and_exits_0_with_nothing_lost() -> None:
 def test_demo_retrains_in_the_cloud_and_the_gateway_runs_it_over_the_air() -> None:
     """The demo's model loop: retrain -> promoted -> rollout -> running on gw-demo, reported."""
     rc, seen = _demo_until(["--devices", "3", "--rate", "10", "--retrain-after", "30"],
-                           re.compile(r"running on gw-demo|training failed|not promoted|"
+                           re.compile(r"motor-\d+ running on gw-demo|training failed|not promoted|"
                                       r"rolled_back|left no MLflow run"), timeout_s=240)
     output = "\n".join(seen)
     assert rc == 0, output
     assert any(re.search(r"mlflow +UI http://127\.0\.0\.1:\d+", line) for line in seen)
     assert any(re.search(r"model motor-\d+ .*promoted champion; rolling out to gw-demo", line)
                for line in seen), output
+    # The first models reach the gateway over the air too, not by copying files.
+    assert re.search(r"motor-initial-\d+ running on gw-demo over the air", output), output
     loop = json.loads(seen[-1])["model_loop"]
     assert loop["state"] == "running", output
     assert loop["gate"] == "promoted"
