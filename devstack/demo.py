@@ -24,11 +24,20 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from devstack.model_loop import (
+    SHADOW_READINGS,
+    ModelLoop,
+    deploy_bundles,
+    mlflow_ui,
+    stop_ui,
+    training_env,
+)
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from devstack.postgres import PrivatePostgres
@@ -84,7 +93,7 @@ class Demo:
     """Owns every process of the demo and stops them in reverse order."""
 
     def __init__(self, workdir: Path, devices: int, rate_hz: float,
-                 train_models: bool = True) -> None:
+                 train_models: bool = True, retrain_after_s: float = 0.0) -> None:
         self.workdir = workdir
         self.devices = devices
         self.rate_hz = rate_hz
@@ -99,6 +108,10 @@ class Demo:
         self.train_models = train_models
         self.trainer: ServiceProcess | None = None
         self.models_announced = False
+        self.admin_key = ""
+        self.retrain_after_s = retrain_after_s
+        self.loop: ModelLoop | None = None
+        self.mlflow_ui: ServiceProcess | None = None
 
     def _start(self, name: str, args: list[str], env: dict[str, str], port: int) -> None:
         proc = ServiceProcess(args, env, self.workdir / f"{name}.log", port, name=name)
@@ -136,18 +149,31 @@ class Demo:
         token = self._cloud_cli(dsn, "gateway", "add", GATEWAY_ID).splitlines()[-1].strip()
         viewer = self._cloud_cli(dsn, "user", "add", "demo", "--role", "viewer")
         self.http.headers["Authorization"] = f"Bearer {viewer.splitlines()[-1].strip()}"
+        admin = self._cloud_cli(dsn, "user", "add", "demo-admin", "--role", "admin")
+        self.admin_key = admin.splitlines()[-1].strip()
+        cloud_started = datetime.now(UTC)
         step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
 
         self._start("cloud", ["-m", "cloud", "serve"], {
             "SMAINT_CLOUD_DB__DSN": dsn,
             "SMAINT_CLOUD_API__HOST": "127.0.0.1",
             "SMAINT_CLOUD_API__PORT": str(self.cloud_port),
+            **(training_env(self.workdir, self.workdir / "signing.key")
+               if self.train_models else {}),
         }, self.cloud_port)
         step("cloud", f"API http://127.0.0.1:{self.cloud_port}/docs")
+        if self.train_models:
+            self.mlflow_ui, ui_port = mlflow_ui(self.workdir)
+            step("mlflow", f"UI http://127.0.0.1:{ui_port} (runs of the cloud's retraining)")
+            self.loop = ModelLoop(f"http://127.0.0.1:{self.cloud_port}",
+                                  self.admin_key, GATEWAY_ID,
+                                  retrain_after_s=self.retrain_after_s,
+                                  since=cloud_started, say=lambda text: step("models", text))
 
         models = {
             "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(self.models_dir),
-            "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(self.models_dir / "trusted_keys.txt"),
+            "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(self.trusted_keys),
+            "SMAINT_GATEWAY_ROLLOUT__SHADOW_READINGS": str(SHADOW_READINGS),
         } if self.train_models else {}
         self._start("gateway", ["-m", "edge", "run"], {
             "SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
@@ -175,21 +201,26 @@ class Demo:
 
     @property
     def models_dir(self) -> Path:
-        """Where the first signed model bundles are written and the gateway watches."""
+        """The gateway's models directory: it fills it itself, over the air."""
         return self.workdir / "models"
+
+    @property
+    def trusted_keys(self) -> Path:
+        """The gateway's trusted public keys, apart from the bundles they verify."""
+        return self.workdir / "trusted_keys.txt"
 
     def _start_training(self) -> None:
         # The signing key and the gateway's trust in it exist before the gateway starts; the
-        # models themselves are trained in the background (~15 s) and the gateway, scoring
-        # with its statistical fallback meanwhile, picks them up as they land.
+        # models themselves are trained in the background (~15 s), then rolled out to the
+        # gateway, which scores with its statistical fallback meanwhile.
         from shared.bundle import generate_key, public_key_text  # noqa: PLC0415
 
         key_file = self.workdir / "signing.key"
         public = generate_key(key_file)
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        (self.models_dir / "trusted_keys.txt").write_text(public_key_text(public) + "\n")
+        self.trusted_keys.write_text(public_key_text(public) + "\n")
         self.trainer = ServiceProcess(
-            ["-m", "cloud", "train-initial", "--out", str(self.models_dir),
+            ["-m", "cloud", "train-initial", "--out", str(self.workdir / "bundles"),
              "--key", str(key_file)], log=self.workdir / "training.log", name="training",
         ).spawn()
         step("models", "training the first Isolation Forests from the bundled real data "
@@ -206,7 +237,19 @@ class Demo:
                 models = json.loads(log.splitlines()[-1])["models"]
             except (ValueError, KeyError, IndexError):
                 models = {}
-            step("models", f"signed bundles ready, gateway switches to ONNX: {models}")
+            try:
+                rollouts = deploy_bundles(
+                    f"http://127.0.0.1:{self.cloud_port}", self.admin_key, GATEWAY_ID,
+                    self.workdir / "artifacts",
+                    {v: self.workdir / "bundles" / f"{p}.smb" for p, v in models.items()})
+            except (httpx.HTTPError, OSError, ValueError) as exc:
+                step("models", f"signed bundles ready but not rolled out: {exc}")
+                return
+            if self.loop is not None:
+                self.loop.watch(list(rollouts))
+            step("models", f"signed bundles ready; rolling out to {GATEWAY_ID} over the air "
+                 f"(download, verify, shadow, swap): {models}, rollouts "
+                 f"{sorted(rollouts.values())}")
         else:
             step("models", f"training failed (exit {self.trainer.returncode}); the gateway keeps "
                  f"its statistical detector. See {self.workdir / 'training.log'}")
@@ -267,6 +310,10 @@ class Demo:
         """Stop the fleet, then every process, then broker and database."""
         if self.trainer is not None and self.trainer.returncode is None:
             self.trainer.kill()
+        if self.loop is not None:
+            self.loop.close()
+        if self.mlflow_ui is not None:
+            stop_ui(self.mlflow_ui)
         if self.fleet is not None:
             self.fleet.stop()
             self.fleet = None
@@ -320,14 +367,15 @@ def _interruptible() -> Iterator[Interrupts]:
 
 
 def run(seconds: float, devices: int, rate_hz: float, keep: bool,
-        train_models: bool = True) -> int:
+        train_models: bool = True, *, retrain_after_s: float = 0.0) -> int:
     """Run the demo; returns the process exit code (0: the cloud holds all published)."""
     # Only the demo process's own warnings reach the console: the simulator's SIMULATED fault
     # announcements and connection trouble. The services log to files in the work dir.
     logging.basicConfig(level=logging.WARNING, format="  %(module)-9s %(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="smaint-demo-"))
     print(f"Smart Maintenance demo (work dir {workdir})", flush=True)
-    demo = Demo(workdir, devices, rate_hz, train_models=train_models)
+    demo = Demo(workdir, devices, rate_hz, train_models=train_models,
+                retrain_after_s=retrain_after_s)
     started = time.monotonic()
     ok = True
     with _interruptible() as interrupts:
@@ -349,9 +397,13 @@ def run(seconds: float, devices: int, rate_hz: float, keep: bool,
                     faults += 1
                 demo.check_alive()
                 demo.announce_models()
+                if demo.loop is not None:
+                    demo.loop.tick(elapsed)
                 print(demo.poll().line(time.monotonic() - started), flush=True)
                 stop.wait(1.0)
             summary = drain(demo, started, interrupts.abandon)
+            if demo.loop is not None:
+                summary["model_loop"] = demo.loop.summary()
             ok = summary["cloud_stored"] == summary["published"] and summary["duplicates"] == 0
             print(json.dumps(summary), flush=True)
         except (RuntimeError, ServiceNotReadyError) as exc:
@@ -410,5 +462,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
     parser.add_argument("--no-models", dest="train_models", action="store_false",
                         help="skip training the first models (the statistical detector scores)")
+    parser.add_argument(
+        "--retrain-after", type=float, default=float(os.environ.get("DEMO_RETRAIN_AFTER", "45")),
+        help="seconds of readings before the cloud retrains the motor model and rolls it out "
+             "to the gateway (0: never)")
     args = parser.parse_args(argv)
-    return run(args.seconds, args.devices, args.rate, args.keep, args.train_models)
+    return run(args.seconds, args.devices, args.rate, args.keep, args.train_models,
+               retrain_after_s=args.retrain_after)

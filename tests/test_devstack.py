@@ -13,6 +13,7 @@ import threading
 from typing import IO
 
 import psycopg
+import pytest
 
 from devstack.mosquitto import PrivateMosquitto
 
@@ -36,11 +37,11 @@ def test_mosquitto_stops_and_frees_port() -> None:
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_demo_ctrl_c_drains_and_exits_0_with_nothing_lost() -> None:
-    """SIGINT mid-run: devices stop, the pipeline drains, the summary's counts agree, rc 0."""
+def _demo_until(args: list[str], ready: re.Pattern[str], timeout_s: float = 180
+                ) -> tuple[int, list[str]]:
+    """Run ``smaint demo args``, press Ctrl-C once a line matches ``ready``; (rc, lines)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smaint.cli", "demo", "--seconds", "600", "--devices", "2",
-         "--rate", "5", "--no-models"],
+        [sys.executable, "-m", "smaint.cli", "demo", "--seconds", "600", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
@@ -53,13 +54,11 @@ def test_demo_ctrl_c_drains_and_exits_0_with_nothing_lost() -> None:
     threading.Thread(target=read, args=(proc.stdout,), daemon=True).start()
     seen: list[str] = []
     try:
-        # Wait for a progress line that shows readings published, then press Ctrl-C.
         while True:
-            line = lines.get(timeout=180)
-            assert line is not None, "demo ended before publishing:\n" + "\n".join(seen)
+            line = lines.get(timeout=timeout_s)
+            assert line is not None, f"demo ended before {ready.pattern!r}:\n" + "\n".join(seen)
             seen.append(line)
-            match = re.search(r"published\s+(\d+) ->", line)
-            if match and int(match.group(1)) >= 10:
+            if ready.search(line):
                 break
         proc.send_signal(signal.SIGINT)
         while (line := lines.get(timeout=180)) is not None:
@@ -70,11 +69,40 @@ def test_demo_ctrl_c_drains_and_exits_0_with_nothing_lost() -> None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+    print("\n".join(seen))  # shown by pytest -s / on failure
+    return rc, seen
+
+
+def test_demo_ctrl_c_drains_and_exits_0_with_nothing_lost() -> None:
+    """SIGINT mid-run: devices stop, the pipeline drains, the summary's counts agree, rc 0."""
+    # Ctrl-C once a progress line shows readings published.
+    rc, seen = _demo_until(["--devices", "2", "--rate", "5", "--no-models"],
+                           re.compile(r"published\s+(\d\d+) ->"))
     output = "\n".join(seen)
-    print(output)  # shown by pytest -s / on failure
     assert rc == 0, output
     summary = json.loads(seen[-1])
     assert summary["published"] >= 10
     assert summary["cloud_stored"] == summary["gateway_stored"] == summary["published"], output
     assert summary["duplicates"] == 0
     assert sum("legend" in line for line in seen) == 1  # explained once, not per line
+
+
+@pytest.mark.slow
+def test_demo_retrains_in_the_cloud_and_the_gateway_runs_it_over_the_air() -> None:
+    """The demo's model loop: retrain -> promoted -> rollout -> running on gw-demo, reported."""
+    rc, seen = _demo_until(["--devices", "3", "--rate", "10", "--retrain-after", "30"],
+                           re.compile(r"motor-\d+ running on gw-demo|training failed|not promoted|"
+                                      r"rolled_back|left no MLflow run"), timeout_s=240)
+    output = "\n".join(seen)
+    assert rc == 0, output
+    assert any(re.search(r"mlflow +UI http://127\.0\.0\.1:\d+", line) for line in seen)
+    assert any(re.search(r"model motor-\d+ .*promoted champion; rolling out to gw-demo", line)
+               for line in seen), output
+    # The first models reach the gateway over the air too, not by copying files.
+    assert re.search(r"motor-initial-\d+ running on gw-demo over the air", output), output
+    loop = json.loads(seen[-1])["model_loop"]
+    assert loop["state"] == "running", output
+    assert loop["gate"] == "promoted"
+    assert loop["model_version"].startswith("motor-")
+    assert f"{loop['model_version']} running on gw-demo over the air" in output
+    assert loop["promote_to_running_s"] > 0

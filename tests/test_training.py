@@ -28,7 +28,7 @@ from cloud.training.champion import decide
 from cloud.training.cli import main as train_cli
 from cloud.training.config import GatePolicy, TrainingConfig
 from cloud.training.evaluate import Evaluation
-from cloud.training.pipeline import TrainingResult, train_models
+from cloud.training.pipeline import TrainingResult, manifest_alert_rate, train_models
 from shared.bundle import generate_key, load_private_key, parse_public_key, read_bundle
 from shared.schemas import Alert, Reading, SyncBatch
 from simulator.signals import MillReplay, MotorReplay
@@ -150,6 +150,10 @@ def test_training_tracks_registers_and_gates(
     trusted = [parse_public_key((out / "trusted_keys.txt").read_text())]
     manifest, onnx_bytes = read_bundle((out / "motor.smb").read_bytes(), trusted)
     assert manifest.extra["training"]["mlflow_run_id"] == run.info.run_id
+    # The gateway's shadow bound comes from the held-out evaluation, not its default.
+    bounds = manifest.extra["alert_rate"]
+    assert bounds["max"] == pytest.approx(max(3 * bounds["heldout"], 0.05), abs=1e-5)
+    assert bounds["heldout"] == pytest.approx(m["heldout_anomaly_rate"], abs=1e-5)
     model_dir = Path(mlflow.artifacts.download_artifacts(
         "models:/smaint-motor@champion", dst_path=str(tmp_path / "dl"),
         tracking_uri=config.resolved_tracking_uri()))
@@ -266,3 +270,13 @@ def test_train_cli_help_does_not_load_the_training_stack() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("rate", "upper"), [(0.0, 0.05), (0.01, 0.05), (0.04, 0.12),
+                                             (0.5, 1.0)])
+def test_manifest_alert_rate_is_three_times_heldout_with_a_floor(rate: float,
+                                                                  upper: float) -> None:
+    """alert_rate.max = max(factor x held-out rate, floor), never above 1."""
+    bounds = manifest_alert_rate(_evaluation(rate), TrainingConfig())
+    assert bounds["min"] == 0.0
+    assert bounds["max"] == pytest.approx(upper)

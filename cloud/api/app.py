@@ -27,6 +27,7 @@ from cloud.api.routes import (
     reports,
     sync,
 )
+from cloud.api.routes import training as training_routes
 from cloud.api.routes import users as user_routes
 from cloud.background.jobs import Worker
 from cloud.background.notify import handlers as notify_handlers
@@ -37,6 +38,7 @@ from cloud.drift.jobs import start_checks
 from cloud.exceptions import CloudError, RateLimitedError
 from cloud.ingest.rollup import RollupFolder
 from cloud.settings import CloudSettings
+from cloud.training.jobs import handlers as training_handlers
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,8 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
         state.pool = await run_in_threadpool(open_pool, settings)
         # Every process runs a job worker: replicas share the job table, none is special.
         worker = Worker(state.pool, settings,
-                        {**notify_handlers(settings), **drift_handlers(settings)})
+                        {**notify_handlers(settings), **drift_handlers(settings),
+                         **training_handlers(settings)})
         if settings.jobs.worker_enabled:
             worker.start()
         if settings.drift.enabled:
@@ -126,6 +129,7 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(sync.router)
     app.include_router(readings.router)
     app.include_router(health.router)
+    app.include_router(training_routes.router)
     for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
                    drift):
         app.include_router(module.router)

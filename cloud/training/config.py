@@ -75,6 +75,17 @@ class TrainingConfig(BaseModel):
     event_margin_s: float = Field(
         default=60.0, ge=0, le=86_400,
         description="an alert's labelled interval extends this far before and after it")
+    alert_rate_factor: float = Field(
+        default=3.0, ge=1.0, le=1000.0,
+        description="a gateway rolls the model back when its alert rate exceeds this many "
+                    "times the held-out anomaly rate (manifest alert_rate.max)")
+    alert_rate_floor: float = Field(
+        default=0.05, gt=0, le=1.0,
+        description="alert_rate.max is never below this share of readings")
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 key that signs bundles of runs started through the API "
+                    "(create one with `smaint cloud train-initial --key ...`)")
     gate: GatePolicy = Field(default_factory=GatePolicy)
 
     def resolved_tracking_uri(self) -> str:

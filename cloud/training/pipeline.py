@@ -229,6 +229,9 @@ def _train_profile(
         })
         challenger = evaluate(Scorer(manifest, fitted.onnx_bytes), data, cutoff_ms, events)
         tracker.log_metrics(challenger.metrics())
+        # The gateway's shadow check reads these bounds (edge.shadow.alert_rate_bounds): held
+        # to the held-out behaviour, not to the gateway's one-size default.
+        manifest.extra["alert_rate"] = manifest_alert_rate(challenger, config)
         bundle = write_bundle(manifest, fitted.onnx_bytes, key)
         bundle_sha256 = hashlib.sha256(bundle).hexdigest()
         version = tracker.register_onnx(fitted.onnx_bytes, model_name)
@@ -245,7 +248,8 @@ def _train_profile(
                           "gate.champion_version": decision.champion_version or "",
                           "gate.challenger_version": version,
                           "gate.comparison": decision.model_dump_json(),
-                          "bundle.artifact_key": artifact_key or ""})
+                          "bundle.artifact_key": artifact_key or "",
+                          "bundle.version": manifest.version})
         tracker.tag_version(model_name, version, {
             "gate": decision.outcome, "gate_reason": decision.reason,
             "bundle_version": manifest.version, "bundle_sha256": bundle_sha256,
@@ -263,6 +267,14 @@ def _train_profile(
         rows_train=rows_train, rows_heldout=data.rows - rows_train, windows_train=len(train),
         windows_failure_excluded=int((before & failure).sum()), labels=labels,
         seconds=round(time.perf_counter() - t0, 2), decision=decision)
+
+
+def manifest_alert_rate(evaluation: Evaluation, config: TrainingConfig) -> dict[str, float]:
+    """The manifest's ``alert_rate`` bounds from a held-out evaluation."""
+    upper = max(config.alert_rate_factor * evaluation.heldout_anomaly_rate,
+                config.alert_rate_floor)
+    return {"min": 0.0, "max": round(min(upper, 1.0), 6),
+            "heldout": round(evaluation.heldout_anomaly_rate, 6)}
 
 
 def _gate(tracker: Tracker, config: TrainingConfig, key: Ed25519PrivateKey, *, model_name: str,
