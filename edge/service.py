@@ -13,6 +13,7 @@ from typing import Any
 
 from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
 from edge.degraded import StorageHealth
+from edge.desired_config import ConfigApplier, Knob
 from edge.device_tracking import DeviceTracker
 from edge.exceptions import GatewayError
 from edge.http import EmbeddedServer, build_app, make_server
@@ -30,7 +31,7 @@ from edge.shadow import ObservedScorer
 from edge.store import Store, now_ms
 from edge.sync import Uploader
 from shared.logs import bind_context
-from shared.schemas import Alert, GatewayState
+from shared.schemas import Alert, ConfigValue, DesiredState, GatewayState
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,40 @@ class Gateway:
         self.ingestor = Ingestor(s, self.pipeline, self.metrics, storage=self.storage,
                                  retention=self.retention)
         self.uploader = Uploader(s, self.outbox, state=self.actual_state,
-                                 on_desired=self.rollout.on_desired)
+                                 on_desired=self.on_desired)
+        # Settings the cloud may change at run time; their local values are the fallback.
+        self.config = ConfigApplier(self.store, {
+            "scoring.threshold": Knob(s.scoring.threshold, self._set_threshold),
+            "alerts.open_after": Knob(s.alerts.open_after, self._set_open_after),
+            "alerts.resolve_after": Knob(s.alerts.resolve_after, self._set_resolve_after),
+            "sync.interval_s": Knob(s.sync.interval_s, self._set_sync_interval),
+        })
+        self.config.load()
         desired = self.outbox.desired()
         if desired is not None:  # back from a restart or an outage: catch up with it
-            self.rollout.on_desired(desired)
+            self.on_desired(desired)
+
+    def on_desired(self, desired: DesiredState) -> None:
+        """The cloud's desired state (every sync ack): config applied now, models rolled out."""
+        self.config.on_desired(desired)
+        self.rollout.on_desired(desired)
+
+    def _set_threshold(self, value: ConfigValue) -> None:
+        # The statistical scorer judges with it; the tracker grades severity with it.
+        threshold = float(value)
+        self.fallback.threshold = threshold
+        self.alerts.threshold = threshold
+        self.scorer.inner.threshold = threshold
+        self.scorer.threshold = threshold
+
+    def _set_open_after(self, value: ConfigValue) -> None:
+        self.alerts.open_after = int(value)
+
+    def _set_resolve_after(self, value: ConfigValue) -> None:
+        self.alerts.resolve_after = int(value)
+
+    def _set_sync_interval(self, value: ConfigValue) -> None:
+        self.uploader.interval_s = float(value)
 
     def actual_state(self) -> GatewayState:
         """What this gateway runs now, reported to the cloud with every upload."""
@@ -86,8 +117,12 @@ class Gateway:
             software = version("smart-maintenance")
         except PackageNotFoundError:  # running from a source tree that was never installed
             software = None
+        cfg = self.config.current
         return GatewayState(models=self.models.versions(), software=software,
-                            backlog=self.outbox.backlog(), rollout=self.rollout.reports())
+                            backlog=self.outbox.backlog(), rollout=self.rollout.reports(),
+                            config_version=cfg.version,
+                            config=None if cfg.version is None else cfg.applied,
+                            config_refused=cfg.refused)
 
     def counters(self) -> Mapping[str, int]:
         """Committed store counters plus the in-memory ones, for /metrics."""

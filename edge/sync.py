@@ -87,6 +87,8 @@ class Uploader:
         self._own_client = client is None
         self.last_ack_ms: int | None = None
         self.last_error: str | None = None
+        # Pause between idle uploads; the desired config may change it (edge.desired_config).
+        self.interval_s = settings.sync.interval_s
         self._backoff = wait_random_exponential(multiplier=0.5, max=settings.sync.retry_max_s)
 
     @property
@@ -115,7 +117,7 @@ class Uploader:
             result = await self.sync_once() if self.enabled else SyncResult("disabled")
             if result.outcome in {"acked", "rejected"}:
                 continue
-            pause = s.sync.auth_backoff_s if result.outcome == "auth" else s.sync.interval_s
+            pause = s.sync.auth_backoff_s if result.outcome == "auth" else self.interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=pause)
 

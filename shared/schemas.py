@@ -9,7 +9,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.topics import ID_PATTERN
 
@@ -238,6 +246,37 @@ class RolloutReport(BaseModel):
         default=None, ge=0, le=1, description="share of shadow readings it found anomalous")
 
 
+ConfigValue = int | float
+
+# The gateway settings the cloud may change at run time (desired config): name -> type and
+# range. The cloud refuses other names; the gateway checks again before applying. Strict: a
+# string "9" or a bool is not a number here.
+GATEWAY_CONFIG_KEYS: dict[str, TypeAdapter[Any]] = {
+    "scoring.threshold": TypeAdapter(Annotated[
+        float, Field(strict=True, gt=0, le=1e6, allow_inf_nan=False)]),
+    "alerts.open_after": TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=1000)]),
+    "alerts.resolve_after": TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=10_000)]),
+    "sync.interval_s": TypeAdapter(Annotated[
+        float, Field(strict=True, ge=0.05, le=3600, allow_inf_nan=False)]),
+}
+
+
+def check_gateway_config(config: dict[str, Any]) -> tuple[dict[str, ConfigValue], dict[str, str]]:
+    """Split a desired config into valid values and refusals (name -> reason)."""
+    good: dict[str, ConfigValue] = {}
+    refused: dict[str, str] = {}
+    for name, value in config.items():
+        adapter = GATEWAY_CONFIG_KEYS.get(name)
+        if adapter is None:
+            refused[name] = f"unknown setting; known: {', '.join(sorted(GATEWAY_CONFIG_KEYS))}"
+            continue
+        try:
+            good[name] = adapter.validate_python(value)
+        except ValidationError as exc:
+            refused[name] = exc.errors(include_url=False)[0]["msg"]
+    return good, refused
+
+
 class GatewayState(BaseModel):
     """What a gateway actually runs, reported with every upload (the desired state's mirror)."""
 
@@ -252,6 +291,12 @@ class GatewayState(BaseModel):
     rollout: list[RolloutReport] = Field(
         default_factory=list, max_length=32,
         description="model rollouts in progress or last finished, one per profile")
+    config: dict[str, ConfigValue] | None = Field(
+        default=None, max_length=32,
+        description="desired config values applied (config_version's), name -> value")
+    config_refused: dict[str, Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=dict, max_length=32,
+        description="desired config values not applied, name -> reason")
 
 
 class BackfillRequest(BaseModel):

@@ -19,6 +19,7 @@ from cloud.api.routes import (
     alerts,
     backfill,
     drift,
+    gateway_config,
     health,
     models,
     notifications,
@@ -131,6 +132,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(health.router)
     app.include_router(training_routes.router)
     for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
-                   drift):
+                   drift, gateway_config):
         app.include_router(module.router)
     return app
