@@ -47,6 +47,10 @@ class OnnxModel:
                 f"model {manifest.version} takes {[(i.name, i.shape) for i in inputs]}, "
                 f"its manifest promises {n_features} features")
         self._input = inputs[0].name
+        # Batches this model failed to score since it was loaded, and the last reason: the
+        # rollout (edge.rollout) rolls a freshly swapped-in version back on them.
+        self.run_failures = 0
+        self.last_failure = ""
         outputs = [o.name for o in self.session.get_outputs()]
         if "scores" not in outputs:
             raise BundleError(f"model {manifest.version} has no 'scores' output ({outputs})")

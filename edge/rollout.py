@@ -15,7 +15,9 @@ differs from the one running, this module:
    an alert rate outside the manifest's ``alert_rate`` bounds rolls it back;
 4. swaps atomically (os.replace of ``<profile>.smb``, one dict store in the registry) keeping
    the previous versions (the last three) under ``.ota/versions/<profile>/``; for the next
-   ``shadow_readings`` readings the same bound applies, and a breach restores the previous one.
+   ``shadow_readings`` readings the same bound applies, and a breach restores the previous one;
+   so does failing at run time (onnxruntime error) on ``max_run_failures`` batches while
+   watched (the statistical detector scores the failed batches meanwhile, edge.score).
 
 Each step is reported in GatewayState.rollout. A refused or rolled back version is not tried
 again until the cloud asks for another (remembered in ``.ota/refused.json`` across restarts).
@@ -57,12 +59,13 @@ class ModelRollout:
 
     def __init__(self, registry: ModelRegistry, downloader: BundleDownloader, *,
                  shadow_readings: int = 200, max_alert_rate: float = 0.2,
-                 retry_s: float = 30.0) -> None:
+                 retry_s: float = 30.0, max_run_failures: int = 2) -> None:
         self.registry = registry
         self.downloader = downloader
         self.shadow_readings = shadow_readings
         self.max_alert_rate = max_alert_rate
         self.retry_s = retry_s
+        self.max_run_failures = max_run_failures
         self.dir = registry.models_dir / ".ota"
         self._desired: dict[str, str] = {}
         self._ordered: set[str] = set()
@@ -101,6 +104,8 @@ class ModelRollout:
                     self._poke()
         for profile, trial in list(self._watch.items()):
             version = trial.model.version
+            if trial.model.run_failures >= self.max_run_failures:
+                self._poke()
             for r, s in zip(readings, scores, strict=True):
                 if r.type == profile and s.model_version == version:
                     trial.scored += 1
@@ -178,7 +183,11 @@ class ModelRollout:
         running = self.registry.get(profile)
         watch = self._watch.get(profile)
         if watch is not None and watch.model.version == version:
-            if watch.n >= self.shadow_readings and watch.failure is None:
+            if watch.model.run_failures >= self.max_run_failures:
+                await self._roll_back_watch(
+                    profile, watch, f"failed at run time on {watch.model.run_failures} "
+                    f"batches (last: {_brief(watch.model.last_failure)})")
+            elif watch.n >= self.shadow_readings and watch.failure is None:
                 await self._judge_watch(profile, watch)
             return
         if running is not None and running.version == version:
@@ -259,6 +268,10 @@ class ModelRollout:
         trial.failure = problem or ""  # judged once; it keeps counting readings scored
         if not problem:
             return
+        await self._roll_back_watch(profile, trial, problem)
+
+    async def _roll_back_watch(self, profile: str, trial: Trial, problem: str) -> None:
+        """Restore the version before ``trial``'s and remember why it went."""
         del self._watch[profile]
         restored = await asyncio.to_thread(self._restore, profile, trial.previous)
         self._refuse(profile, trial.model.version, "rolled_back",
@@ -350,6 +363,12 @@ class ModelRollout:
             os.replace(tmp, self.dir / "refused.json")
         except OSError as exc:
             log.warning("refused versions not saved (%s): a restart may try them again", exc)
+
+
+def _brief(text: str, limit: int = 120) -> str:
+    """``text`` on one line and cut short, so the outcome after it fits the report's reason."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
 async def _first(stop: asyncio.Event, wake: asyncio.Event) -> None:

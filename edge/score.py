@@ -214,6 +214,8 @@ class ModelScorer:
             except ModelRunError as exc:
                 log.error("profile=%s model failed on %d readings, statistical fallback "
                           "scores them: %s", profile_name, len(idxs), exc)
+                model.run_failures += 1
+                model.last_failure = exc.reason
                 to_fallback.extend(idxs)
                 continue
             for i, score in zip(idxs, scores, strict=True):

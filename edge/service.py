@@ -54,7 +54,8 @@ class Gateway:
         self.rollout = ModelRollout(self.models, self.downloader,
                                     shadow_readings=s.rollout.shadow_readings,
                                     max_alert_rate=s.rollout.max_alert_rate,
-                                    retry_s=s.rollout.retry_s)
+                                    retry_s=s.rollout.retry_s,
+                                    max_run_failures=s.rollout.max_run_failures)
         # The rollout sees every scored batch: shadow models score beside the current one.
         self.scorer = ObservedScorer(ModelScorer(self.models.get, self.fallback), self.rollout)
         self.publisher = AlertPublisher(s.mqtt.host, s.mqtt.port, s.gateway_id,

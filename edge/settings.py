@@ -165,6 +165,10 @@ class RolloutSettings(_Section):
     retry_s: float = Field(
         default=30.0, gt=0, le=3600, description="pause before retrying a failed bundle download"
     )
+    max_run_failures: int = Field(
+        default=2, ge=1, le=1000,
+        description="batches a swapped-in model may fail to score before it is rolled back",
+    )
 
 
 class AlertSettings(_Section):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
+import hashlib
 import json
 from collections.abc import Iterator
 from itertools import count
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from onnx import TensorProto, helper
 
 from cloud.artifacts import LocalArtifactStore
 from cloud.ingest.batch import desired_state
@@ -25,7 +28,7 @@ from edge.ota import BundleDownloader
 from edge.rollout import ModelRollout
 from edge.score import ModelScorer, RobustZScorer
 from edge.shadow import ObservedScorer, alert_rate_bounds, check_spec
-from shared.bundle import BundleError
+from shared.bundle import BundleError, write_bundle
 from shared.features import FeatureSpec
 from shared.schemas import DesiredState, RolloutReport, Telemetry
 from tests.fixtures.bundles import V1, V2, Bundles, make_bundles, motor_series
@@ -224,3 +227,73 @@ async def test_an_older_version_runs_again_only_when_the_cloud_orders_a_rollback
         await task
     assert registry.get("motor").version == V1  # type: ignore[union-attr]
     assert report(rollout).reason == f"ordered rollback from {V2}"
+
+
+def _fails_on_batches(b: Bundles, version: str, created_ms: int) -> bytes:
+    """A signed bundle whose ONNX graph loads and scores one vector but fails on more.
+
+    The Reshape to a fixed (1, features) shape is valid ONNX that onnxruntime accepts at load
+    time and for the gateway's one-row load check; a batch of several rows makes it raise.
+    """
+    n = len(b.manifest.spec.names)
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["row"]),
+         helper.make_node("ReduceSum", ["row", "axes"], ["scores"], keepdims=0)],
+        "fails_on_batches",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, n]),
+         helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    extra = {**b.manifest.extra, "alert_rate": {"max": 1.0}}
+    onnx_bytes = model.SerializeToString()
+    m = dataclasses.replace(b.manifest, version=version, created_ms=created_ms, extra=extra,
+                            onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest())
+    return write_bundle(m, onnx_bytes, b.key)
+
+
+@pytest.mark.expected_errors("edge.rollout", "rolled back")
+@pytest.mark.expected_errors("edge.score", "statistical fallback")
+async def test_a_model_failing_at_run_time_after_the_swap_is_rolled_back(
+    tmp_path: Path, bundles: Bundles,
+) -> None:
+    models = tmp_path / "models"
+    kept = models / ".ota" / "versions" / "motor"
+    kept.mkdir(parents=True)
+    v1 = bundles.make(V1, bundles.manifest.created_ms)
+    (models / "motor.smb").write_bytes(v1)
+    (kept / f"{V2}.smb").write_bytes(_fails_on_batches(bundles, V2,
+                                                       bundles.manifest.created_ms + 1000))
+    registry = ModelRegistry(models, [bundles.key.public_key()])
+    registry.refresh()
+    downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
+    rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05,
+                           max_run_failures=2)
+    scorer = ObservedScorer(ModelScorer(registry.get, RobustZScorer()), rollout)
+    seqs = count()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollout.run(stop))
+    try:
+        rollout.on_desired(DesiredState(models={"motor": V2}))
+
+        def feed(n: int, step: str) -> bool:
+            scorer.score_batch(readings(False, seqs, n))
+            return report(rollout).step == step if rollout.reports() else False
+
+        # One reading per batch: the candidate scores in shadow and is swapped in.
+        await wait_until_async(lambda: feed(1, "running"), 30, "V2 swapped in")
+        assert registry.get("motor").version == V2  # type: ignore[union-attr]
+        # Several readings per batch: every batch fails at run time.
+        await wait_until_async(lambda: feed(10, "rolled_back"), 30, "V2 rolled back")
+    finally:
+        stop.set()
+        await task
+    rep = report(rollout)
+    assert rep.version == V2
+    assert rep.reason.startswith("after the swap: failed at run time on 2 batches")
+    assert "inference failed" in rep.reason
+    assert rep.reason.endswith(f"{V1} restored")
+    assert registry.get("motor").version == V1  # type: ignore[union-attr]
+    assert (models / "motor.smb").read_bytes() == v1
+    assert {s.model_version for s in scorer.score_batch(readings(False, seqs))} == {V1}
