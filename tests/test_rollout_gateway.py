@@ -170,11 +170,6 @@ def test_rollout_api_roles_validation_supersession_rollback_and_ranges(
         listed = biz.get("viewer", "/api/v1/rollouts").json()
         assert [(r["rollout_id"], r["state"]) for r in listed] == [
             (second["rollout_id"], "canary"), (first["rollout_id"], "superseded")]
-        path = f"/api/v1/rollouts/{second['rollout_id']}/rollback"
-        assert biz.send("POST", "viewer", path, {"reason": "x"}).status_code == 403
-        assert biz.send("POST", "operator", path, {"reason": "x"}).status_code == 200
-        assert biz.send("POST", "operator", path, {"reason": "x"}).status_code == 409
-
         url = f"/api/v1/models/motor/{V2}/bundle"
         gw = {"Authorization": f"Bearer {biz.gateway_tokens['gw-1']}"}
         assert biz.client.get(url, headers=biz.auth("admin")).status_code == 401
@@ -191,8 +186,19 @@ def test_rollout_api_roles_validation_supersession_rollback_and_ranges(
         assert stale.content == data
         beyond = biz.client.get(url, headers={**gw, "Range": f"bytes={len(data)}-"})
         assert beyond.status_code == 416
-        assert biz.client.get(f"/api/v1/models/motor/{V1}/bundle",
-                              headers=gw).status_code == 404
+        # Only the gateways a rollout wants the version on may download it.
+        not_mine = biz.client.get(f"/api/v1/models/motor/{V1}/bundle", headers=gw)
+        assert not_mine.status_code == 403
+        assert "no rollout wants it there" in not_mine.text
+        fleet = {"Authorization": f"Bearer {biz.gateway_tokens['gw-2']}"}
+        assert biz.client.get(url, headers=fleet).status_code == 403  # not promoted yet
+
+        path = f"/api/v1/rollouts/{second['rollout_id']}/rollback"
+        assert biz.send("POST", "viewer", path, {"reason": "x"}).status_code == 403
+        assert biz.send("POST", "operator", path, {"reason": "x"}).status_code == 200
+        assert biz.send("POST", "operator", path, {"reason": "x"}).status_code == 409
+        # Rolled back: gw-1 ran no model before, so V2 is nobody's to download any more.
+        assert biz.client.get(url, headers=gw).status_code == 403
     with psycopg.connect(pg_dsn) as conn:
         actions = [a for (a,) in conn.execute(
             "SELECT action FROM audit_log WHERE entity = 'rollout' ORDER BY audit_id")]

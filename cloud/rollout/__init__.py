@@ -5,7 +5,12 @@ gateways report with their uploads, the promotion it triggers and the desired mo
 follow, all inside the sync batch's transaction.
 """
 
-from cloud.rollout.progress import desired_models, gateway_models, record_report
+from cloud.rollout.progress import (
+    desired_models,
+    gateway_models,
+    may_download,
+    record_report,
+)
 from cloud.rollout.rollouts import (
     Rollout,
     RolloutCreate,
@@ -27,6 +32,7 @@ __all__ = [
     "gateway_models",
     "get_rollout",
     "list_rollouts",
+    "may_download",
     "record_report",
     "rollback_rollout",
 ]

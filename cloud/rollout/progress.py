@@ -53,6 +53,21 @@ def desired_models(conn: Conn, gateway_id: str,
     return models, sorted(rollback)
 
 
+def may_download(conn: Conn, gateway_id: str, profile: str, version: str) -> bool:
+    """Whether ``version`` is desired for the gateway or one it ran before a rollout of it."""
+    base = conn.execute("SELECT desired_models FROM gateways WHERE gateway_id = %s",
+                        (gateway_id,)).fetchone()
+    models, _ = desired_models(conn, gateway_id, base[0] if base else None)
+    if models.get(profile) == version:
+        return True
+    # The version it ran before a rollout: kept on disk, but a lost copy may be fetched again.
+    return conn.execute(
+        "SELECT 1 FROM rollout_targets t JOIN model_rollouts r USING (rollout_id)"
+        " WHERE t.gateway_id = %s AND r.profile = %s AND t.previous_version = %s"
+        " AND r.state <> 'superseded' LIMIT 1", (gateway_id, profile, version)).fetchone() \
+        is not None
+
+
 def record_report(conn: Conn, gateway_id: str, state: GatewayState) -> list[int]:
     """Store a gateway's models and rollout steps; returns the rollouts promoted or halted."""
     reasons = {r.profile: r for r in state.rollout}

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from cloud.artifacts import ArtifactStore, InvalidArtifactKeyError, validate_key
 from cloud.db.pool import Conn
-from cloud.exceptions import ConflictError, GatewayNotFoundError, NotFoundError
+from cloud.exceptions import CloudError, ConflictError, GatewayNotFoundError, NotFoundError
 from cloud.operations import audit
 from shared.schemas import MAX_MODEL_VERSION, MAX_PROFILE_NAME, anchored
 from shared.sensors import PROFILES
@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ("canary", "fleet")
 VERSION_PATTERN = "[A-Za-z0-9._\\-=+@,]{1,64}"  # also a safe artifact-key segment
+
+
+class BundleNotForGatewayError(CloudError):
+    """A gateway asked for a bundle no rollout meant for it (HTTP 403)."""
+
+    http_status = 403
+
+    def __init__(self, gateway_id: str, profile: str, version: str) -> None:
+        super().__init__(
+            f"gateway {gateway_id!r} may not download {profile} {version}: no rollout wants it "
+            "there and it is not the version it ran before one; create a rollout that targets "
+            "this gateway")
 
 
 def bundle_key(profile: str, version: str) -> str:

@@ -26,9 +26,10 @@ from cloud.rollout import (
     gateway_models,
     get_rollout,
     list_rollouts,
+    may_download,
     rollback_rollout,
 )
-from cloud.rollout.rollouts import VERSION_PATTERN
+from cloud.rollout.rollouts import VERSION_PATTERN, BundleNotForGatewayError
 from shared.schemas import MAX_REASON
 from shared.topics import ID_PATTERN
 
@@ -130,15 +131,19 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
             summary="Download a signed model bundle (gateway token; HTTP Range to resume)",
             responses={200: {"content": {BUNDLE_MEDIA_TYPE: {}}},
                        206: {"description": "the requested byte range"},
+                       403: {"description": "no rollout wants this version on the gateway"},
                        404: {"description": "no such bundle"},
                        416: {"description": "range starts beyond the bundle"}})
 async def get_bundle(request: Request, gateway_id: GatewayAuth, pool: Pool, profile: Profile,
                      version: Version) -> Response:
-    """The bundle's bytes; ETag is its sha256, so a resumed download notices a replacement."""
+    """The bundle's bytes, to a gateway a rollout wants it on (or that ran it before one);
+    ETag is its sha256, so a resumed download notices a replacement."""
     store = get_artifacts(request)
 
     def lookup() -> tuple[str, int, str]:
         with pool.connection() as conn:
+            if not may_download(conn, gateway_id, profile, version):
+                raise BundleNotForGatewayError(gateway_id, profile, version)
             key = artifact_for(conn, profile, version)
         info = store.head(key)
         return key, info.size, info.sha256
