@@ -303,3 +303,45 @@ async def test_a_model_failing_at_run_time_after_the_swap_is_rolled_back(
     assert registry.get("motor").version == V1  # type: ignore[union-attr]
     assert (models / "motor.smb").read_bytes() == v1
     assert {s.model_version for s in scorer.score_batch(readings(False, seqs))} == {V1}
+
+
+def test_an_overdue_canary_stage_halts_and_an_operator_may_cancel_a_rollout(
+    pg_dsn: str, tmp_path: Path, bundles: Bundles,
+) -> None:
+    root = tmp_path / "artifacts"
+    LocalArtifactStore(root).put_bytes(f"models/mill/{V2}/bundle.smb",
+                                       bundles.make(V2, bundles.manifest.created_ms + 1))
+    body: dict[str, object] = {"profile": "mill", "version": V2, "canaries": ["gw-1"],
+                               "fleet": ["gw-2"]}
+    with running_biz(pg_dsn, artifacts={"local_root": str(root)}) as biz:
+        bad = biz.send("POST", "admin", "/api/v1/rollouts", {**body, "canary_timeout_s": 0})
+        assert bad.status_code == 422
+        stuck = biz.send("POST", "admin", "/api/v1/rollouts",
+                         {**body, "canary_timeout_s": 600}).json()
+        assert stuck["canary_timeout_s"] == 600
+        with psycopg.connect(pg_dsn) as conn:
+            # gw-1 never reports: the rollout began longer ago than its timeout.
+            conn.execute("UPDATE model_rollouts SET created_at = now() - interval '601 s'"
+                         " WHERE rollout_id = %s", (stuck["rollout_id"],))
+        (listed,) = biz.get("viewer", "/api/v1/rollouts?profile=mill").json()
+        assert listed["state"] == "halted"
+        assert listed["reason"].startswith(
+            "canary gw-1 did not report the version within 600 s")
+        with psycopg.connect(pg_dsn) as conn:
+            assert desired_state(conn, "gw-1").models == {}  # it keeps what it runs
+
+        fresh = biz.send("POST", "admin", "/api/v1/rollouts", body).json()
+        assert fresh["canary_timeout_s"] == 3600  # the default
+        path = f"/api/v1/rollouts/{fresh['rollout_id']}/cancel"
+        assert biz.send("POST", "viewer", path, {"reason": "wrong model"}).status_code == 403
+        cancelled = biz.send("POST", "operator", path, {"reason": "wrong model"})
+        assert cancelled.status_code == 200
+        assert cancelled.json()["state"] == "halted"
+        assert cancelled.json()["reason"].endswith("wrong model")
+        assert biz.send("POST", "operator", path, {"reason": "again"}).status_code == 409
+        with psycopg.connect(pg_dsn) as conn:
+            assert desired_state(conn, "gw-1").models == {}
+    with psycopg.connect(pg_dsn) as conn:
+        actions = [a for (a,) in conn.execute(
+            "SELECT action FROM audit_log WHERE entity = 'rollout' ORDER BY audit_id")]
+    assert actions == ["rollout.create", "rollout.halt", "rollout.create", "rollout.cancel"]

@@ -36,6 +36,8 @@ def desired_models(conn: Conn, gateway_id: str,
     rollback: list[str] = []
     for profile, version, state, stage, status, previous in conn.execute(
             _GOVERNING, (gateway_id,), prepare=True):
+        if state == "halted":
+            continue  # stopped where it stood: the gateway keeps what it runs
         if state == "rolled_back":
             want, ordered = previous, True
         elif status in _FAILED or state == "failed":

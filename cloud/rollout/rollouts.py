@@ -4,7 +4,10 @@ A rollout deploys one model version of one sensor profile to canary gateways fir
 rest (the fleet) once every canary reports the version running with ``min_scored`` readings
 scored by it and no rollback (cloud.rollout.progress advances it). A newer rollout of the same
 profile supersedes the older one; a manual rollback orders every target back to the version it
-ran before, as an explicit rollback the gateway accepts although that bundle is older.
+ran before, as an explicit rollback the gateway accepts although that bundle is older. A canary
+stage still running ``canary_timeout_s`` after the rollout began (a canary never reported the
+version) is halted when rollouts are read; an operator may halt (cancel) one too. A halted
+rollout orders nothing more: its gateways keep the model they run.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ class RolloutCreate(BaseModel):
                              description="gateways that get it once the canaries are healthy")
     min_scored: int = Field(default=100, ge=1, le=10_000_000,
                             description="readings each canary must score with it, healthily")
+    canary_timeout_s: int = Field(
+        default=3600, ge=1, le=30 * 86400,
+        description="seconds the canaries have to run the version healthily before the "
+                    "rollout is halted")
     artifact_key: str | None = Field(
         default=None, description="bundle's key in the artifact store; default "
                                   "models/<profile>/<version>/bundle.smb")
@@ -95,7 +102,8 @@ class Rollout(BaseModel):
     version: str
     artifact_key: str
     min_scored: int
-    state: str = Field(examples=["canary", "fleet", "done", "failed", "rolled_back"])
+    canary_timeout_s: int
+    state: str = Field(examples=["canary", "fleet", "done", "failed", "rolled_back", "halted"])
     reason: str
     created_by: str
     created_at: datetime
@@ -127,9 +135,10 @@ def create_rollout(conn: Conn, who: str, body: RolloutCreate,
             " WHERE profile = %s AND state = ANY(%s) RETURNING rollout_id",
             (body.profile, list(ACTIVE)))]
         row = conn.execute(
-            "INSERT INTO model_rollouts (profile, version, artifact_key, min_scored, created_by)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING rollout_id",
-            (body.profile, body.version, key, body.min_scored, who)).fetchone()
+            "INSERT INTO model_rollouts (profile, version, artifact_key, min_scored,"
+            " canary_timeout_s, created_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING rollout_id",
+            (body.profile, body.version, key, body.min_scored, body.canary_timeout_s,
+             who)).fetchone()
         assert row is not None  # noqa: S101 - INSERT ... RETURNING
         rid = int(row[0])
         with conn.cursor() as cur:
@@ -140,7 +149,8 @@ def create_rollout(conn: Conn, who: str, body: RolloutCreate,
                  for g in body.canaries + body.fleet])
         audit.record(conn, who, "rollout.create", "rollout", str(rid), before=None, after={
             "profile": body.profile, "version": body.version, "canaries": body.canaries,
-            "fleet": body.fleet, "min_scored": body.min_scored, "superseded": superseded})
+            "fleet": body.fleet, "min_scored": body.min_scored,
+            "canary_timeout_s": body.canary_timeout_s, "superseded": superseded})
     log.info("rollout %d: %s %s to canaries %s, then %d gateways", rid, body.profile,
              body.version, body.canaries, len(body.fleet))
     return get_rollout(conn, rid)
@@ -172,9 +182,58 @@ def rollback_rollout(conn: Conn, who: str, rollout_id: int, reason: str) -> Roll
     return get_rollout(conn, rollout_id)
 
 
+def cancel_rollout(conn: Conn, who: str, rollout_id: int, reason: str) -> Rollout:
+    """Halt an active rollout where it stands (gateways keep what they run); audited."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT state, profile, version FROM model_rollouts WHERE rollout_id = %s"
+            " FOR UPDATE", (rollout_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no rollout {rollout_id}")
+        state, profile, version = row
+        if state not in ACTIVE:
+            raise ConflictError(f"rollout {rollout_id} is {state}; only a rollout in "
+                                f"{list(ACTIVE)} can be cancelled")
+        why = f"cancelled by {who}: {reason}"
+        conn.execute("UPDATE model_rollouts SET state = 'halted', reason = %s,"
+                     " updated_at = now() WHERE rollout_id = %s", (why, rollout_id))
+        audit.record(conn, who, "rollout.cancel", "rollout", str(rollout_id),
+                     before={"state": state, "profile": profile, "version": version},
+                     after={"state": "halted", "reason": why})
+    log.warning("rollout %d (%s %s) %s", rollout_id, profile, version, why)
+    return get_rollout(conn, rollout_id)
+
+
+def halt_overdue_canaries(conn: Conn) -> list[int]:
+    """Halt canary stages older than their ``canary_timeout_s``; audited, returns their ids."""
+    halted = []
+    with conn.transaction():
+        overdue = conn.execute(
+            "SELECT rollout_id, profile, version, min_scored, canary_timeout_s"
+            " FROM model_rollouts WHERE state = 'canary'"
+            " AND created_at + canary_timeout_s * interval '1 second' < now()"
+            " FOR UPDATE SKIP LOCKED").fetchall()
+        for rid, profile, version, min_scored, timeout_s in overdue:
+            late = conn.execute(
+                "SELECT gateway_id, status, scored FROM rollout_targets WHERE rollout_id = %s"
+                " AND stage = 'canary' AND NOT (status = 'running' AND scored >= %s)"
+                " ORDER BY gateway_id LIMIT 1", (rid, min_scored)).fetchone()
+            gateway, status, scored = late if late else ("?", "unknown", 0)
+            why = (f"canary {gateway} did not report the version within {timeout_s} s "
+                   f"(its last step: {status}, {scored} readings scored)")
+            conn.execute("UPDATE model_rollouts SET state = 'halted', reason = %s,"
+                         " updated_at = now() WHERE rollout_id = %s", (why, rid))
+            audit.record(conn, "system", "rollout.halt", "rollout", str(rid),
+                         before={"state": "canary", "profile": profile, "version": version},
+                         after={"state": "halted", "reason": why})
+            log.warning("rollout %d (%s %s) halted: %s", rid, profile, version, why)
+            halted.append(int(rid))
+    return halted
+
+
 _SELECT = (
-    "SELECT rollout_id, profile, version, artifact_key, min_scored, state, reason, created_by,"
-    " created_at, updated_at FROM model_rollouts")
+    "SELECT rollout_id, profile, version, artifact_key, min_scored, canary_timeout_s, state,"
+    " reason, created_by, created_at, updated_at FROM model_rollouts")
 
 
 def _targets(conn: Conn, rollout_id: int) -> list[TargetState]:
@@ -190,12 +249,14 @@ def _rollout(conn: Conn, row: tuple[object, ...]) -> Rollout:
     rid = int(str(row[0]))
     return Rollout.model_validate({
         "rollout_id": rid, "profile": row[1], "version": row[2], "artifact_key": row[3],
-        "min_scored": row[4], "state": row[5], "reason": row[6], "created_by": row[7],
-        "created_at": row[8], "updated_at": row[9], "targets": _targets(conn, rid)})
+        "min_scored": row[4], "canary_timeout_s": row[5], "state": row[6], "reason": row[7],
+        "created_by": row[8], "created_at": row[9], "updated_at": row[10],
+        "targets": _targets(conn, rid)})
 
 
 def get_rollout(conn: Conn, rollout_id: int) -> Rollout:
-    """One rollout with its targets; NotFoundError if there is none."""
+    """One rollout with its targets (overdue canary stages halted first); NotFoundError."""
+    halt_overdue_canaries(conn)
     row = conn.execute(_SELECT + " WHERE rollout_id = %s", (rollout_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no rollout {rollout_id}")
@@ -203,7 +264,8 @@ def get_rollout(conn: Conn, rollout_id: int) -> Rollout:
 
 
 def list_rollouts(conn: Conn, profile: str | None = None, limit: int = 50) -> list[Rollout]:
-    """The newest rollouts first, optionally of one profile."""
+    """The newest rollouts first, optionally of one profile (overdue canaries halted first)."""
+    halt_overdue_canaries(conn)
     rows = conn.execute(
         _SELECT + " WHERE (%(p)s::text IS NULL OR profile = %(p)s)"
         " ORDER BY rollout_id DESC LIMIT %(n)s", {"p": profile, "n": min(limit, 500)}).fetchall()

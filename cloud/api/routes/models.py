@@ -1,4 +1,4 @@
-"""Model rollouts: create, list, roll back (users); bundle download with Range (gateways)."""
+"""Model rollouts: create, list, roll back, cancel (users); bundle download (gateways)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from cloud.rollout import (
     Rollout,
     RolloutCreate,
     artifact_for,
+    cancel_rollout,
     create_rollout,
     gateway_models,
     get_rollout,
@@ -53,7 +54,7 @@ def get_artifacts(request: Request) -> ArtifactStore:
 
 
 class RollbackBody(BaseModel):
-    """Why the rollout is rolled back (kept in the rollout and the audit log)."""
+    """Why the rollout is rolled back or cancelled (kept in the rollout and the audit log)."""
 
     reason: str = Field(min_length=1, max_length=MAX_REASON, examples=["alerts doubled"])
 
@@ -102,6 +103,17 @@ def post_rollback(pool: Pool, who: Operator, rollout_id: Annotated[int, PathPara
     """Manual rollback: audited, carried to the gateways as an explicit rollback order."""
     with pool.connection() as conn:
         return rollback_rollout(conn, who.name, rollout_id, body.reason)
+
+
+@router.post("/rollouts/{rollout_id}/cancel", response_model=Rollout,
+             summary="Halt a rollout where it stands; gateways keep what they run",
+             responses={404: {"description": "no such rollout"},
+                        409: {"description": "not in the canary or fleet stage"}})
+def post_cancel(pool: Pool, who: Operator, rollout_id: Annotated[int, PathParam(ge=1)],
+                body: RollbackBody) -> Rollout:
+    """Cancel: the rollout is halted (audited) and orders no gateway to change its model."""
+    with pool.connection() as conn:
+        return cancel_rollout(conn, who.name, rollout_id, body.reason)
 
 
 @router.get("/models/running", response_model=list[RunningModel],
