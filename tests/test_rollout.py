@@ -35,6 +35,7 @@ from cloud.access.users import create_user
 from cloud.api.app import create_app
 from cloud.artifacts import LocalArtifactStore
 from cloud.db.migrate import migrate
+from cloud.rollout import RolloutCreate, create_rollout
 from cloud.settings import CloudSettings
 from cloud.training.config import TrainingConfig
 from cloud.training.pipeline import TrainingResult, train_models
@@ -352,6 +353,10 @@ async def test_a_dropped_download_resumes_with_a_range_request(
     store = LocalArtifactStore(tmp_path / "artifacts")
     data = bundles.make(V2, bundles.manifest.created_ms + 1)
     store.put_bytes(f"models/motor/{V2}/bundle.smb", data)
+    with psycopg.connect(pg_dsn) as conn:
+        # Only a gateway a rollout wants the version on may download it.
+        create_rollout(conn, "admin", RolloutCreate(profile="motor", version=V2,
+                                                    canaries=["gw-dl"]), store)
     app = create_app(settings(pg_dsn, store))
     with TestClient(app):
         transport = _DropOnce(httpx.ASGITransport(app=app), cut=len(data) // 3)
