@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from onnx import TensorProto, helper
 
 from cloud.artifacts import LocalArtifactStore
@@ -161,6 +162,13 @@ def test_rollout_api_roles_validation_supersession_rollback_and_ranges(
         for bad, status in cases:
             r = biz.send("POST", "admin", "/api/v1/rollouts", {**body, **bad})
             assert r.status_code == status, (bad, r.text)
+        with psycopg.connect(pg_dsn) as conn:
+            # gw-2 runs V1: the version it may fetch again to roll back to.
+            conn.execute("UPDATE gateways SET reported_state = jsonb_set(coalesce("
+                         "reported_state, '{}'), '{models}', %s) WHERE gateway_id = 'gw-2'",
+                         (Jsonb({"motor": V1}),))
+        LocalArtifactStore(root).put_bytes(f"models/motor/{V1}/bundle.smb",
+                                           bundles.make(V1, bundles.manifest.created_ms))
         first = biz.send("POST", "admin", "/api/v1/rollouts", body).json()
         with psycopg.connect(pg_dsn) as conn:
             # Canaries get the version at once, the fleet only after the promotion.
@@ -192,6 +200,8 @@ def test_rollout_api_roles_validation_supersession_rollback_and_ranges(
         assert "no rollout wants it there" in not_mine.text
         fleet = {"Authorization": f"Bearer {biz.gateway_tokens['gw-2']}"}
         assert biz.client.get(url, headers=fleet).status_code == 403  # not promoted yet
+        previous = biz.client.get(f"/api/v1/models/motor/{V1}/bundle", headers=fleet)
+        assert previous.status_code == 200  # gw-2's own previous version
 
         path = f"/api/v1/rollouts/{second['rollout_id']}/rollback"
         assert biz.send("POST", "viewer", path, {"reason": "x"}).status_code == 403
