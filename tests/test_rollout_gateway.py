@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 from onnx import TensorProto, helper
+from psycopg.types.json import Jsonb
 
 from cloud.artifacts import LocalArtifactStore
 from cloud.ingest.batch import desired_state
