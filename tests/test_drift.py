@@ -29,6 +29,7 @@ from cloud.ingest.batch import apply_batch
 from cloud.settings import CloudSettings
 from cloud.training.config import TrainingConfig
 from cloud.training.pipeline import train_models
+from cloud.training.tracking import CHAMPION
 from shared.bundle import generate_key, load_private_key
 from shared.schemas import Reading, SyncBatch
 from simulator.signals import MotorReplay
@@ -216,3 +217,38 @@ def test_events_api_cli_and_the_app_queues_the_periodic_check(
     report = json.loads(capsys.readouterr().out)
     assert report["profiles"] == []  # no readings in the last hours
     assert report["events"] == []
+
+
+@pytest.mark.slow
+def test_each_device_is_compared_with_the_model_its_gateway_runs(
+    conn: Conn, settings: CloudSettings,
+) -> None:
+    seq = _load(conn, _replay(7), 0, N, seq=1)
+    assert settings.drift.signing_key is not None
+    key = load_private_key(settings.drift.signing_key)
+    (v1,) = train_models(conn, settings.training, key, since=_at(-60), until=_at(N),
+                         profiles=["motor"], actor="test").trained
+    (v2,) = train_models(conn, settings.training, key, since=_at(-60), until=_at(N),
+                         profiles=["motor"], actor="test").trained
+    assert (v1.version, v2.version) == ("1", "2")
+    assert v1.bundle_version != v2.bundle_version
+    client = mlflow.MlflowClient(settings.training.resolved_tracking_uri())
+    client.set_registered_model_alias(v2.model_name, CHAMPION, "2")  # v2 is the champion
+    _load(conn, _replay(9), N, M, seq=seq, shift={"motor-1": VIBRATION_SHIFT_G})
+    with conn.transaction():
+        # gw-1 still runs v1; motor-2 moved to gw-2, which reports no model (champion then).
+        conn.execute("INSERT INTO gateway_models (gateway_id, profile, version)"
+                     " VALUES ('gw-1', 'motor', %s)", (v1.bundle_version,))
+        conn.execute("UPDATE devices SET gateway_id = 'gw-2' WHERE device_id = 'motor-2'")
+
+    report = check_drift(conn, settings.training, settings.drift, until=_at(N + M))
+    (profile,) = report.profiles
+    assert profile.model_version == "2"
+    assert {d.device: d.model_version for d in profile.devices} == {"motor-1": "1",
+                                                                    "motor-2": "2"}
+    (event,) = report.events
+    assert event.device == "motor-1"
+    assert (event.model_version, event.bundle_version) == ("1", v1.bundle_version)
+    with conn.transaction():
+        (stored,) = list_events(conn, device="motor-1")
+    assert stored.model_version == "1"

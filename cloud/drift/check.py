@@ -1,16 +1,19 @@
 """The drift check: each device's recent features against its model's training reference.
 
-For every sensor profile with a champion in the MLflow registry, the champion's manifest gives
-the feature spec and the reference statistics written at training time. Each device's feature
-windows in the recent window are binned on the reference edges; a device whose PSI exceeds the
-threshold on any feature, over at least ``min_windows`` windows, is a drift event. One episode
-fires once: a device, profile and model version drift again only after the cooldown. Each
-event queues one retraining per profile and day through the job table.
+For every sensor profile with a champion in the MLflow registry, each device is compared with
+the model its gateway runs for the profile (cloud.rollout's ``gateway_models``, found in MLflow
+by the run's ``bundle.version`` tag), or with the champion when that is unknown. The model's
+manifest gives the feature spec and the reference statistics written at training time. Each
+device's feature windows in the recent window are binned on the reference edges; a device whose
+PSI exceeds the threshold on any feature, over at least ``min_windows`` windows, is a drift
+event. One episode fires once: a device, profile and model version drift again only after the
+cooldown. Each event queues one retraining per profile and day through the job table.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,8 +24,9 @@ from cloud.background import jobs
 from cloud.db.pool import Conn
 from cloud.drift.config import DriftConfig
 from cloud.drift.stats import BadReferenceError, psi_scores
+from cloud.rollout.rollouts import VERSION_PATTERN
 from cloud.training.config import TrainingConfig
-from cloud.training.dataset import feature_windows, load_profile, profiles_in_window
+from cloud.training.dataset import FeatureWindows, feature_windows, load_profile, profiles_in_window
 from shared.bundle import Manifest
 from shared.sensors import PROFILES
 
@@ -64,6 +68,9 @@ class DeviceCheck(BaseModel):
     """One device's comparison in one check."""
 
     device: str
+    model_version: str | None = Field(
+        default=None, description="registry version compared with: the one its gateway runs, "
+                                  "else the champion")
     windows: int
     max_score: float | None
     moved: list[str]
@@ -75,7 +82,7 @@ class ProfileCheck(BaseModel):
 
     profile: str
     model_name: str
-    model_version: str | None
+    model_version: str | None = Field(description="the champion's registry version")
     status: Literal["checked", "no model", "no reference"]
     devices: list[DeviceCheck]
 
@@ -96,6 +103,34 @@ def champion_manifest(tracker: Tracker, model_name: str) -> tuple[str, Manifest]
         return None
     raw = tracker.download(str(current.run_id), "bundle/manifest.json")
     return str(current.version), Manifest.from_json(raw)
+
+
+def bundle_manifest(tracker: Tracker, model_name: str,
+                    bundle_version: str) -> tuple[str, Manifest] | None:
+    """The registry version and manifest of the run that made ``bundle_version``; or None."""
+    if not re.fullmatch(VERSION_PATTERN, bundle_version):
+        return None  # a gateway's report; never interpolated into a filter unless plain
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.`bundle.version` = '{bundle_version}'",
+        max_results=1)
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    versions = [v for v in tracker.client.search_model_versions(f"run_id = '{run_id}'")
+                if v.name == model_name]
+    if not versions:
+        return None
+    raw = tracker.download(run_id, "bundle/manifest.json")
+    return str(versions[0].version), Manifest.from_json(raw)
+
+
+def running_versions(conn: Conn, profile: str) -> dict[str, str]:
+    """Device -> bundle version its gateway reports running for ``profile``."""
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT d.device_id, m.version FROM devices d JOIN gateway_models m"
+            " ON m.gateway_id = d.gateway_id WHERE m.profile = %s", (profile,)).fetchall()
+    return {str(d): str(v) for d, v in rows}
 
 
 def check_drift(conn: Conn, training: TrainingConfig, config: DriftConfig, *,
@@ -130,33 +165,49 @@ def _check_profile(conn: Conn, tracker: Tracker, training: TrainingConfig, confi
                    *, name: str, start: datetime, end: datetime,
                    retrain: bool) -> tuple[ProfileCheck, list[DriftEvent]]:
     model_name = training.model_name(name)
-    found = champion_manifest(tracker, model_name)
-    if found is None:
+    champion = champion_manifest(tracker, model_name)
+    if champion is None:
         return ProfileCheck(profile=name, model_name=model_name, model_version=None,
                             status="no model", devices=[]), []
-    version, manifest = found
-    pooled = manifest.extra.get("reference", {}).get("drift")
-    per_device = manifest.extra.get("training", {}).get("drift_devices", {})
-    if not isinstance(pooled, dict):
+    if not isinstance(champion[1].extra.get("reference", {}).get("drift"), dict):
         log.info("%s v%s has no drift reference (trained before drift checks): skipped",
-                 model_name, version)
-        return ProfileCheck(profile=name, model_name=model_name, model_version=version,
+                 model_name, champion[0])
+        return ProfileCheck(profile=name, model_name=model_name, model_version=champion[0],
                             status="no reference", devices=[]), []
-    windows = feature_windows(load_profile(conn, name, start, end), manifest.spec)
+    running = running_versions(conn, name)
+    models: dict[str, tuple[str, Manifest] | None] = {}
+    for bundle_version in set(running.values()):
+        models[bundle_version] = bundle_manifest(tracker, model_name, bundle_version)
+        if models[bundle_version] is None:
+            log.info("%s: running bundle %s not in MLflow; its devices use the champion",
+                     model_name, bundle_version)
+    data = load_profile(conn, name, start, end)
+    # Per registry version: versions may differ in their feature spec.
+    windows: dict[str, FeatureWindows] = {}
     devices: list[DeviceCheck] = []
     events: list[DriftEvent] = []
-    for device in sorted(set(windows.device.tolist())):
-        x = windows.x[windows.device == device]
+    for device in sorted({s.device for s in data.series}):
+        version, manifest = models.get(running.get(device, "")) or champion
+        pooled = manifest.extra.get("reference", {}).get("drift")
+        per_device = manifest.extra.get("training", {}).get("drift_devices", {})
+        if not isinstance(pooled, dict):
+            version, manifest = champion  # the running model predates drift references
+            pooled = manifest.extra["reference"]["drift"]
+            per_device = manifest.extra.get("training", {}).get("drift_devices", {})
+        if version not in windows:
+            windows[version] = feature_windows(data, manifest.spec)
+        w = windows[version]
+        x = w.x[w.device == device]
         if len(x) < config.min_windows:
-            devices.append(DeviceCheck(device=device, windows=len(x), max_score=None, moved=[],
-                                       status="too_few_windows"))
+            devices.append(DeviceCheck(device=device, model_version=version, windows=len(x),
+                                       max_score=None, moved=[], status="too_few_windows"))
             continue
         try:
             scores = psi_scores(per_device.get(device, pooled), manifest.spec.names, x)
         except BadReferenceError as exc:
-            log.warning("%s v%s: unusable drift reference, skipped: %s", model_name, version, exc)
-            return ProfileCheck(profile=name, model_name=model_name, model_version=version,
-                                status="no reference", devices=[]), []
+            log.warning("%s v%s: unusable drift reference, %s skipped: %s", model_name, version,
+                        device, exc)
+            continue
         moved = [f for f, s in scores.items() if s > config.psi_threshold]
         status: DeviceStatus = "drift" if moved else "stable"
         if moved:
@@ -169,9 +220,9 @@ def _check_profile(conn: Conn, tracker: Tracker, training: TrainingConfig, confi
                 events.append(event)
                 log.warning("drift: %s (%s) moved on %s against %s v%s", device, name,
                             ", ".join(moved), model_name, version)
-        devices.append(DeviceCheck(device=device, windows=len(x), max_score=max(scores.values()),
-                                   moved=moved, status=status))
-    return ProfileCheck(profile=name, model_name=model_name, model_version=version,
+        devices.append(DeviceCheck(device=device, model_version=version, windows=len(x),
+                                   max_score=max(scores.values()), moved=moved, status=status))
+    return ProfileCheck(profile=name, model_name=model_name, model_version=champion[0],
                         status="checked", devices=devices), events
 
 
