@@ -13,7 +13,7 @@ from typing import Any
 
 from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
 from edge.degraded import StorageHealth
-from edge.desired_config import ConfigApplier, Knob
+from edge.desired_config import ConfigApplier, DeviceConfigPublisher, Knob
 from edge.device_tracking import DeviceTracker
 from edge.exceptions import GatewayError
 from edge.http import EmbeddedServer, build_app, make_server
@@ -78,12 +78,17 @@ class Gateway:
                                  retention=self.retention)
         self.uploader = Uploader(s, self.outbox, state=self.actual_state,
                                  on_desired=self.on_desired)
+        self.device_config = DeviceConfigPublisher(
+            s.mqtt.host, s.mqtt.port, s.gateway_id,
+            lambda: [d["device"] for d in self.store.devices()], keepalive_s=s.mqtt.keepalive_s)
         # Settings the cloud may change at run time; their local values are the fallback.
         self.config = ConfigApplier(self.store, {
             "scoring.threshold": Knob(s.scoring.threshold, self._set_threshold),
             "alerts.open_after": Knob(s.alerts.open_after, self._set_open_after),
             "alerts.resolve_after": Knob(s.alerts.resolve_after, self._set_resolve_after),
             "sync.interval_s": Knob(s.sync.interval_s, self._set_sync_interval),
+            # 0: no interval from the cloud, each device runs its profile's default.
+            "devices.interval_ms": Knob(0, self.device_config.set_interval),
         })
         self.config.load()
         desired = self.outbox.desired()
@@ -238,6 +243,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         asyncio.create_task(_serve_http(server, s.http.host, s.http.port), name="http"),
         asyncio.create_task(gw.models.watch(stop, s.scoring.model_poll_s), name="models"),
         asyncio.create_task(gw.rollout.run(stop), name="rollout"),
+        asyncio.create_task(gw.device_config.run(stop), name="device-config"),
         asyncio.create_task(run_retention(gw.retention, stop, s.storage.retention_interval_s),
                             name="retention"),
     }

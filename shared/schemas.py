@@ -258,6 +258,9 @@ GATEWAY_CONFIG_KEYS: dict[str, TypeAdapter[Any]] = {
     "alerts.resolve_after": TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=10_000)]),
     "sync.interval_s": TypeAdapter(Annotated[
         float, Field(strict=True, ge=0.05, le=3600, allow_inf_nan=False)]),
+    # Published by the gateway as every known device's retained DeviceConfig.interval_ms.
+    "devices.interval_ms": TypeAdapter(Annotated[int, Field(strict=True, ge=10,
+                                                            le=86_400_000)]),
 }
 
 

@@ -4,21 +4,32 @@ restart and reports it back, where GET .../config shows it applied."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiomqtt
 import httpx
 import pytest
 
+from devstack.mosquitto import PrivateMosquitto
+from edge.alert_lifecycle import AlertTracker
+from edge.pipeline import Pipeline
+from edge.score import RobustZScorer
 from edge.service import Gateway
 from edge.settings import GatewaySettings
 from edge.sync import Uploader
-from shared.schemas import DesiredState
+from edge.validate import Incoming
+from shared import topics
+from shared.codec import decode_config, encode
+from shared.schemas import DesiredState, DeviceConfig
 from tests.fixtures.cloud import Biz
 from tests.fixtures.gateway import ingest_through_pipeline
 
 GW = "gw-1"
 CONFIG = f"/api/v1/gateways/{GW}/config"
+CONFIG_TOPICS = f"{topics.ROOT}/dev/+/config"
 
 
 def settings(biz: Biz, tmp: Path) -> GatewaySettings:
@@ -153,3 +164,84 @@ def test_a_value_the_gateway_cannot_take_is_refused_and_the_rest_applied(
     # A setting the cloud no longer names goes back to the local value.
     gw.on_desired(DesiredState(config_version=5, config={}))
     assert gw.alerts.open_after == 3
+
+
+def ingest_device(gw: Gateway, device: str) -> None:
+    """One reading of ``device`` through the real pipeline: the gateway knows it from then on."""
+    scorer = RobustZScorer(4, 4, 6.0)
+    pipe = Pipeline(gw.store, scorer, AlertTracker(1, 5, 6.0), gw.settings.gateway_id)
+    payload = {"v": 1, "device": device, "boot": "0123abcd", "seq": 0,
+               "ts_ms": 1_700_000_000_000, "uptime_ms": 0, "synced": True, "type": "motor",
+               "metrics": {"temperature_c": 50.0, "vibration_rms_g": 1.0, "current_a": 5.0}}
+    pipe.handle([Incoming(topics.telemetry(device), json.dumps(payload).encode(), 1)])
+
+
+async def configs_until(messages: aiomqtt.Client, seen: dict[str, aiomqtt.Message],
+                        done: set[str] | None = None, *, payload: bytes) -> None:
+    """Collect config messages into ``seen`` until every device of ``done`` has ``payload``."""
+    async with asyncio.timeout(60):  # a hang guard only: the condition is what is awaited
+        async for msg in messages.messages:
+            device = str(msg.topic).split("/")[3]
+            seen[device] = msg
+            if done is not None and all(
+                    d in seen and seen[d].payload == payload for d in done):
+                return
+
+
+async def test_sample_interval_is_published_as_each_devices_retained_config(
+    biz: Biz, tmp_path: Path, gateways: list[Gateway], broker: PrivateMosquitto
+) -> None:
+    s = settings(biz, tmp_path).model_copy(update={"mqtt": settings(biz, tmp_path).mqtt
+                                                   .model_copy(update={"host": broker.host,
+                                                                       "port": broker.port})})
+    gw = Gateway(s)
+    gateways.append(gw)
+    gw.device_config.refresh_s = 0.05  # devices that appear later are looked up this often
+    ingest_device(gw, "cfg-dev-a")
+    stop = asyncio.Event()
+    publisher = asyncio.create_task(gw.device_config.run(stop))
+    want = encode(DeviceConfig(v=1, interval_ms=5000))  # as the firmware's parser reads it
+    async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-watch") as watch:
+        await watch.subscribe(CONFIG_TOPICS, qos=1)
+        put = biz.send("PUT", "admin", CONFIG, {"devices.interval_ms": 5000})
+        assert put.status_code == 200, put.text
+        await sync_round(biz, gw, range(0, 10))  # the ack carries it; sync-dev is known too
+        seen: dict[str, aiomqtt.Message] = {}
+        await configs_until(watch, seen, {"cfg-dev-a", "sync-dev"}, payload=want)
+        payload = seen["cfg-dev-a"].payload
+        assert isinstance(payload, bytes)
+        assert decode_config(payload, "motor").interval_ms == 5000
+
+        # A device that appears later gets it as well.
+        ingest_device(gw, "cfg-dev-b")
+        await configs_until(watch, seen, {"cfg-dev-b"}, payload=want)
+
+        # Retained: a subscriber that comes later gets every device's config from the broker.
+        async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-late") as late:
+            await late.subscribe(CONFIG_TOPICS, qos=1)
+            retained: dict[str, aiomqtt.Message] = {}
+            await configs_until(late, retained, {"cfg-dev-a", "cfg-dev-b", "sync-dev"},
+                                payload=want)
+            assert all(m.retain for m in retained.values())
+
+        await sync_round(biz, gw, range(10, 20))  # reports it applied
+        shown = biz.get("viewer", CONFIG).json()
+        assert shown["applied"] == {"devices.interval_ms": 5000}
+        assert shown["in_sync"] is True
+
+        # Removed: an empty retained message on each, the firmware's "profile defaults".
+        biz.send("PUT", "admin", CONFIG, {"devices.interval_ms": None}).raise_for_status()
+        await sync_round(biz, gw, range(20, 30))
+        await configs_until(watch, seen, {"cfg-dev-a", "cfg-dev-b", "sync-dev"}, payload=b"")
+        assert decode_config(b"", "motor").interval_ms is None
+
+    # Nothing retained any more: a new subscriber's first message is a marker sent after its
+    # subscription, not a stored config (the broker sends retained ones right on subscribing).
+    async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-after") as after:
+        await after.subscribe(CONFIG_TOPICS, qos=1)
+        await after.publish(topics.config("cfg-marker"), b"marker", qos=1)
+        first = await anext(after.messages)
+        assert (str(first.topic), first.payload) == (topics.config("cfg-marker"), b"marker")
+    stop.set()
+    await publisher
+    assert gw.device_config.published == 6
