@@ -224,7 +224,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        # Only possible in the main thread; tests running us elsewhere use ``stop`` instead.
+        # Only possible in the main thread (ValueError elsewhere, NotImplementedError on
+        # loops without signal support); tests running us elsewhere use ``stop`` instead.
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)

@@ -28,7 +28,7 @@ class Channel:
     """One branch of the tree: its address, who publishes what on it, and how."""
 
     name: str
-    address: str  # with its id as an {parameter} placeholder
+    address: str  # the id appears as an {parameter} template field
     parameter: Literal["device", "gateway"]
     sender: str
     receivers: tuple[str, ...]

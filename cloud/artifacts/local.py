@@ -90,7 +90,7 @@ class LocalArtifactStore(ArtifactStore):
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
             with tmp.open("wb") as f:
-                f.write(bytes(HEADER))  # a placeholder until the digest is known
+                f.write(bytes(HEADER))  # zeroed header, rewritten once the digest is known
                 digest, size = write(f)
                 check_sha256(key, sha256, digest.hex())
                 f.seek(0)

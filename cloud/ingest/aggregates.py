@@ -19,7 +19,7 @@ from shared.schemas import ReadingAggregate
 
 log = logging.getLogger(__name__)
 
-# Locks the batch's rows in key order, inserting a placeholder (updated_ms -1, which every
+# Locks the batch's rows in key order, inserting a stand-in row (updated_ms -1, which every
 # real version beats within this transaction) where none is stored: two batches carrying the
 # same new minute then queue here, and the second one sees the first one's version.
 _LOCK = """
