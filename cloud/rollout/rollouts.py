@@ -156,15 +156,20 @@ def create_rollout(conn: Conn, who: str, body: RolloutCreate,
     return get_rollout(conn, rid)
 
 
+def _lock_rollout(conn: Conn, rollout_id: int) -> tuple[str, str, str]:
+    """(state, profile, version) of a rollout, its row locked for the transaction."""
+    row = conn.execute(
+        "SELECT state, profile, version FROM model_rollouts WHERE rollout_id = %s"
+        " FOR UPDATE", (rollout_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no rollout {rollout_id}")
+    return str(row[0]), str(row[1]), str(row[2])
+
+
 def rollback_rollout(conn: Conn, who: str, rollout_id: int, reason: str) -> Rollout:
     """Order every target back to the version it ran before; audited."""
     with conn.transaction():
-        row = conn.execute(
-            "SELECT state, profile, version FROM model_rollouts WHERE rollout_id = %s"
-            " FOR UPDATE", (rollout_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"no rollout {rollout_id}")
-        state, profile, version = row
+        state, profile, version = _lock_rollout(conn, rollout_id)
         if state in ("rolled_back", "superseded"):
             raise ConflictError(f"rollout {rollout_id} is {state}; nothing to roll back")
         conn.execute(
@@ -185,12 +190,7 @@ def rollback_rollout(conn: Conn, who: str, rollout_id: int, reason: str) -> Roll
 def cancel_rollout(conn: Conn, who: str, rollout_id: int, reason: str) -> Rollout:
     """Halt an active rollout where it stands (gateways keep what they run); audited."""
     with conn.transaction():
-        row = conn.execute(
-            "SELECT state, profile, version FROM model_rollouts WHERE rollout_id = %s"
-            " FOR UPDATE", (rollout_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"no rollout {rollout_id}")
-        state, profile, version = row
+        state, profile, version = _lock_rollout(conn, rollout_id)
         if state not in ACTIVE:
             raise ConflictError(f"rollout {rollout_id} is {state}; only a rollout in "
                                 f"{list(ACTIVE)} can be cancelled")
