@@ -1,7 +1,9 @@
 """Alert lifecycle per device: open after k anomalous readings in a row, resolve after m normal.
 
-Requiring a run of readings on both edges is the hysteresis that keeps one noisy sensor from
-opening and closing an alert on every sample (an alert storm). An operator acknowledges an
+The detector is built to fire early and once per episode (shared.anomaly: novelty against
+each device's own history), so by default one anomalous reading opens an alert and ten normal
+readings in a row resolve it and re-arm the device: the resolve side is the hysteresis that
+keeps a flapping signal from opening an alert on every sample (an alert storm). An operator acknowledges an
 open alert locally (the gateway's HTTP API); every version of an alert is stored, queued for
 sync and published on the gateway's local MQTT alert topic.
 """
@@ -60,7 +62,8 @@ class _DeviceState:
 class AlertTracker:
     """Turns a stream of scores into alert openings, escalations and resolutions."""
 
-    def __init__(self, open_after: int = 3, resolve_after: int = 5, threshold: float = 6.0) -> None:
+    def __init__(self, open_after: int = 1, resolve_after: int = 10,
+                 threshold: float = 1.0) -> None:
         self.open_after = open_after
         self.resolve_after = resolve_after
         self.threshold = threshold

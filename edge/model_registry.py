@@ -148,8 +148,8 @@ class ModelRegistry:
             return False
         self.models[profile_name] = model
         self.refused.pop(profile_name, None)
-        log.info("model %s loaded for profile=%s from %s (threshold %.3f, window %d)",
-                 model.version, profile_name, path, model.threshold, manifest.spec.window)
+        log.info("model %s loaded for profile=%s from %s (threshold %.3f, warm-up %d readings)",
+                 model.version, profile_name, path, model.threshold, manifest.spec.warmup)
         return True
 
     async def watch(self, stop: asyncio.Event, interval_s: float) -> None:

@@ -9,7 +9,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from edge.exceptions import GatewayError
-from shared.anomaly import combine, support_z
+from shared.anomaly import ForestCalibration, combine, explain
 from shared.bundle import BundleError, Manifest
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class OnnxModel:
         outputs = [o.name for o in self.session.get_outputs()]
         if "scores" not in outputs:
             raise BundleError(f"model {manifest.version} has no 'scores' output ({outputs})")
-        self._median, self._mad, self._forest_t, self._z_t = _reference(manifest, n_features)
+        self._normal, self._calibration = _reference(manifest, n_features)
         # Fail now, not on the first reading: a model that cannot score a vector is corrupt.
         try:
             self.score(np.zeros((1, n_features), dtype=np.float32))
@@ -78,56 +78,26 @@ class OnnxModel:
             (raw,) = self.session.run(["scores"], {self._input: x})
         except Exception as exc:  # onnxruntime's errors derive from Exception only
             raise ModelRunError(self.version, f"inference failed: {exc}") from exc
-        forest = -np.asarray(raw, dtype=np.float64).reshape(-1)
-        return combine(forest, support_z(x, self._median, self._mad), self._forest_t, self._z_t)
+        return combine(self._calibration.normalise(raw), x)
 
     def explain(self, features: npt.NDArray[np.float32]) -> dict[str, float]:
-        """Per-metric share of one vector's score (see :meth:`explain_batch`)."""
-        return self.explain_batch(features.reshape(1, -1))[0]
-
-    def explain_batch(self, features: npt.NDArray[np.float32]) -> list[dict[str, float]]:
-        """Per-metric share of each vector's score: how much it drops with the metric reset.
-
-        Each metric's features are replaced by the training medians in turn; the drop in
-        score is that metric's contribution (occlusion), normalised to sum to 1. All vectors
-        and all their occlusions go through onnxruntime in one call (its cost is per call).
-        """
-        spec = self.manifest.spec
-        n_metrics = len(spec.metrics)
-        per = len(spec.names) // n_metrics
-        rows = np.ascontiguousarray(features, dtype=np.float32).reshape(len(features), -1)
-        # (n, metrics + 1, features): variant 0 is the vector itself, variant i + 1 has
-        # metric i's features set to the training median.
-        batch = np.repeat(rows[:, None, :], n_metrics + 1, axis=1)
-        for i in range(n_metrics):
-            batch[:, i + 1, i * per:(i + 1) * per] = self._median[i * per:(i + 1) * per]
-        scores = self.score(batch.reshape(-1, rows.shape[1])).reshape(len(rows), n_metrics + 1)
-        drops = np.clip(scores[:, :1] - scores[:, 1:], 0.0, None)
-        out: list[dict[str, float]] = []
-        for row in drops:
-            total = float(row.sum())
-            if total <= 0.0:
-                out.append(dict.fromkeys(spec.metrics, 0.0))
-            else:
-                out.append({m: round(float(d) / total, 4)
-                            for m, d in zip(spec.metrics, row, strict=True)})
-        return out
+        """What drove one vector's score, per metric and feature (shared.anomaly.explain)."""
+        return explain(self.score, features, self.manifest.spec.metrics, self._normal)
 
 
 def _reference(
     manifest: Manifest, n_features: int
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float, float]:
-    """The training reference a model is scored against; BundleError if it is incomplete."""
+) -> tuple[npt.NDArray[np.float32], ForestCalibration]:
+    """A model's reference (normal feature values, calibration); BundleError if unusable."""
     ref = manifest.extra.get("reference")
     try:
         if not isinstance(ref, dict):
             raise TypeError("no 'reference' object")
-        median = np.asarray(ref["feature_median"], dtype=np.float32)
-        mad = np.asarray(ref["feature_mad"], dtype=np.float32)
-        forest_t, z_t = float(ref["forest_threshold"]), float(ref["z_threshold"])
+        normal = np.asarray(ref["feature_median"], dtype=np.float32)
+        calibration = ForestCalibration.from_dict(ref)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(
             f"model {manifest.version}: manifest reference unusable: {exc!r}") from exc
-    if median.shape != (n_features,) or mad.shape != (n_features,):
+    if normal.shape != (n_features,):
         raise BundleError(f"model {manifest.version}: reference has the wrong feature count")
-    return median, mad, forest_t, z_t
+    return normal, calibration

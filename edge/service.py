@@ -25,7 +25,7 @@ from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.retention import Retention, run_retention, used_bytes
 from edge.rollout import ModelRollout
-from edge.score import ModelScorer, RobustZScorer
+from edge.score import ModelScorer, RuleScorer
 from edge.settings import GatewaySettings
 from edge.shadow import ObservedScorer
 from edge.store import Store, now_ms
@@ -44,8 +44,7 @@ class Gateway:
         self.settings = s
         self.started = time.monotonic()
         self.store = Store.open(s.storage.path, synchronous=s.storage.synchronous)
-        self.fallback = RobustZScorer(window=s.scoring.window, warmup=s.scoring.warmup,
-                                      threshold=s.scoring.threshold)
+        self.fallback = RuleScorer(warmup=s.scoring.warmup, threshold=s.scoring.threshold)
         self.models = ModelRegistry(
             s.models_path, load_trusted_keys(s.scoring.trusted_keys, s.scoring.trusted_keys_file))
         self.models.refresh()  # models present at start score the very first readings

@@ -129,11 +129,16 @@ class SyncSettings(_Section):
 
 
 class ScoringSettings(_Section):
-    """The statistical detector and the signed ONNX models that replace it."""
+    """The rules every device is scored with, and the signed ONNX models combined with them."""
 
-    window: int = Field(default=120, ge=8, description="values per metric in the detector")
-    warmup: int = Field(default=30, ge=4, description="values needed before scoring")
-    threshold: float = Field(default=6.0, gt=0, description="robust |z| above: anomalous")
+    warmup: int = Field(
+        default=150, ge=2, le=100_000,
+        description="readings a new device's feature state learns from before it is scored")
+    threshold: float = Field(
+        default=1.0, gt=0,
+        description="score above which a reading is anomalous (scores are normalised: 1.0 is "
+                    "each rule's and each model's calibrated limit; raise it to be less "
+                    "sensitive)")
     models_dir: str = Field(
         default="",
         description="directory of signed model bundles <profile>.smb; empty: 'models' next to "
@@ -174,11 +179,13 @@ class RolloutSettings(_Section):
 class AlertSettings(_Section):
     """When alerts open and resolve, and whether they are published."""
 
+    # One anomalous reading opens an alert (the detector is built to fire early, once per
+    # episode); ten normal ones in a row resolve it and re-arm the device.
     open_after: int = Field(
-        default=3, ge=1, description="anomalous readings in a row that open an alert"
+        default=1, ge=1, description="anomalous readings in a row that open an alert"
     )
     resolve_after: int = Field(
-        default=5, ge=1, description="normal readings in a row that resolve an open alert"
+        default=10, ge=1, description="normal readings in a row that resolve an open alert"
     )
     publish: bool = Field(
         default=True, description="publish alert changes on smaint/v1/gw/<gateway>/alerts"

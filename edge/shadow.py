@@ -19,9 +19,9 @@ from typing import Protocol
 import numpy as np
 
 from edge.onnx_model import ModelRunError, OnnxModel
-from edge.score import FeatureRing, Score, Scorer
+from edge.score import Score, Scorer
 from shared.bundle import BundleError, Manifest
-from shared.features import window_features
+from shared.features import DeviceFeatures
 from shared.schemas import Telemetry
 from shared.sensors import PROFILES
 
@@ -69,7 +69,7 @@ class Trial:
     bundle: bytes
     previous: str | None
     bounds: tuple[float, float]
-    rings: dict[str, FeatureRing] = field(default_factory=dict)
+    states: dict[str, DeviceFeatures] = field(default_factory=dict)
     n: int = 0
     anomalous: int = 0
     failure: str | None = None
@@ -80,35 +80,36 @@ class Trial:
         """Score ``profile``'s readings with the candidate; record both scores per reading."""
         spec = self.model.manifest.spec
         idx: list[int] = []
-        windows = []
+        rows: list[list[float]] = []
         for i, r in enumerate(readings):
             if r.type != profile:
                 continue
-            ring = self.rings.get(r.device)
-            if ring is None:
-                ring = self.rings[r.device] = FeatureRing(spec)
-            if ring.push(r.metrics):
+            state = self.states.get(r.device)
+            if state is None:
+                state = self.states[r.device] = DeviceFeatures(spec)
+            feats = state.push(r.metrics)
+            if feats is not None:
                 idx.append(i)
-                windows.append(ring.window().copy())
+                rows.append(feats)
         if not idx:
             return
         try:
-            values = self.model.score(window_features(np.stack(windows)))
+            values = self.model.score(np.asarray(rows, dtype=np.float32))
             if not np.isfinite(values).all():
                 raise ModelRunError(self.model.version, "non-finite score in shadow")
         except ModelRunError as exc:
             self.failure = f"failed in shadow: {exc.reason}"
             return
-        rows = []
+        out: list[list[object]] = []
         for i, v in zip(idx, values, strict=True):
             flagged = bool(v > self.model.threshold)
             self.n += 1
             self.anomalous += flagged
             cur = scores[i]
-            rows.append([readings[i].ts_ms, readings[i].device, readings[i].seq,
+            out.append([readings[i].ts_ms, readings[i].device, readings[i].seq,
                          cur.model_version or cur.scorer, cur.value, int(cur.anomalous),
                          round(float(v), 6), int(flagged)])
-        record_scores(directory / f"{profile}-{self.model.version}.csv", rows)
+        record_scores(directory / f"{profile}-{self.model.version}.csv", out)
 
     def out_of_bounds(self) -> str | None:
         """Why the alert rate so far breaks the bounds, or None."""

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.anomaly import FEATURES_PER_METRIC
 from shared.topics import ID_PATTERN
 
 # The rules, defined once: the models below and the columnar codec (shared.batchcodec) both use
@@ -54,6 +55,9 @@ Seq = Annotated[int, Field(ge=0, le=MAX_SEQ, description="per-boot message count
 EpochMs = Annotated[
     int, Field(ge=0, le=MAX_EPOCH_MS, description="milliseconds since the Unix epoch")]
 MetricName = Annotated[str, Field(pattern=anchored(METRIC_PATTERN))]
+# An explanation names a metric, or one of its features (shared.anomaly.FEATURES_PER_METRIC).
+ExplanationKey = Annotated[str, Field(pattern=anchored(
+    f"{METRIC_PATTERN}(\\.({'|'.join(FEATURES_PER_METRIC)}))?"))]
 # JSON Schema: pydantic lists the key pattern but would let other keys through; pydantic refuses.
 _ONLY_METRIC_KEYS: dict[str, Any] = {"additionalProperties": False}
 Metrics = Annotated[dict[MetricName, float], Field(
@@ -169,9 +173,11 @@ class Alert(BaseModel):
     score: float = Field(allow_inf_nan=False, description="peak anomaly score while open")
     scorer: Scorer
     model_version: ModelVersion | None = None
-    explanation: dict[MetricName, Annotated[float, Field(allow_inf_nan=False)]] = Field(
-        default_factory=dict, max_length=MAX_METRICS, json_schema_extra=_ONLY_METRIC_KEYS,
-        description="metric -> contribution to the score")
+    explanation: dict[ExplanationKey, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict, max_length=MAX_METRICS * (1 + len(FEATURES_PER_METRIC)),
+        json_schema_extra=_ONLY_METRIC_KEYS,
+        description="what drove the score: metric -> share, and <metric>.<feature> -> share "
+                    "(each kind sums to 1; shared.anomaly.explain)")
     updated_ms: EpochMs = Field(description="last state change, for last-writer-wins upserts")
 
 

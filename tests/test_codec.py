@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from edge.alert_lifecycle import AlertTracker
 from edge.pipeline import Pipeline
-from edge.score import RobustZScorer
+from edge.score import RuleScorer
 from edge.store import Store
 from edge.validate import Incoming
 from shared import topics
@@ -107,7 +107,7 @@ mutated = st.one_of(
 @given(st.lists(mutated, max_size=30))
 def test_every_refused_message_is_dead_lettered_with_a_reason(payloads: list[bytes]) -> None:
     store = Store.open(":memory:")
-    pipe = Pipeline(store, RobustZScorer(), AlertTracker(), "gw-prop")
+    pipe = Pipeline(store, RuleScorer(), AlertTracker(), "gw-prop")
     topic = topics.telemetry(DEVICE)
     result = pipe.handle([Incoming(topic, p, 1) for p in payloads])
     refused = [p for p in payloads if not decodes(p)]

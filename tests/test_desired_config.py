@@ -16,7 +16,7 @@ import pytest
 from devstack.mosquitto import PrivateMosquitto
 from edge.alert_lifecycle import AlertTracker
 from edge.pipeline import Pipeline
-from edge.score import RobustZScorer
+from edge.score import RuleScorer
 from edge.service import Gateway
 from edge.settings import GatewaySettings
 from edge.sync import Uploader
@@ -36,7 +36,7 @@ def settings(biz: Biz, tmp: Path) -> GatewaySettings:
     """gw-1 with a database in ``tmp``, syncing to the biz cloud."""
     return GatewaySettings(
         gateway_id=GW, storage={"path": str(tmp / "gw.db")},
-        scoring={"warmup": 4, "window": 16, "models_dir": str(tmp / "models")},
+        scoring={"warmup": 4, "models_dir": str(tmp / "models")},
         sync={"cloud_url": "http://cloud", "token": biz.gateway_tokens[GW],
               "retry_attempts": 2, "retry_max_s": 0.01},
         alerts={"publish": False})
@@ -78,7 +78,7 @@ async def test_admin_config_is_applied_by_the_gateway_reported_and_audited(
     biz: Biz, tmp_path: Path, gateways: list[Gateway]
 ) -> None:
     gw = start(biz, tmp_path, gateways)
-    assert (gw.fallback.threshold, gw.alerts.open_after) == (6.0, 3)
+    assert (gw.fallback.threshold, gw.alerts.open_after) == (1.0, 1)
     put = biz.send("PUT", "admin", CONFIG, {"scoring.threshold": 9.0, "alerts.open_after": 5})
     assert put.status_code == 200, put.text
     version = put.json()["config_version"]
@@ -157,19 +157,19 @@ def test_a_value_the_gateway_cannot_take_is_refused_and_the_rest_applied(
     assert state.config == {"alerts.open_after": 4}
     assert set(state.config_refused) == {"scoring.threshold", "future.knob"}
     assert "greater than 0" in state.config_refused["scoring.threshold"]
-    assert (gw.fallback.threshold, gw.alerts.open_after) == (6.0, 4)
+    assert (gw.fallback.threshold, gw.alerts.open_after) == (1.0, 4)
     # An older version is not applied over a newer one.
     gw.on_desired(DesiredState(config_version=3, config={"alerts.open_after": 9}))
     assert gw.alerts.open_after == 4
     # A setting the cloud no longer names goes back to the local value.
     gw.on_desired(DesiredState(config_version=5, config={}))
-    assert gw.alerts.open_after == 3
+    assert gw.alerts.open_after == 1
 
 
 def ingest_device(gw: Gateway, device: str) -> None:
     """One reading of ``device`` through the real pipeline: the gateway knows it from then on."""
-    scorer = RobustZScorer(4, 4, 6.0)
-    pipe = Pipeline(gw.store, scorer, AlertTracker(1, 5, 6.0), gw.settings.gateway_id)
+    scorer = RuleScorer(4, 1.0)
+    pipe = Pipeline(gw.store, scorer, AlertTracker(1, 5, 1.0), gw.settings.gateway_id)
     payload = {"v": 1, "device": device, "boot": "0123abcd", "seq": 0,
                "ts_ms": 1_700_000_000_000, "uptime_ms": 0, "synced": True, "type": "motor",
                "metrics": {"temperature_c": 50.0, "vibration_rms_g": 1.0, "current_a": 5.0}}

@@ -75,7 +75,7 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
     settings = GatewaySettings(
         gateway_id=GATEWAY, mqtt={"port": broker.port}, storage={"path": str(db)},
         http={"port": free_port()},
-        scoring={"models_dir": str(tmp_path / "models"), "window": 8, "warmup": 4},
+        scoring={"models_dir": str(tmp_path / "models"), "warmup": 4},
         alerts={"open_after": 2, "resolve_after": 2})
     # Normal, a run of three 150 °C spikes (opens after two), then normal again (resolves).
     temps = [60.0 + 0.1 * (s % 5) for s in range(12)] + [150.0] * 3 + [60.2] * 4

@@ -15,7 +15,7 @@ from devstack.ports import free_port
 from edge.alert_lifecycle import AlertTracker
 from edge.device_tracking import DeviceTracker
 from edge.pipeline import Pipeline
-from edge.score import RobustZScorer
+from edge.score import RuleScorer
 from edge.service import Gateway, run_gateway
 from edge.settings import GatewaySettings
 from edge.store import Store
@@ -79,7 +79,7 @@ def telemetry(device: str, seq: int, boot: str = "0badc0de", synced: bool = True
 def test_seq_gaps_are_counted_per_boot_and_uncounted_when_filled(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "gw.db")
     health = DeviceTracker(TOL)
-    pipe = Pipeline(store, RobustZScorer(), AlertTracker(), "gw-gaps", health=health)
+    pipe = Pipeline(store, RuleScorer(), AlertTracker(), "gw-gaps", health=health)
     topic = topics.telemetry("gap-dev")
 
     def send(*seqs: int, boot: str = "0badc0de") -> None:
@@ -105,7 +105,7 @@ def test_seq_gaps_are_counted_per_boot_and_uncounted_when_filled(tmp_path: Path)
 
 def test_unsynced_readings_are_stored_retimed_with_their_source(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "gw.db")
-    pipe = Pipeline(store, RobustZScorer(), AlertTracker(), "gw-retime")
+    pipe = Pipeline(store, RuleScorer(), AlertTracker(), "gw-retime")
     topic = topics.telemetry("rt-dev")
     pipe.handle([Incoming(topic, telemetry("rt-dev", 1, synced=False), T0 + 1_000 + 40)])
     pipe.handle([Incoming(topic, telemetry("rt-dev", 2), T0 + 2_000 + 40)])

@@ -17,7 +17,7 @@ from devstack.ports import free_port
 from edge.alert_lifecycle import AlertTracker
 from edge.pipeline import Pipeline
 from edge.retention import Retention, used_bytes
-from edge.score import RobustZScorer
+from edge.score import RuleScorer
 from edge.settings import ConfigFileError, GatewaySettings, load_settings
 from edge.store import Store
 from edge.validate import Incoming
@@ -49,7 +49,7 @@ def payload(seq: int) -> bytes:
 def filled(tmp_path: Path) -> Iterator[Store]:
     """A store with N readings (some synced, some uploading) and three alerts."""
     store = Store.open(tmp_path / "gw.db")
-    pipe = Pipeline(store, RobustZScorer(), AlertTracker(), "gw-retention")
+    pipe = Pipeline(store, RuleScorer(), AlertTracker(), "gw-retention")
     topic = topics.telemetry(DEVICE)
     for start in range(0, N, 500):
         pipe.handle([Incoming(topic, payload(s), BASE_MS + s * 1000 + 5)

@@ -1,4 +1,4 @@
-"""Gateway scoring: the statistical fallback first, the profile's signed ONNX model once installed.
+"""Gateway scoring: the rules first, the profile's signed ONNX model (with the rules) once installed.
 
 Real parts throughout: bundles trained and signed by cloud.training, verified and run by
 onnxruntime, a real gateway on a real Mosquitto writing real SQLite rows.
@@ -27,11 +27,11 @@ from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.model_registry import ModelRegistry
 from edge.onnx_model import OnnxModel
-from edge.score import FeatureRing, ModelScorer, RobustZScorer
+from edge.score import ModelScorer, RuleScorer
 from edge.settings import GatewaySettings
 from shared import topics
 from shared.bundle import Manifest, public_key_text, read_bundle, write_bundle
-from shared.features import DeviceWindow, FeatureSpec, series_features, window_features
+from shared.features import DeviceFeatures, FeatureSpec, series_features
 from shared.schemas import Telemetry
 from tests.fixtures.gateway import Publisher, running_gateway
 
@@ -61,7 +61,7 @@ def key() -> Ed25519PrivateKey:
 @pytest.fixture(scope="module")
 def motor_bundle(key: Ed25519PrivateKey) -> tuple[Manifest, bytes]:
     return train_bundle("motor", [motor_series(s, 500) for s in range(3)], key, n_estimators=20,
-                        window=10, version="motor-test-1")
+                        warmup=10, version="motor-test-1")
 
 
 def resigned(bundle: bytes, key: Ed25519PrivateKey, signer: Ed25519PrivateKey | None = None,
@@ -73,25 +73,29 @@ def resigned(bundle: bytes, key: Ed25519PrivateKey, signer: Ed25519PrivateKey | 
     return write_bundle(Manifest(**{**fields, **changes}), onnx_bytes, signer or key)
 
 
-# -- feature windows ------------------------------------------------------------------------
+# -- streaming features -------------------------------------------------------------------
 
 metric_rows = st.lists(
-    st.dictionaries(st.sampled_from(MOTOR), st.floats(-40, 200), min_size=0, max_size=3),
-    max_size=40)
+    st.dictionaries(st.sampled_from(MOTOR),
+                    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False) | st.sampled_from(
+                        [0.0, 1.0, 2.0]), min_size=0, max_size=3),
+    max_size=60)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(metric_rows, st.integers(2, 9))
-def test_feature_ring_keeps_the_same_window_as_shared_device_window(
-    rows: list[dict[str, float]], window: int
+def test_online_features_equal_the_training_features_and_stay_finite(
+    rows: list[dict[str, float]], warmup: int
 ) -> None:
-    spec = FeatureSpec("motor", MOTOR, window)
-    ring, reference = FeatureRing(spec), DeviceWindow(spec)
-    for metrics in rows:
-        full = ring.push(metrics)
-        assert full == reference.push(metrics)
-        if full:
-            np.testing.assert_array_equal(ring.window(), reference.array())
+    spec = FeatureSpec("motor", MOTOR, warmup)
+    online = [f for f in map(DeviceFeatures(spec).push, rows) if f is not None]
+    # Training sees a series with gaps where a metric was missing (shared.features).
+    table = np.array([[r.get(m, np.nan) for m in MOTOR] for r in rows]).reshape(-1, len(MOTOR))
+    offline = series_features(table, spec)
+    assert offline.shape == (len(online), len(spec.names))
+    np.testing.assert_allclose(offline, np.asarray(online, dtype=np.float32).reshape(
+        offline.shape), rtol=1e-6)
+    assert np.isfinite(offline).all()
 
 
 def test_model_scores_online_equal_the_training_features_of_the_same_series(
@@ -99,19 +103,19 @@ def test_model_scores_online_equal_the_training_features_of_the_same_series(
 ) -> None:
     manifest, bundle = motor_bundle
     model = OnnxModel(*read_bundle(bundle, [key.public_key()]))
-    scorer = ModelScorer(lambda kind: model if kind == "motor" else None, RobustZScorer())
+    scorer = ModelScorer(lambda kind: model if kind == "motor" else None, RuleScorer(10))
     series = {"sc-a": motor_series(11, 60), "sc-b": motor_series(12, 60)}
     stream = [telemetry(d, i, s[i]) for i in range(60) for d, s in series.items()]
     scores = []
     for start in range(0, len(stream), 17):  # micro-batches that cut windows at odd places
         scores += scorer.score_batch(stream[start:start + 17])
-    w = manifest.spec.window
+    w = manifest.spec.warmup
     for device, s in series.items():
         mine = [sc for t, sc in zip(stream, scores, strict=True) if t.device == device]
-        assert {sc.scorer for sc in mine[:w - 1]} <= {"stat", "none"}  # window still filling
-        assert {(sc.scorer, sc.model_version) for sc in mine[w - 1:]} == {("onnx", "motor-test-1")}
-        offline = model.score(series_features(s, w))
-        online = np.array([sc.value for sc in mine[w - 1:]], dtype=np.float64)
+        assert {sc.scorer for sc in mine[:w]} == {"none"}  # both still warming up
+        assert {(sc.scorer, sc.model_version) for sc in mine[w:]} == {("onnx", "motor-test-1")}
+        offline = model.score(series_features(s, manifest.spec))
+        online = np.array([sc.value for sc in mine[w:]], dtype=np.float64)
         np.testing.assert_allclose(online, offline, rtol=1e-5)
 
 
@@ -120,17 +124,21 @@ def test_anomalous_onnx_scores_carry_the_model_explanation(
 ) -> None:
     _, bundle = motor_bundle
     model = OnnxModel(*read_bundle(bundle, [key.public_key()]))
-    scorer = ModelScorer(lambda _: model, RobustZScorer())
+    scorer = ModelScorer(lambda _: model, RuleScorer(10))
     s = motor_series(5, 40)
     s[-1, 0] += 60.0  # a 60 °C jump on the newest reading
     last = scorer.score_batch([telemetry("sc-x", i, row) for i, row in enumerate(s)])[-1]
     assert last.scorer == "onnx"
     assert last.anomalous
     assert last.threshold == model.threshold
-    feats = window_features(s[None, -model.manifest.spec.window:])
+    feats = series_features(s, model.manifest.spec)[-1]
     explanation = last.explanation()  # computed on demand: only alerts need one
     assert explanation == model.explain(feats)
-    assert max(explanation, key=lambda m: explanation[m]) == "temperature_c"
+    metrics = {m: w for m, w in explanation.items() if m in MOTOR}
+    assert max(metrics, key=lambda m: metrics[m]) == "temperature_c"
+    assert metrics["temperature_c"] > 0.9
+    assert max((k for k in explanation if k not in MOTOR), key=lambda k: explanation[k]) in {
+        "temperature_c.excess", "temperature_c.dev", "temperature_c.jump"}
 
 
 def test_compact_onnx_export_scores_exactly_like_scikit_learn() -> None:
@@ -214,7 +222,7 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
         gateway_id="gw-scoring", mqtt={"port": broker.port}, storage={"path": str(db)},
         http={"port": free_port()},
         scoring={"models_dir": str(models), "trusted_keys": [public_key_text(key.public_key())],
-                 "model_poll_s": 0.1, "window": 8, "warmup": 4})
+                 "model_poll_s": 0.1, "warmup": 4})
     dev = "sc-motor-1"
     series = motor_series(7, 150)
     sent = 0
@@ -232,7 +240,7 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
     caplog.set_level(logging.INFO, logger="edge.model_registry")
     async with running_gateway(settings_) as gw:
         with Publisher("127.0.0.1", broker.port, "pub-scoring") as pub:
-            # 1. No model for motor: the statistical detector scores (after its warm-up).
+            # 1. No model for motor: the rules score (after their warm-up).
             await publish(pub, 30)
             await gw.wait_status(lambda s: s["stored"] >= 30)
             rows = scorers(db, dev)
@@ -263,9 +271,9 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
     rows = scorers(db, dev)
     assert [seq for seq, _, _ in rows] == list(range(90))
     after = rows[50:]
-    # The model's window (10 readings) fills from readings it sees; the fallback covers those.
-    assert {(sc, mv) for _, sc, mv in after[:9]} == {("stat", None)}
-    assert {(sc, mv) for _, sc, mv in after[9:]} == {("onnx", "motor-test-1")}
+    # The model's feature state warms up (10 readings) on readings it sees; the rules cover those.
+    assert {(sc, mv) for _, sc, mv in after[:10]} == {("stat", None)}
+    assert {(sc, mv) for _, sc, mv in after[10:]} == {("onnx", "motor-test-1")}
     with sqlite3.connect(db) as conn:
         (unscored,) = conn.execute(
             "SELECT count(*) FROM readings WHERE scorer = 'onnx' AND score IS NULL").fetchone()

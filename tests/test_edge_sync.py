@@ -97,7 +97,7 @@ def make_settings(url: str, db: Path) -> GatewaySettings:
         gateway_id=GATEWAY,
         sync={"cloud_url": url, "token": TOKEN, "batch_max": 4, "retry_attempts": 3,
               "retry_max_s": 0.02},
-        storage={"path": str(db)}, scoring={"warmup": 4, "window": 16})
+        storage={"path": str(db)}, scoring={"warmup": 4})
 
 
 def seqs_of(request: dict[str, Any]) -> list[int]:

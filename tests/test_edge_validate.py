@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from edge.alert_lifecycle import AlertTracker
 from edge.pipeline import Pipeline
-from edge.score import RobustZScorer
+from edge.score import RuleScorer
 from edge.store import READING_COLUMNS, Store
 from edge.validate import Incoming
 from shared import topics
@@ -80,7 +80,7 @@ def test_anything_through_the_real_store_is_stored_or_dead_lettered(
     db: Path = tmp_path_factory.mktemp("val") / "gw.db"
     store = Store.open(db)
     try:
-        pipe = Pipeline(store, RobustZScorer(), AlertTracker(), "gw-validate")
+        pipe = Pipeline(store, RuleScorer(), AlertTracker(), "gw-validate")
         result = pipe.handle([Incoming(t, p, 1_700_000_000_000) for t, p in messages])
         # A second pass is all redeliveries: nothing new stored, every message accounted for.
         again = pipe.handle([Incoming(t, p, 1_700_000_001_000) for t, p in messages])

@@ -17,9 +17,12 @@ from shared.features import series_features
 
 
 def _normal_series(seed: int, n: int = 600) -> np.ndarray:
+    # The temperature cycle (~94 readings) fits in the feature warm-up (150): the rules flag
+    # values beyond anything a device showed, so a warm-up shorter than the signal's cycle
+    # would (rightly) see its first trough as new.
     rng = np.random.default_rng(seed)
     t = np.arange(n)
-    temp = 40 + 2 * np.sin(t / 50) + rng.normal(0, 0.3, n)
+    temp = 40 + 2 * np.sin(t / 15) + rng.normal(0, 0.3, n)
     vib = 0.5 + rng.normal(0, 0.05, n).clip(-0.4, None)
     cur = 12 + rng.normal(0, 0.4, n)
     return np.stack([temp, vib, cur], axis=1)
@@ -41,12 +44,12 @@ def test_onnx_scores_match_and_spike_scores_above_threshold(
 ) -> None:
     manifest, onnx_bytes = read_bundle(bundle, [key.public_key()])
     model = OnnxModel(manifest, onnx_bytes)
-    normal = series_features(_normal_series(99), manifest.spec.window)
+    normal = series_features(_normal_series(99), manifest.spec)
     scores = model.score(normal)
     assert (scores > model.threshold).mean() < 0.02
     spiked = _normal_series(98)
     spiked[-1, 0] += 40.0  # a 40 °C jump on the newest reading
-    feats = series_features(spiked, manifest.spec.window)[-1:]
+    feats = series_features(spiked, manifest.spec)[-1:]
     assert model.score(feats)[0] > model.threshold
     explanation = model.explain(feats)
     assert max(explanation, key=lambda m: explanation[m]) == "temperature_c"
@@ -88,5 +91,12 @@ def test_key_file_round_trip(tmp_path: Path) -> None:
 
 
 def test_too_little_training_data_is_a_clear_error(key: Ed25519PrivateKey) -> None:
-    with pytest.raises(TrainingDataError, match="at least 200"):
-        train_bundle("motor", [_normal_series(0, n=100)], key)
+    with pytest.raises(TrainingDataError, match="warm-up of 150; need at least 50"):
+        train_bundle("motor", [_normal_series(0, n=190)], key)
+
+
+def test_a_short_history_still_gets_a_model_that_runs(key: Ed25519PrivateKey) -> None:
+    manifest, data = train_bundle("motor", [_normal_series(0, n=220)], key, n_estimators=20)
+    assert manifest.extra["training"]["windows"] == 70  # type: ignore[index]
+    model = OnnxModel(*read_bundle(data, [key.public_key()]))
+    assert model.score(series_features(_normal_series(5, n=220), manifest.spec)).shape == (70,)

@@ -272,7 +272,7 @@ def _bad_bundle(kind: str, b: Bundles) -> tuple[str, bytes]:
         return "motor-bad-3", b.make("motor-bad-3", b.manifest.created_ms - 5000)
     if kind == "spec":
         spec = FeatureSpec("motor", ("temperature_c", "vibration_rms_g", "oil_bar"),
-                           b.manifest.spec.window)
+                           b.manifest.spec.warmup)
         return "motor-bad-4", b.make("motor-bad-4", newer, spec=spec)
     return "motor-bad-5", b.make("motor-bad-5", newer, threshold=-1e9)
 
@@ -314,7 +314,7 @@ async def test_a_bad_bundle_is_refused_and_the_previous_model_keeps_scoring(  # 
         assert re.search(reason, (await cloud.rollout(rid))["reason"])
     rows = scored(pg_dsn, device)
     # Without a gap: once V1's window was full, every reading was scored by V1.
-    assert [r for r in rows[bundles.manifest.spec.window:] if r[1:] != ("onnx", V1)] == []
+    assert [r for r in rows[bundles.manifest.spec.warmup:] if r[1:] != ("onnx", V1)] == []
     with psycopg.connect(pg_dsn) as conn:
         audited = conn.execute("SELECT actor, after ->> 'reason' FROM audit_log"
                                " WHERE action = %s", (f"model.{step}",)).fetchall()

@@ -27,7 +27,7 @@ from cloud.ingest.batch import desired_state
 from edge.model_registry import ModelRegistry
 from edge.ota import BundleDownloader
 from edge.rollout import ModelRollout
-from edge.score import ModelScorer, RobustZScorer
+from edge.score import ModelScorer, RuleScorer
 from edge.shadow import ObservedScorer, alert_rate_bounds, check_spec
 from shared.bundle import BundleError, write_bundle
 from shared.features import FeatureSpec
@@ -82,7 +82,7 @@ async def test_a_model_misbehaving_after_the_swap_is_rolled_back_to_the_kept_ver
     registry.refresh()
     downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
     rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05)
-    scorer = ObservedScorer(ModelScorer(registry.get, RobustZScorer()), rollout)
+    scorer = ObservedScorer(ModelScorer(registry.get, RuleScorer()), rollout)
     seqs = count()
     stop = asyncio.Event()
     task = asyncio.create_task(rollout.run(stop))
@@ -138,7 +138,7 @@ def test_feature_spec_and_bounds_checks(bundles: Bundles) -> None:
         check_spec(m, "motor", "motor-other")
     with pytest.raises(BundleError, match="not 'mill'"):
         check_spec(m, "mill", m.version)
-    odd = FeatureSpec("motor", ("temperature_c", "humidity_pct"), m.spec.window)
+    odd = FeatureSpec("motor", ("temperature_c", "humidity_pct"), m.spec.warmup)
     with pytest.raises(BundleError, match="cannot compute"):
         check_spec(type(m)(**{**m.__dict__, "spec": odd}), "motor", m.version)
     assert alert_rate_bounds(m, 0.3) == (0.0, 0.3)
@@ -286,7 +286,7 @@ async def test_a_model_failing_at_run_time_after_the_swap_is_rolled_back(
     downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
     rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05,
                            max_run_failures=2)
-    scorer = ObservedScorer(ModelScorer(registry.get, RobustZScorer()), rollout)
+    scorer = ObservedScorer(ModelScorer(registry.get, RuleScorer()), rollout)
     seqs = count()
     stop = asyncio.Event()
     task = asyncio.create_task(rollout.run(stop))

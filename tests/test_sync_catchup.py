@@ -37,7 +37,7 @@ def cloud(pg_dsn: str) -> Iterator[tuple[TestClient, str]]:
 def uploader(client: TestClient, token: str, db: Path, sync: dict[str, object]) -> Uploader:
     """An Uploader whose HTTP goes straight into the running app (no sockets)."""
     settings = GatewaySettings(
-        gateway_id=GATEWAY, storage={"path": str(db)}, scoring={"warmup": 4, "window": 16},
+        gateway_id=GATEWAY, storage={"path": str(db)}, scoring={"warmup": 4},
         sync={"cloud_url": "http://cloud", "token": token, "retry_attempts": 2,
               "retry_max_s": 0.01, **sync})
     transport = httpx.ASGITransport(app=client.app)

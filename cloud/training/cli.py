@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="MLflow's local store and artifacts (default %(default)s)")
     p.add_argument("--experiment", default="smaint-models", help="MLflow experiment name")
     p.add_argument("--n-estimators", type=int, default=100, help="trees per forest")
-    p.add_argument("--quantile", type=float, default=0.999,
+    p.add_argument("--quantile", type=float, default=1.0,
                    help="threshold calibration quantile of the training scores")
     p.add_argument("--holdout", type=float, default=0.2,
                    help="last share of the window held out for evaluation")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.features import DEFAULT_WINDOW
+from shared.features import DEFAULT_WARMUP
 
 
 class GatePolicy(BaseModel):
@@ -64,13 +64,15 @@ class TrainingConfig(BaseModel):
         default=500, ge=10, description="fewer feature windows before the cut: profile skipped")
     min_heldout_windows: int = Field(
         default=100, ge=1, description="fewer feature windows after the cut: profile skipped")
-    feature_window: int = Field(
-        default=DEFAULT_WINDOW, ge=2, le=10_000, description="readings per feature window")
+    feature_warmup: int = Field(
+        default=DEFAULT_WARMUP, ge=2, le=100_000,
+        description="readings each device warms its feature state up with before it is scored")
     n_estimators: int = Field(default=100, ge=1, le=2000, description="trees per forest")
     max_samples: int = Field(default=256, ge=2, description="rows per tree")
     quantile: float = Field(
-        default=0.999, gt=0.5, lt=1.0,
-        description="threshold calibration: share of training windows below the threshold")
+        default=1.0, gt=0.5, le=1.0,
+        description="forest calibration: the training quantile its threshold lies beyond "
+                    "(1.0: the most anomalous training reading; shared.anomaly)")
     seed: int = Field(default=0, ge=0, description="random seed of the forest")
     event_margin_s: float = Field(
         default=60.0, ge=0, le=86_400,

@@ -1,8 +1,9 @@
 """A training window from the cloud database: readings per device and operator-labelled events.
 
-Readings are read per sensor profile as one time-ordered series per device, with a missing
-metric carrying its previous value forward, exactly as the gateway's ``DeviceWindow`` does, so
-feature windows here are those the gateway would have scored. Alerts that operators resolved
+Readings are read per sensor profile as one time-ordered series per device, a missing metric
+left missing (NaN), which ``shared.features.series_features`` treats exactly as the gateway's
+``DeviceFeatures`` treats a reading without that metric, so the features here are those the
+gateway computed. Alerts that operators resolved
 as ``confirmed_failure`` or ``false_positive`` become labelled time intervals on their device.
 """
 
@@ -102,7 +103,7 @@ def _ms(t: datetime) -> int:
 
 
 def load_profile(conn: Conn, profile: str, since: datetime, until: datetime) -> ProfileData:
-    """Readings of ``profile`` in ``[since, until)``: one forward-filled series per device."""
+    """Readings of ``profile`` in ``[since, until)``: one series per device, gaps as NaN."""
     metrics = get_profile(profile).metric_names
     columns = ", ".join("(metrics->>%s)::float8" for _ in metrics)
     # The metric values are extracted in SQL: no jsonb document is parsed in Python.
@@ -119,22 +120,12 @@ def load_profile(conn: Conn, profile: str, since: datetime, until: datetime) -> 
         ts = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))  # type: ignore[call-overload]
         values = np.array([[np.nan if v is None else v for v in r[1:]] for r in rows],
                           dtype=np.float64)
-        values = _forward_fill(values)
-        complete = ~np.isnan(values).any(axis=1)
-        series.append(DeviceSeries(device, ts[complete], values[complete]))
+        some = ~np.isnan(values).all(axis=1)
+        series.append(DeviceSeries(device, ts[some], values[some]))
     data = ProfileData(profile, metrics, series)
     log.info("%s: %d readings of %d devices in [%s, %s)", profile, data.rows, len(series),
              since.isoformat(), until.isoformat())
     return data
-
-
-def _forward_fill(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Each NaN takes the last value above it in its column (leading NaNs stay)."""
-    n = values.shape[0]
-    idx = np.where(~np.isnan(values), np.arange(n)[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    filled: npt.NDArray[np.float64] = np.take_along_axis(values, idx, axis=0)
-    return filled
 
 
 def profiles_in_window(conn: Conn, since: datetime, until: datetime) -> list[str]:
@@ -180,10 +171,10 @@ def feature_windows(data: ProfileData, spec: FeatureSpec) -> FeatureWindows:
     cols = [data.metrics.index(m) for m in spec.metrics]
     xs, ts, devs = [], [], []
     for s in data.series:
-        x = series_features(s.values[:, cols], spec.window)
+        x = series_features(s.values[:, cols], spec)
         if len(x):
             xs.append(x)
-            ts.append(s.ts_ms[spec.window - 1:])
+            ts.append(s.ts_ms[spec.warmup:])
             devs.append(np.full(len(x), s.device))
     if not xs:
         return FeatureWindows(np.empty((0, len(spec.names)), dtype=np.float32),

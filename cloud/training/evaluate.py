@@ -12,7 +12,7 @@ import onnxruntime as ort
 from pydantic import BaseModel, Field
 
 from cloud.training.dataset import LabelledEvent, ProfileData, feature_windows
-from shared.anomaly import combine, support_z
+from shared.anomaly import ForestCalibration, combine
 from shared.bundle import BundleError, Manifest
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
@@ -31,10 +31,7 @@ class Scorer:
         if not isinstance(ref, dict):
             raise BundleError(f"model {manifest.version}: manifest has no reference statistics")
         try:
-            self._median = np.asarray(ref["feature_median"], dtype=np.float64)
-            self._mad = np.asarray(ref["feature_mad"], dtype=np.float64)
-            self._forest_t = float(ref["forest_threshold"])
-            self._z_t = float(ref["z_threshold"])
+            self._calibration = ForestCalibration.from_dict(ref)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"model {manifest.version}: reference unusable: {exc!r}") from exc
         self._input = self._session.get_inputs()[0].name
@@ -44,8 +41,7 @@ class Scorer:
         if not len(x):
             return np.empty(0, dtype=np.float64)
         (raw,) = self._session.run(["scores"], {self._input: np.ascontiguousarray(x)})
-        forest = -np.asarray(raw, dtype=np.float64).reshape(-1)
-        return combine(forest, support_z(x, self._median, self._mad), self._forest_t, self._z_t)
+        return combine(self._calibration.normalise(raw), x)
 
 
 class Evaluation(BaseModel):

@@ -181,7 +181,7 @@ def _train_profile(
     events = [e for e in all_events if e.device in devices]
     first, last = data.span_ms()
     cutoff_ms = first + int((1.0 - config.holdout_fraction) * (last - first)) + 1
-    spec = FeatureSpec.for_profile(get_profile(name), window=config.feature_window)
+    spec = FeatureSpec.for_profile(get_profile(name), warmup=config.feature_warmup)
     windows = feature_windows(data, spec)
     before = windows.ts_ms < cutoff_ms
     failure = windows.in_events(events, "confirmed_failure")
@@ -206,7 +206,7 @@ def _train_profile(
         tracker.log_params({
             "profile": name, "algorithm": "IsolationForest", "n_estimators": config.n_estimators,
             "max_samples": config.max_samples, "quantile": config.quantile,
-            "seed": config.seed, "feature_window": config.feature_window,
+            "seed": config.seed, "feature_warmup": config.feature_warmup,
             "features": ",".join(spec.names), "holdout_fraction": config.holdout_fraction,
             "window_since": since.isoformat(), "window_until": until.isoformat(),
             "heldout_from": cutoff.isoformat(), "event_margin_s": config.event_margin_s,

@@ -1,8 +1,9 @@
 """Train an Isolation Forest for one sensor profile and export it as a signed ONNX bundle.
 
-The features come from :mod:`shared.features`, the code the gateway runs; each view of the
-score (shared.anomaly) is calibrated at a high quantile of the (normal) training windows, so
-the false alarm rate on data like the training data is about ``1 - quantile`` per window.
+The features come from :mod:`shared.features`, the code the gateway runs. The forest's score is
+calibrated on the (normal) training readings by shared.anomaly.ForestCalibration: by default it
+speaks only beyond the most anomalous of them; the rules of shared.anomaly need no training and
+are combined with it wherever it scores.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from sklearn.ensemble import IsolationForest
 
 from cloud.drift.stats import reference_stats
 from cloud.training.onnx_export import isolation_forest_onnx
-from shared.anomaly import combine, support_z
+from shared.anomaly import ForestCalibration, combine
 from shared.bundle import Manifest, write_bundle
-from shared.features import DEFAULT_WINDOW, FeatureSpec, series_features
+from shared.features import DEFAULT_WARMUP, FeatureSpec, series_features
 from shared.sensors import profile as get_profile
 
 ONNX_OPSET = {"": 17, "ai.onnx.ml": 3}
+# Fewer rows than this say too little about normal operation to fit a forest on; a short
+# history still gets a model (the forest subsamples 256 rows per tree anyway).
+MIN_TRAINING_ROWS = 50
 
 
 class TrainingDataError(ValueError):
@@ -33,7 +37,7 @@ class TrainingDataError(ValueError):
 
 
 def training_matrix(series: Sequence[npt.ArrayLike], spec: FeatureSpec) -> npt.NDArray[np.float32]:
-    """Stack the feature windows of every device series (each shaped time x metrics)."""
+    """Stack the features of every device series (each shaped time x metrics)."""
     blocks = []
     for s in series:
         arr = np.asarray(s, dtype=np.float64)
@@ -41,10 +45,12 @@ def training_matrix(series: Sequence[npt.ArrayLike], spec: FeatureSpec) -> npt.N
             raise TrainingDataError(
                 f"series shaped {arr.shape}, expected (time, {len(spec.metrics)}) for "
                 f"metrics {spec.metrics}")
-        blocks.append(series_features(arr, spec.window))
+        blocks.append(series_features(arr, spec))
     x = np.concatenate(blocks) if blocks else np.empty((0, 0), dtype=np.float32)
-    if x.shape[0] < 200:
-        raise TrainingDataError(f"only {x.shape[0]} feature windows; need at least 200")
+    if x.shape[0] < MIN_TRAINING_ROWS:
+        raise TrainingDataError(
+            f"only {x.shape[0]} readings after each device's warm-up of {spec.warmup}; need at "
+            f"least {MIN_TRAINING_ROWS}")
     return x
 
 
@@ -65,10 +71,10 @@ def fit_model(
     *,
     n_estimators: int = 100,
     max_samples: int = 256,
-    quantile: float = 0.999,
+    quantile: float = 1.0,
     seed: int = 0,
 ) -> FittedModel:
-    """Fit the forest on feature windows ``x``, calibrate both score views, export to ONNX."""
+    """Fit the forest on features ``x``, calibrate its score, export to ONNX."""
     if x.shape[0] < 2 or x.shape[1] != len(spec.names):
         raise TrainingDataError(
             f"feature matrix shaped {x.shape}, expected (>=2, {len(spec.names)})")
@@ -77,26 +83,22 @@ def fit_model(
     forest.fit(x)
     # decision_function is high for normal points; the gateway's convention is "higher is
     # more anomalous", so scores and the threshold are negated decision values.
-    forest_scores = -forest.decision_function(x)
+    decision = forest.decision_function(x)
+    calibration = ForestCalibration.fit(decision, quantile)
     median = np.median(x, axis=0)
-    mad = np.median(np.abs(x - median), axis=0)
-    z = support_z(x, median, mad)
-    forest_threshold = float(np.quantile(forest_scores, quantile))
-    z_threshold = float(np.quantile(z, quantile))
-    train_scores = combine(forest_scores, z, forest_threshold, z_threshold)
+    train_scores = combine(calibration.normalise(decision), x)
     # One tree-ensemble node, not skl2onnx's ~3,000: ~5x faster per row on the gateway,
     # ~100x per call, and a fraction of the memory (cloud/training/onnx_export.py).
     onnx_bytes = isolation_forest_onnx(forest, x.shape[1])
     reference = {
         "feature_names": spec.names,
+        # The normal value of each feature: what an explanation replaces a feature with.
         "feature_median": [float(v) for v in median],
-        "feature_mad": [float(v) for v in mad],
-        "forest_threshold": forest_threshold,
-        "z_threshold": z_threshold,
+        **calibration.to_dict(),
         "score_quantiles": {
             str(q): round(float(np.quantile(train_scores, q)), 6) for q in (0.5, 0.9, 0.99, 0.999)
         },
-        # What cloud.drift compares recent feature windows with.
+        # What cloud.drift compares recent features with.
         "drift": reference_stats(x, spec.names),
     }
     params = {"n_estimators": n_estimators, "max_samples": int(forest.max_samples_),
@@ -120,8 +122,8 @@ def make_manifest(fitted: FittedModel, version: str,
         onnx_sha256=hashlib.sha256(fitted.onnx_bytes).hexdigest(),
         extra={
             "algorithm": "IsolationForest",
-            "score": "shared.anomaly.combine of the negated decision_function and the "
-                     "support z-score; above 1.0 is anomalous",
+            "score": "shared.anomaly.combine of the calibrated negated decision_function "
+                     "and the rules; above 1.0 is anomalous",
             "training": {"windows": fitted.windows, **fitted.params, **(extra or {})},
             "reference": fitted.reference,
         },
@@ -133,16 +135,16 @@ def train_bundle(
     series: Sequence[npt.ArrayLike],
     key: Ed25519PrivateKey,
     *,
-    window: int = DEFAULT_WINDOW,
+    warmup: int = DEFAULT_WARMUP,
     n_estimators: int = 100,
-    quantile: float = 0.999,
+    quantile: float = 1.0,
     seed: int = 0,
     version: str | None = None,
     extra: dict[str, object] | None = None,
 ) -> tuple[Manifest, bytes]:
     """Fit, export and sign: returns (manifest, bundle zip bytes)."""
     prof = get_profile(profile_name)
-    spec = FeatureSpec.for_profile(prof, window=window)
+    spec = FeatureSpec.for_profile(prof, warmup=warmup)
     x = training_matrix(series, spec)
     fitted = fit_model(spec, x, n_estimators=n_estimators, quantile=quantile, seed=seed)
     manifest = make_manifest(fitted, version or f"{prof.name}-{int(time.time() * 1000)}",
