@@ -156,11 +156,13 @@ def score_corpus(files: dict[str, tuple[RowWeights, F64]], threshold: float,
                        normalised=normalised(raw, windows, profile), files=per)
 
 
-def sweep(files: dict[str, tuple[RowWeights, F64]], profile: Profile) -> tuple[float, float]:
+def sweep(files: dict[str, tuple[RowWeights, F64]],
+          profile: Profile) -> tuple[float | None, float]:
     """NAB's threshold tuning: (threshold, normalised score) of the best corpus threshold.
 
     Every distinct anomaly score is a candidate; lowering the threshold past a group of equal
-    scores adds their rows as detections at once. Ties go to the highest threshold.
+    scores adds their rows as detections at once. Ties go to the highest threshold; the
+    threshold is None when no detection at all scores best.
     """
     scores, gains, window_ids = [], [], []
     offset = 0
@@ -191,7 +193,7 @@ def sweep(files: dict[str, tuple[RowWeights, F64]], profile: Profile) -> tuple[f
     ends = np.flatnonzero(np.append(s_sorted[1:] != s_sorted[:-1], True))
     best_i = int(np.argmax(totals[ends])) if ends.size else -1
     if best_i < 0 or totals[ends[best_i]] <= null:
-        return math.inf, 0.0  # never alarming is best
+        return None, 0.0  # never alarming is best
     end = ends[best_i]
     return float(s_sorted[end]), normalised(float(totals[end]), n_windows, profile)
 
