@@ -1,6 +1,6 @@
 """The evaluation harness: the product's detector measured on real labelled data.
 
-Runs from a source checkout (like bench/): it bundles the NAB corpus and reads the
-simulator's replay data, neither of which belongs in the product's wheel. See
-docs/evaluation.md.
+Its data stays in the source tree (the bundled NAB corpus) or comes with the simulator's
+distribution (AI4I 2020, C-MAPSS): neither ships in the product's wheel, so the harness runs
+from a checkout or a development install. See docs/evaluation.md.
 """
