@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "contract": ("smaint.contract", "write or check the wire contract's documents (docs/contract)"),
     "train": ("cloud.training.cli", "retrain models from cloud data, track in MLflow, gate"),
     "drift": ("cloud.drift.cli", "check feature drift against each model, list drift events"),
+    "eval": ("evaluation.cli", "measure the detector on NAB and labelled failures (checkout)"),
 }
 
 USAGE = "usage: smaint <command> [options]\n\ncommands:\n" + "\n".join(

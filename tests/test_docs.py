@@ -11,12 +11,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 TOP = ("edge", "cloud", "shared", "simulator", "devstack", "smaint", "ui", "bench", "tests",
-       "firmware", "mosquitto", "scripts", "docs")
+       "firmware", "mosquitto", "scripts", "docs", "evaluation")
 # A path as docs write it: a top-level folder, then path segments; globs and <placeholders>
 # are not paths to check.
 _ANY_TOP = "|".join(TOP)
 _PATH = re.compile(rf"(?<![\w./-])((?:{_ANY_TOP})/(?!v1/)[\w./-]*[\w/])")  # smaint/v1/...: a topic
-_PKG = "|".join(TOP[:7])
+_PKG = "|".join((*TOP[:7], "evaluation"))
 _MODULE = re.compile(rf"(?<![\w./-])((?:{_PKG})(?:\.[a-z_][a-z0-9_]*)+)")
 
 
