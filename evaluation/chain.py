@@ -3,8 +3,8 @@
 The only module of the harness that knows how the product detects. A model is fitted with
 the cloud's training code on the rows a series allows (its probationary rows), exported to
 ONNX and loaded as the gateway loads it; then every row goes, in order and in the gateway's
-micro-batches, through the gateway's scorer (the model where one is ready, the statistical
-fallback elsewhere) and its alert tracker, with the settings a gateway ships with. Training
+micro-batches, through the gateway's scorer (the model with the rules where one is ready, the
+rules alone elsewhere) and its alert tracker, with the settings a gateway ships with. Training
 that refuses a short history leaves the chain without a model, as on a real gateway.
 
 Each row's result is NAB's anomaly score (evaluation.alerts): 1.0 where an alert opens, else
@@ -24,7 +24,7 @@ from cloud.training.config import TrainingConfig
 from cloud.training.train import TrainingDataError, fit_model, make_manifest, training_matrix
 from edge.alert_lifecycle import AlertTracker
 from edge.onnx_model import OnnxModel
-from edge.score import ModelScorer, RobustZScorer
+from edge.score import ModelScorer, RuleScorer
 from edge.settings import AlertSettings, IngestSettings, ScoringSettings
 from evaluation.alerts import anomaly_scores
 from shared.features import FeatureSpec
@@ -55,7 +55,7 @@ class Replay:
 def fit(profile: str, metrics: Sequence[str], training: Sequence[F64]) -> OnnxModel | None:
     """The cloud's model of one profile trained on these series; None if training refuses."""
     cfg = TrainingConfig()
-    spec = FeatureSpec(profile=profile, metrics=tuple(metrics), window=cfg.feature_window)
+    spec = FeatureSpec(profile=profile, metrics=tuple(metrics), warmup=cfg.feature_warmup)
     try:
         x = training_matrix(training, spec)
     except TrainingDataError:
@@ -68,8 +68,7 @@ def fit(profile: str, metrics: Sequence[str], training: Sequence[F64]) -> OnnxMo
 def replay(devices: Sequence[Replay], profile: str, metrics: Sequence[str],
            model: OnnxModel | None) -> list[F64]:
     """Per device, NAB's anomaly score of each row through the gateway's scorer and tracker."""
-    fallback = RobustZScorer(window=_SCORING.window, warmup=_SCORING.warmup,
-                             threshold=_SCORING.threshold)
+    fallback = RuleScorer(warmup=_SCORING.warmup, threshold=_SCORING.threshold)
     scorer = ModelScorer(lambda p: model if p == profile else None, fallback)
     tracker = AlertTracker(open_after=_ALERTS.open_after, resolve_after=_ALERTS.resolve_after,
                            threshold=_SCORING.threshold)
