@@ -7,7 +7,7 @@ what this device's signal normally does, and each reading is described relative 
 
 - ``excess``: how far the value lies outside the envelope of every value this device showed
   in normal operation, in envelope widths (0 inside; a small excursion counts from its second
-  reading on). Novelty against the device's own history
+  reading on, unless it came as a big step). Novelty against the device's own history
   is level-free (each device has its own envelope) and remembers faults: the envelope only
   grows, and a reading judged anomalous moves it half the way, so a recurring fault of the
   same size is seen again while a lasting new level is accepted after a few readings;
@@ -52,8 +52,10 @@ _ABSORB = 0.5
 # A single value just past the envelope is what a noisy signal does now and then (a Gaussian's
 # record keeps growing): it counts at once only this far out (in envelope widths); a smaller
 # excursion counts when it lasts two readings. At 1 reading/s this leaves about one lone
-# excursion a day on Gaussian noise instead of twenty; on NAB it costs 4.7 points.
+# excursion a day on Gaussian noise instead of twenty; on NAB it costs 4 points.
 _LONE_EXCESS = 0.1
+# ... or when it arrives as a step of this many usual steps: a spike, not a noisy tail.
+_LONE_STEP = 6.0
 # Shortest "longest run" a stuck value is compared with: noisy signals rarely repeat at all.
 _MIN_RUN = 5
 
@@ -129,7 +131,8 @@ class MetricState:
         res = self.resolution if self.resolution != math.inf else 0.0
         floor = max(res, 1e-9 * abs(x), 1e-12)
         beyond = max(x - self.hi, self.lo - x, 0.0) / max(self.hi - self.lo, floor)
-        excess = beyond if beyond >= _LONE_EXCESS else min(beyond, self.beyond)
+        lone_ok = beyond >= _LONE_EXCESS or dx >= _LONE_STEP * max(self.step, floor)
+        excess = beyond if lone_ok else min(beyond, self.beyond)
         self.beyond = beyond
         spread = max(math.sqrt(self.spread2), floor)
         residual = x - self.level
