@@ -3,9 +3,9 @@
 The detector is built to fire early and once per episode (shared.anomaly: novelty against
 each device's own history), so by default one anomalous reading opens an alert and ten normal
 readings in a row resolve it and re-arm the device: the resolve side is the hysteresis that
-keeps a flapping signal from opening an alert on every sample (an alert storm). An operator acknowledges an
-open alert locally (the gateway's HTTP API); every version of an alert is stored, queued for
-sync and published on the gateway's local MQTT alert topic.
+keeps a flapping signal from opening an alert on every sample (an alert storm). An operator
+acknowledges an open alert locally (the gateway's HTTP API); every version of an alert is
+stored, queued for sync and published on the gateway's local MQTT alert topic.
 """
 
 from __future__ import annotations

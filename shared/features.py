@@ -108,8 +108,8 @@ class FeatureSpec:
 class MetricState:
     """What one metric of one device normally does, learned reading by reading."""
 
-    __slots__ = ("beyond", "hi", "level", "lo", "longest", "n", "prev", "resolution", "run", "spread2",
-                 "step", "warmup")
+    __slots__ = ("beyond", "hi", "level", "lo", "longest", "n", "prev", "resolution", "run",
+                 "spread2", "step", "warmup")
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup

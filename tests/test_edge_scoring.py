@@ -1,4 +1,4 @@
-"""Gateway scoring: the rules first, the profile's signed ONNX model (with the rules) once installed.
+"""Gateway scoring: the rules first, then the profile's signed ONNX model with the rules.
 
 Real parts throughout: bundles trained and signed by cloud.training, verified and run by
 onnxruntime, a real gateway on a real Mosquitto writing real SQLite rows.
