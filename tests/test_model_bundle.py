@@ -97,6 +97,6 @@ def test_too_little_training_data_is_a_clear_error(key: Ed25519PrivateKey) -> No
 
 def test_a_short_history_still_gets_a_model_that_runs(key: Ed25519PrivateKey) -> None:
     manifest, data = train_bundle("motor", [_normal_series(0, n=220)], key, n_estimators=20)
-    assert manifest.extra["training"]["windows"] == 70  # type: ignore[index]
+    assert manifest.extra["training"]["windows"] == 70
     model = OnnxModel(*read_bundle(data, [key.public_key()]))
     assert model.score(series_features(_normal_series(5, n=220), manifest.spec)).shape == (70,)

@@ -17,13 +17,15 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from cloud.background import jobs
 from cloud.db.pool import Conn
 from cloud.drift.config import DriftConfig
-from cloud.drift.stats import BadReferenceError, psi_scores
+from cloud.drift.stats import BadReferenceError, drift_matrix, psi_scores
 from cloud.rollout.rollouts import VERSION_PATTERN
 from cloud.training.config import TrainingConfig
 from cloud.training.dataset import FeatureWindows, feature_windows, load_profile, profiles_in_window
@@ -197,13 +199,13 @@ def _check_profile(conn: Conn, tracker: Tracker, training: TrainingConfig, confi
         if version not in windows:
             windows[version] = feature_windows(data, manifest.spec)
         w = windows[version]
-        x = w.x[w.device == device]
+        x, names = _drift_columns(w, device, manifest, pooled)
         if len(x) < config.min_windows:
             devices.append(DeviceCheck(device=device, model_version=version, windows=len(x),
                                        max_score=None, moved=[], status="too_few_windows"))
             continue
         try:
-            scores = psi_scores(per_device.get(device, pooled), manifest.spec.names, x)
+            scores = psi_scores(per_device.get(device, pooled), names, x)
         except BadReferenceError as exc:
             log.warning("%s v%s: unusable drift reference, %s skipped: %s", model_name, version,
                         device, exc)
@@ -224,6 +226,16 @@ def _check_profile(conn: Conn, tracker: Tracker, training: TrainingConfig, confi
                                    max_score=max(scores.values()), moved=moved, status=status))
     return ProfileCheck(profile=name, model_name=model_name, model_version=champion[0],
                         status="checked", devices=devices), events
+
+
+def _drift_columns(w: FeatureWindows, device: str, manifest: Manifest, pooled: dict[str, Any],
+                   ) -> tuple[npt.NDArray[np.float64], list[str]]:
+    """A device's rows as the reference has them: raw values and features, or features alone."""
+    mine = w.device == device
+    if not set(manifest.spec.metrics) <= set(pooled.get("features", {})):
+        # A reference from before raw values were kept: compare the features alone.
+        return w.x[mine].astype(np.float64), manifest.spec.names
+    return drift_matrix(w.raw[mine], w.x[mine], manifest.spec.metrics, manifest.spec.names)
 
 
 def _record(conn: Conn, config: DriftConfig, *, device: str, profile: str, model_name: str,

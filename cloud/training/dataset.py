@@ -80,13 +80,15 @@ class FeatureWindows:
     x: npt.NDArray[np.float32]
     ts_ms: npt.NDArray[np.int64]
     device: npt.NDArray[np.str_]
+    # The metric values of the reading each row describes (NaN where it lacked one).
+    raw: npt.NDArray[np.float64]
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def select(self, mask: npt.NDArray[np.bool_]) -> FeatureWindows:
         """The windows where ``mask`` is true."""
-        return FeatureWindows(self.x[mask], self.ts_ms[mask], self.device[mask])
+        return FeatureWindows(self.x[mask], self.ts_ms[mask], self.device[mask], self.raw[mask])
 
     def in_events(self, events: list[LabelledEvent], label: Label) -> npt.NDArray[np.bool_]:
         """True for windows whose newest reading lies in an event with ``label``."""
@@ -169,17 +171,21 @@ def feature_windows(data: ProfileData, spec: FeatureSpec) -> FeatureWindows:
     if missing:
         raise ValueError(f"feature spec needs metrics {missing} that {data.profile} lacks")
     cols = [data.metrics.index(m) for m in spec.metrics]
-    xs, ts, devs = [], [], []
+    xs, ts, devs, raws = [], [], [], []
     for s in data.series:
-        x = series_features(s.values[:, cols], spec)
+        values = s.values[:, cols]
+        x = series_features(values, spec)
         if len(x):
             xs.append(x)
             ts.append(s.ts_ms[spec.warmup:])
             devs.append(np.full(len(x), s.device))
+            raws.append(values[spec.warmup:])
     if not xs:
         return FeatureWindows(np.empty((0, len(spec.names)), dtype=np.float32),
-                              np.empty(0, dtype=np.int64), np.empty(0, dtype=np.str_))
-    return FeatureWindows(np.concatenate(xs), np.concatenate(ts), np.concatenate(devs))
+                              np.empty(0, dtype=np.int64), np.empty(0, dtype=np.str_),
+                              np.empty((0, len(spec.metrics)), dtype=np.float64))
+    return FeatureWindows(np.concatenate(xs), np.concatenate(ts), np.concatenate(devs),
+                          np.concatenate(raws))
 
 
 def default_window(until: datetime | None, since: datetime | None,

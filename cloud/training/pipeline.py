@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from cloud.artifacts import ArtifactStore
 from cloud.db.pool import Conn
-from cloud.drift.stats import device_references
+from cloud.drift.stats import device_references, drift_matrix
 from cloud.exceptions import CloudError
 from cloud.operations import audit
 from cloud.training.champion import GateDecision, decide
@@ -218,14 +218,15 @@ def _train_profile(
             "labels_confirmed_failure": labels["confirmed_failure"],
             "labels_false_positive": labels["false_positive"],
         })
+        drift_x, drift_names = drift_matrix(train.raw, train.x, spec.metrics, spec.names)
         fitted = fit_model(spec, train.x, n_estimators=config.n_estimators,
                            max_samples=config.max_samples, quantile=config.quantile,
-                           seed=config.seed)
+                           seed=config.seed, raw=train.raw)
         manifest = make_manifest(fitted, f"{name}-{int(time.time() * 1000)}", {
             "data": f"cloud readings {since.isoformat()} .. {cutoff.isoformat()}",
             "mlflow_run_id": run_id, "registered_model": model_name,
             "labels": labels,
-            "drift_devices": device_references(train.x, train.device, spec.names),
+            "drift_devices": device_references(drift_x, train.device, drift_names),
         })
         challenger = evaluate(Scorer(manifest, fitted.onnx_bytes), data, cutoff_ms, events)
         tracker.log_metrics(challenger.metrics())

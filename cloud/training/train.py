@@ -19,7 +19,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sklearn.ensemble import IsolationForest
 
-from cloud.drift.stats import reference_stats
+from cloud.drift.stats import drift_matrix, reference_stats
 from cloud.training.onnx_export import isolation_forest_onnx
 from shared.anomaly import ForestCalibration, combine
 from shared.bundle import Manifest, write_bundle
@@ -73,8 +73,12 @@ def fit_model(
     max_samples: int = 256,
     quantile: float = 1.0,
     seed: int = 0,
+    raw: npt.NDArray[np.float64] | None = None,
 ) -> FittedModel:
-    """Fit the forest on features ``x``, calibrate its score, export to ONNX."""
+    """Fit the forest on features ``x``, calibrate its score, export to ONNX.
+
+    ``raw``, the metric values of the readings ``x`` describes, goes into the drift reference.
+    """
     if x.shape[0] < 2 or x.shape[1] != len(spec.names):
         raise TrainingDataError(
             f"feature matrix shaped {x.shape}, expected (>=2, {len(spec.names)})")
@@ -98,8 +102,10 @@ def fit_model(
         "score_quantiles": {
             str(q): round(float(np.quantile(train_scores, q)), 6) for q in (0.5, 0.9, 0.99, 0.999)
         },
-        # What cloud.drift compares recent features with.
-        "drift": reference_stats(x, spec.names),
+        # What cloud.drift compares recent data with: raw values (``raw``, the metric values
+        # of the readings ``x`` describes) and features.
+        "drift": reference_stats(*(drift_matrix(raw, x, spec.metrics, spec.names)
+                                   if raw is not None else (x, spec.names))),
     }
     params = {"n_estimators": n_estimators, "max_samples": int(forest.max_samples_),
               "quantile": quantile, "seed": seed}
@@ -146,7 +152,8 @@ def train_bundle(
     prof = get_profile(profile_name)
     spec = FeatureSpec.for_profile(prof, warmup=warmup)
     x = training_matrix(series, spec)
-    fitted = fit_model(spec, x, n_estimators=n_estimators, quantile=quantile, seed=seed)
+    raw = np.concatenate([np.asarray(s, dtype=np.float64)[spec.warmup:] for s in series])
+    fitted = fit_model(spec, x, n_estimators=n_estimators, quantile=quantile, seed=seed, raw=raw)
     manifest = make_manifest(fitted, version or f"{prof.name}-{int(time.time() * 1000)}",
                              {"series": len(series), **(extra or {})})
     return manifest, write_bundle(manifest, fitted.onnx_bytes, key)
