@@ -30,6 +30,8 @@ class Panel:
     gateway: Gateway
     auth: PanelAuth
     refresh_s: float = 2.0
+    # A failed sign-in answers only after this pause, which slows guessing down.
+    failed_sign_in_delay_s: float = 1.0
 
 
 def browser_id() -> str | None:

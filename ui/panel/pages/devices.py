@@ -15,10 +15,10 @@ COLUMNS: list[dict[str, Any]] = [
     {"name": "device", "label": "Device", "field": "device", "align": "left", "sortable": True},
     {"name": "type", "label": "Type", "field": "type", "align": "left", "sortable": True},
     {"name": "state", "label": "State", "field": "state", "align": "left", "sortable": True},
-    {"name": "last", "label": "Last reading", "field": "last", "align": "left"},
     {"name": "rate", "label": "Readings/s (1 min)", "field": "rate", "sortable": True},
     {"name": "gaps", "label": "Seq gaps", "field": "gaps", "sortable": True},
     {"name": "spark", "label": "Last 60 readings", "field": "spark", "align": "left"},
+    {"name": "last", "label": "Last reading", "field": "last", "align": "left"},
 ]
 
 
@@ -66,6 +66,10 @@ def register(panel: Panel) -> None:
                 <q-td :props="props">
                   <q-badge :color="props.value === 'online' ? 'positive' : 'grey-7'"
                            :label="props.value" />
+                </q-td>""")
+            table.add_slot("body-cell-last", r"""
+                <q-td :props="props" style="white-space: normal; min-width: 16rem">
+                  {{ props.value }}
                 </q-td>""")
             table.add_slot("body-cell-spark", r"""
                 <q-td :props="props">

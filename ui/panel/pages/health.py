@@ -39,8 +39,9 @@ def register(panel: Panel) -> None:
                          "health-rate")
                     fact("Waiting in memory", f"{h['queue_depth']} messages, "
                          f"{h['unacked']} unacknowledged", "health-queue")
-                    fact("Received / stored", f"{h['received']} / {h['stored']} "
-                         f"({h['duplicates']} redeliveries dropped)", "health-counts")
+                    fact("Messages received / readings stored",
+                         f"{h['received']} / {h['stored']} ({h['duplicates']} redeliveries "
+                         "dropped; status messages count as received)", "health-counts")
                     fact("Sequence gaps", f"{h['seq_gaps']} readings never arrived",
                          "health-gaps")
                     budget = h["db_budget_bytes"]

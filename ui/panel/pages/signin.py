@@ -13,7 +13,6 @@ from ui.panel.frame import NAV, Panel, browser_id
 
 log = logging.getLogger(__name__)
 _PATHS = {path for _, path, _ in NAV}
-FAILED_SIGN_IN_DELAY_S = 1.0  # slows guessing down; the scrypt check costs ~50 ms more
 
 
 def _safe_next(target: str) -> str:
@@ -44,7 +43,7 @@ def register(panel: Panel) -> None:
                 ui.navigate.to(target)
                 return
             log.warning("panel: failed sign-in")
-            await asyncio.sleep(FAILED_SIGN_IN_DELAY_S)
+            await asyncio.sleep(panel.failed_sign_in_delay_s)
             password.value = ""
             ui.notify("Wrong password.", type="negative")
 
