@@ -11,7 +11,10 @@ import sqlite3
 from dataclasses import dataclass, field
 
 HOUR_MS = 3_600_000
-BUCKET_MS = 2_000  # the live chart keeps one reading per 2 s: at most 1,800 points an hour
+# The live chart keeps one reading per half second (at most 7,200 an hour) and draws at most
+# MAX_DRAWN points, each the reading with the highest score of its slice: spikes stay visible.
+BUCKET_MS = 500
+MAX_DRAWN = 1_500
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +106,8 @@ def after_rowid(conn: sqlite3.Connection, device: str, rowid: int) -> tuple[list
 
 @dataclass
 class LiveHour:
-    """A device's last hour, one reading per 2 s bucket (the one with the highest score),
-    brought up to date with only the readings stored since the last call."""
+    """A device's last hour, one reading per half-second bucket (the one with the highest
+    score), brought up to date with only the readings stored since the last call."""
 
     device: str
     buckets: dict[int, Point] = field(default_factory=dict)
@@ -139,6 +142,22 @@ class LiveHour:
     def points(self) -> list[Point]:
         """The kept readings in time order."""
         return [self.buckets[b] for b in sorted(self.buckets)]
+
+    def drawn(self, limit: int = MAX_DRAWN) -> list[Point]:
+        """At most ``limit`` of the kept readings, in time order: where there are more, each
+        is the highest-scored reading of an equal slice of the time they span."""
+        kept = self.points()
+        if len(kept) <= limit:
+            return kept
+        first, last = kept[0].ts_ms, kept[-1].ts_ms
+        width = (last - first) / limit + 1
+        slices: dict[int, Point] = {}
+        for p in kept:
+            s = int((p.ts_ms - first) // width)
+            held = slices.get(s)
+            if held is None or _rank(p) >= _rank(held):
+                slices[s] = p
+        return [slices[s] for s in sorted(slices)]
 
 
 def _rank(p: Point) -> tuple[bool, float]:

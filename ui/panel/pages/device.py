@@ -13,7 +13,7 @@ from shared.schemas import Alert
 from shared.sensors import PROFILES
 from ui.panel import snapshot, units
 from ui.panel.frame import Panel, frame, guard
-from ui.panel.series import BUCKET_MS, HOUR_MS, LiveHour, Point
+from ui.panel.series import BUCKET_MS, HOUR_MS, MAX_DRAWN, LiveHour, Point
 
 _ALERT_COLORS = {"high": "#c62828", "medium": "#ef6c00", "low": "#f9a825"}
 
@@ -21,6 +21,8 @@ _ALERT_COLORS = {"high": "#c62828", "medium": "#ef6c00", "low": "#f9a825"}
 def chart_options(points: list[Point], alerts: list[Alert], shown: list[str],
                   now: int) -> dict[str, Any]:
     """ECharts options: the chosen metrics above, the anomaly score per scorer below."""
+    # The axis spans the hour, or less while the device has not been reporting for that long.
+    start = max(now - HOUR_MS, min((p.ts_ms for p in points), default=now - HOUR_MS))
     series: list[dict[str, Any]] = []
     for metric in shown:
         series.append({
@@ -41,14 +43,14 @@ def chart_options(points: list[Point], alerts: list[Alert], shown: list[str],
     series.append({
         "name": "alert opened", "type": "scatter", "symbol": "pin", "symbolSize": 26,
         "xAxisIndex": 1, "yAxisIndex": 1,
-        "data": [{"value": [max(a.opened_ms, now - HOUR_MS), a.score],
+        "data": [{"value": [max(a.opened_ms, start), a.score],
                   "itemStyle": {"color": _ALERT_COLORS[a.severity]},
                   "name": f"{a.severity} alert, {a.state}"} for a in alerts],
         "markArea": {"silent": True, "itemStyle": {"color": "rgba(198,40,40,0.08)"},
-                     "data": [[{"xAxis": max(a.opened_ms, now - HOUR_MS)},
+                     "data": [[{"xAxis": max(a.opened_ms, start)},
                                {"xAxis": a.resolved_ms or now}] for a in alerts]},
     })
-    axis = {"type": "time", "min": now - HOUR_MS, "max": now}
+    axis = {"type": "time", "min": start, "max": now}
     return {
         "animation": False,
         "legend": {"top": 0, "type": "scroll"},
@@ -99,15 +101,16 @@ def register(panel: Panel) -> None:
                 shown = ui.select(names, multiple=True, value=names[:1],
                                   label="Metrics shown").classes("w-96").mark("metric-select")
                 newest = ui.label().classes("text-body2").mark("chart-newest")
-            ui.label(f"Last hour; at most one reading per {BUCKET_MS // 1000} s is drawn: "
-                     "the one with the highest anomaly score.").classes(
+            ui.label(f"The last hour, at most one point per {BUCKET_MS} ms and {MAX_DRAWN:,} "
+                     "in all: where readings are denser, each point is the reading with the "
+                     "highest anomaly score of its slice of time.").classes(
                 "text-caption text-grey-7")
             chart = ui.echart({}).classes("w-full h-[32rem]").mark("device-chart")
             scorers = ui.label().classes("text-body2").mark("scored-by")
 
             def redraw() -> None:
                 now = now_ms()
-                points = live.points()
+                points = live.drawn()
                 alerts = snapshot.device_alerts(gw, device_id, now - HOUR_MS)
                 chart.options.clear()
                 chart.options.update(chart_options(points, alerts, list(shown.value or []),
@@ -115,7 +118,7 @@ def register(panel: Panel) -> None:
                 chart.update()
                 if points:
                     last = points[-1]
-                    newest.set_text(f"{len(points)} points drawn; newest reading "
+                    newest.set_text(f"{len(points):,} points drawn; newest reading "
                                     f"{units.clock(last.ts_ms)} (boot {last.boot}, seq "
                                     f"{last.seq})")
                 else:
@@ -124,7 +127,8 @@ def register(panel: Panel) -> None:
                 for p in points:
                     counts[p.scored_by] = counts.get(p.scored_by, 0) + 1
                 scorers.set_text("Scored by: " + ", ".join(
-                    f"{k} ({n} points)" for k, n in sorted(counts.items())) if counts else "")
+                    f"{k} ({n} points)" for k, n in sorted(counts.items())) if counts else
+                    "No reading in the last hour to say what scored it.")
 
             def tick() -> None:
                 facts.set_text(_facts(panel, device_id))
