@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from urllib.parse import quote
 
 from nicegui import app, ui
 from starlette.responses import RedirectResponse
 
-from edge.service import Gateway
-from ui.panel.auth import PanelAuth
+from ui.panel.context import Panel
 
 # (label, path, Material icon): the left navigation, in this order.
 NAV = (
@@ -21,17 +19,6 @@ NAV = (
     ("Models", "/models", "model_training"),
     ("Health", "/health", "monitor_heart"),
 )
-
-
-@dataclass
-class Panel:
-    """What every page works with: the running gateway, its panel password, the refresh."""
-
-    gateway: Gateway
-    auth: PanelAuth
-    refresh_s: float = 2.0
-    # A failed sign-in answers only after this pause, which slows guessing down.
-    failed_sign_in_delay_s: float = 1.0
 
 
 def browser_id() -> str | None:

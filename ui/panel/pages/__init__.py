@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ui.panel.frame import Panel
+from ui.panel.context import Panel
 from ui.panel.pages import alerts, device, devices, health, models, signin, sync
 
 

@@ -16,7 +16,8 @@ from starlette.responses import RedirectResponse
 from edge.alert_lifecycle import AlertNotFoundError, AlertResolvedError
 from edge.store import now_ms
 from ui.panel import snapshot, units
-from ui.panel.frame import Panel, frame, guard, still_signed_in
+from ui.panel.context import Panel
+from ui.panel.frame import frame, guard, still_signed_in
 
 log = logging.getLogger(__name__)
 MAX_COMMENT = 2000

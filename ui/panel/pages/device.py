@@ -12,7 +12,8 @@ from edge.store import now_ms
 from shared.schemas import Alert
 from shared.sensors import PROFILES
 from ui.panel import snapshot, units
-from ui.panel.frame import Panel, frame, guard
+from ui.panel.context import Panel
+from ui.panel.frame import frame, guard
 from ui.panel.series import BUCKET_MS, HOUR_MS, MAX_DRAWN, LiveHour, Point
 
 _ALERT_COLORS = {"high": "#c62828", "medium": "#ef6c00", "low": "#f9a825"}

@@ -9,7 +9,8 @@ from starlette.responses import RedirectResponse
 
 from edge.store import now_ms
 from ui.panel import snapshot, sparkline, units
-from ui.panel.frame import Panel, frame, guard
+from ui.panel.context import Panel
+from ui.panel.frame import frame, guard
 
 COLUMNS: list[dict[str, Any]] = [
     {"name": "device", "label": "Device", "field": "device", "align": "left", "sortable": True},

@@ -7,7 +7,8 @@ from nicegui import ui
 from starlette.responses import RedirectResponse
 
 from ui.panel import snapshot, units
-from ui.panel.frame import Panel, frame, guard
+from ui.panel.context import Panel
+from ui.panel.frame import frame, guard
 from ui.panel.pages.sync import fact
 
 _STEP_COLOR = {"downloading": "primary", "verifying": "primary", "shadow": "orange-8",

@@ -9,7 +9,8 @@ from nicegui import ui
 from starlette.responses import RedirectResponse
 
 from ui.panel.auth import MIN_PASSWORD, PanelAuthError
-from ui.panel.frame import NAV, Panel, browser_id
+from ui.panel.context import Panel
+from ui.panel.frame import NAV, browser_id
 
 log = logging.getLogger(__name__)
 _PATHS = {path for _, path, _ in NAV}

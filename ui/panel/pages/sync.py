@@ -7,7 +7,8 @@ from starlette.responses import RedirectResponse
 
 from edge.store import now_ms
 from ui.panel import snapshot, units
-from ui.panel.frame import Panel, frame, guard
+from ui.panel.context import Panel
+from ui.panel.frame import frame, guard
 
 _STATE = {
     "connected": ("positive", "connected: the last upload was acknowledged"),
