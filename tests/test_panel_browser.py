@@ -7,6 +7,7 @@ them). Each test saves screenshots in its tmp_path.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -24,7 +25,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
+from shared.bundle import public_key_text
 from simulator.fleet import Fleet
+from tests.fixtures.bundles import V1, make_bundles
 from tests.fixtures.process import ServiceProcess
 from tests.fixtures.waiting import wait_until
 from ui.panel.auth import hash_password
@@ -55,6 +58,10 @@ def stack(broker: PrivateMosquitto, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("panel-gateway")
     port = free_port()
+    # A signed motor model copied in, as an operator would: the Models page must show it.
+    bundles = make_bundles()
+    (work / "models").mkdir()
+    (work / "models" / "motor.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
     gw = ServiceProcess(["-m", "smaint", "gateway", "run"], env={
         "SMAINT_GATEWAY_GATEWAY_ID": "gw-browser",
         "SMAINT_GATEWAY_MQTT__PORT": str(broker.port),
@@ -64,6 +71,9 @@ def stack(broker: PrivateMosquitto, tmp_path_factory: pytest.TempPathFactory
         "SMAINT_GATEWAY_PANEL__REFRESH_S": "0.5",
         "SMAINT_GATEWAY_SCORING__WARMUP": "8",
         "SMAINT_GATEWAY_SCORING__WINDOW": "32",
+        "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(work / "models"),
+        "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS": json.dumps(
+            [public_key_text(bundles.key.public_key())]),
         "SMAINT_GATEWAY_ALERTS__OPEN_AFTER": "2",
         "SMAINT_GATEWAY_ALERTS__RESOLVE_AFTER": "100000",  # the test acknowledges it first
     }, log=work / "gateway.log", port=port, name="gateway with panel")
@@ -188,6 +198,9 @@ def test_sign_in_and_every_page_renders_from_the_gateway_alone(
         driver.get(f"{stack.base}{path}")
         wait(driver, label).until(heading_is(label))
         check_page(driver, stack.base)
+        if label == "Models":
+            text_shown(driver, f"{V1}")  # the bundle copied in runs, and the page says so
+            text_shown(driver, "bundle file")
         driver.save_screenshot(str(tmp_path / f"{i + 1:02d}-{label.lower()}.png"))
 
 
@@ -224,10 +237,11 @@ def test_an_alert_is_acknowledged_with_a_comment_in_the_browser(
         stack: Stack, driver: webdriver.Chrome, tmp_path: Path) -> None:
     stack.fleet.inject(DEVICE, "spike", samples=6, magnitude=6)
     wait_until(lambda: any(s == "open" for _, s, _ in _alert_state(stack.db)), WAIT_S,
-               "an alert opened by the injected spike")
+               "an open alert on the device (the spike's, or one the model raised before)")
     sign_in(driver, stack.base)
     driver.get(f"{stack.base}/alerts")
-    button(driver, "Acknowledge").click()
+    card = f"//div[contains(@class, 'q-card')][.//a[normalize-space()='{DEVICE}']]"
+    button(driver, "Acknowledge", within=card).click()
     driver.find_element(By.CSS_SELECTOR, ".q-dialog textarea").send_keys("checked the mount")
     driver.save_screenshot(str(tmp_path / "ack-dialog.png"))
     button(driver, "Acknowledge", within="//div[contains(@class, 'q-dialog')]").click()

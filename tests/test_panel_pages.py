@@ -6,6 +6,7 @@ through its pipeline as from MQTT. No browser here: tests/test_panel_browser.py 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 from nicegui import ui
 
 from edge.service import Gateway
+from shared.bundle import public_key_text
+from shared.schemas import DesiredState
 from tests.fixtures.panel import PASSWORD, feed, gateway, panel, panel_user, sign_in
 from tests.fixtures.waiting import wait_until_async
 from ui.panel.pages.alerts import acknowledge
@@ -189,3 +192,43 @@ def test_password_hash_is_scrypt_salted_and_checks_only_the_password(gw: Gateway
     assert p.auth.check(PASSWORD)
     assert not p.auth.check(PASSWORD + "x")
     assert oct(p.auth.password_file.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_models_page_shows_the_running_bundle_and_a_rollout_in_shadow(
+        tmp_path: Path) -> None:
+    from tests.fixtures.bundles import V1, V2, make_bundles  # noqa: PLC0415  (trains: slow)
+
+    bundles = make_bundles()
+    models = tmp_path / "models"
+    kept = models / ".ota" / "versions" / "motor"
+    kept.mkdir(parents=True)
+    (models / "motor.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
+    # V2 is kept on disk already: the rollout takes it from there (no download).
+    (kept / f"{V2}.smb").write_bytes(bundles.make(V2, bundles.manifest.created_ms + 1000))
+    gw = gateway(tmp_path, scoring={
+        "warmup": 8, "window": 32, "models_dir": str(models),
+        "trusted_keys": [public_key_text(bundles.key.public_key())]},
+        rollout={"shadow_readings": 10_000})
+    stop = asyncio.Event()
+    task = asyncio.create_task(gw.rollout.run(stop))
+    try:
+        gw.on_desired(DesiredState(models={"motor": V2}))
+        await wait_until_async(lambda: any(r.step == "shadow" for r in gw.rollout.reports()),
+                               10, "V2 in shadow")
+        feed(gw, "motor-1", 60)  # scored by V1, and by V2 in shadow beside it
+        async with panel_user(panel(gw)) as user:
+            await sign_in(user)
+            await user.open("/models")
+            await user.should_see(V1)
+            await user.should_see(f"bundle file {models / 'motor.smb'}")
+            await user.should_see(f"Rollout of {V2}:")
+            await user.should_see("shadow")
+            await user.should_see(V2)  # what the cloud wants
+            run = gw.rollout.reports()[0].shadow_readings
+            assert run > 0
+            await user.should_see(f"{run} readings scored beside the running model")
+            await user.should_see(f"of {run} readings the candidate flagged")
+    finally:
+        stop.set()
+        await task
+        gw.store.close()

@@ -5,9 +5,11 @@ Plain data, no NiceGUI: the pages render it, the tests check it. Nothing here wr
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edge.model_registry import BUNDLE_SUFFIX
@@ -129,6 +131,32 @@ def sync(gw: Gateway) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowRun:
+    """How a candidate in shadow judged the readings it scored, next to the running scorer
+    (from the rollout's per-reading record, ``.ota/shadow/<profile>-<version>.csv``)."""
+
+    readings: int
+    candidate_flagged: int
+    current_flagged: int
+    agreed: int
+
+
+def shadow_run(path: Path) -> ShadowRun | None:
+    """Counts over the shadow record at ``path``; None if there is none (yet)."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error):
+        return None
+    if not rows:
+        return None
+    cand = [r.get("shadow_anomalous") == "1" for r in rows]
+    cur = [r.get("current_anomalous") == "1" for r in rows]
+    return ShadowRun(len(rows), sum(cand), sum(cur),
+                     sum(a == b for a, b in zip(cand, cur, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRow:
     """One sensor profile's scoring on this gateway."""
 
@@ -141,6 +169,7 @@ class ModelRow:
     created_ms: int | None
     desired: str | None
     rollout: RolloutReport | None
+    shadow: ShadowRun | None
     kept: list[str]
     refused: str | None
 
@@ -174,6 +203,8 @@ def models(gw: Gateway) -> list[ModelRow]:
             model.threshold if model else None,
             model.manifest.spec.window if model else None,
             model.manifest.created_ms if model else None, desired.get(profile), rep,
+            shadow_run(gw.rollout.dir / "shadow" / f"{profile}-{rep.version}.csv")
+            if rep is not None and rep.step == "shadow" else None,
             gw.rollout.kept_versions(profile), gw.models.refused.get(profile)))
     return out
 

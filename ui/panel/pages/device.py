@@ -128,7 +128,8 @@ def register(panel: Panel) -> None:
                 for p in points:
                     counts[p.scored_by] = counts.get(p.scored_by, 0) + 1
                 scorers.set_text("Scored by: " + ", ".join(
-                    f"{k} ({n} points)" for k, n in sorted(counts.items())) if counts else
+                    f"{k} ({n} point{'' if n == 1 else 's'})" for k, n in sorted(counts.items()))
+                    if counts else
                     "No reading in the last hour to say what scored it.")
 
             def tick() -> None:

@@ -56,6 +56,11 @@ def _card(row: snapshot.ModelRow) -> None:
                         else f"{rep.shadow_alert_rate:.1%}")
                 fact("Shadow run", f"{rep.shadow_readings} readings scored beside the running "
                      f"model, alert rate {rate}", "rollout-shadow")
+            run = row.shadow
+            if run is not None:
+                fact("Shadow verdicts", f"of {run.readings} readings the candidate flagged "
+                     f"{run.candidate_flagged}, the running scorer {run.current_flagged}; "
+                     f"they agreed on {run.agreed / run.readings:.0%}", "rollout-verdicts")
             if rep.step == "running" and rep.scored:
                 fact("Scored since the swap", f"{rep.scored} readings", "rollout-scored")
 
