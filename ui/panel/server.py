@@ -48,7 +48,7 @@ def compose(panel: Panel, api: Starlette) -> ASGIApp:
     ui.run_with(root, title=f"Smart Maintenance · {panel.gateway.settings.gateway_id}",
                 storage_secret=secrets.token_urlsafe(32), show_welcome_message=False,
                 favicon="🛠️", reconnect_timeout=10.0,
-                session_middleware_kwargs={"same_site": "strict"})
+                session_middleware_kwargs={"same_site": "lax"})
     return SameOriginOnly(root)
 
 
