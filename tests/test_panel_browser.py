@@ -142,6 +142,16 @@ def button(d: webdriver.Chrome, label: str, within: str = "") -> WebElement:
     return found[0]
 
 
+def click(d: webdriver.Chrome, label: str, within: str = "") -> None:
+    """Click the first visible button with this label, finding it again if the page redrew
+    it meanwhile (the alerts list redraws when an alert changes, e.g. escalates)."""
+    def clicked(drv: webdriver.Chrome) -> bool:
+        button(drv, label, within).click()
+        return True
+
+    wait(d, label).until(clicked, f"could not click {label!r}")
+
+
 def console_errors(d: webdriver.Chrome) -> list[str]:
     """Browser console entries of level SEVERE since the last call."""
     entries = d.get_log("browser")  # type: ignore[no-untyped-call]
@@ -241,10 +251,10 @@ def test_an_alert_is_acknowledged_with_a_comment_in_the_browser(
     sign_in(driver, stack.base)
     driver.get(f"{stack.base}/alerts")
     card = f"//div[contains(@class, 'q-card')][.//a[normalize-space()='{DEVICE}']]"
-    button(driver, "Acknowledge", within=card).click()
+    click(driver, "Acknowledge", within=card)
     driver.find_element(By.CSS_SELECTOR, ".q-dialog textarea").send_keys("checked the mount")
     driver.save_screenshot(str(tmp_path / "ack-dialog.png"))
-    button(driver, "Acknowledge", within="//div[contains(@class, 'q-dialog')]").click()
+    click(driver, "Acknowledge", within="//div[contains(@class, 'q-dialog')]")
     text_shown(driver, "panel: checked the mount")
     check_page(driver, stack.base)
     driver.save_screenshot(str(tmp_path / "acknowledged.png"))
@@ -290,15 +300,21 @@ def test_crawler_clicks_every_navigation_entry_and_action_once(
         assert driver.current_url == f"{stack.base}{path}"
         check_page(driver, stack.base)
         # Every action button of the page's content, once (the header's sign-out comes last).
-        actions = [b for b in driver.find_elements(By.CSS_SELECTOR, ".q-page button")
-                   if b.is_displayed()]
-        clicked[label] = len(actions)
-        for act in actions:
-            act.click()
+        actions = len([b for b in driver.find_elements(By.CSS_SELECTOR, ".q-page button")
+                       if b.is_displayed()])
+        clicked[label] = actions
+        for i in range(actions):
+            def nth(drv: webdriver.Chrome, i: int = i) -> bool:
+                shown = [b for b in drv.find_elements(By.CSS_SELECTOR, ".q-page button")
+                         if b.is_displayed()]
+                shown[i].click()  # found again each time: the page may have redrawn it
+                return True
+
+            wait(driver, "the action").until(nth, "could not click the action button")
             # An action that asks first opens its dialog; the crawler backs out of it.
             wait(driver, "the dialog").until(lambda drv: drv.find_elements(
                 By.CSS_SELECTOR, ".q-dialog"), "the action button did nothing")
-            button(driver, "Cancel", within="//div[contains(@class, 'q-dialog')]").click()
+            click(driver, "Cancel", within="//div[contains(@class, 'q-dialog')]")
             check_page(driver, stack.base)
         driver.save_screenshot(str(tmp_path / f"crawl-{label.lower()}.png"))
         if label == "Devices":  # and the page each device's link leads to
