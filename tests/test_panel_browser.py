@@ -70,7 +70,6 @@ def stack(broker: PrivateMosquitto, tmp_path_factory: pytest.TempPathFactory
         "SMAINT_GATEWAY_PANEL__PASSWORD_HASH": hash_password(PASSWORD),
         "SMAINT_GATEWAY_PANEL__REFRESH_S": "0.5",
         "SMAINT_GATEWAY_SCORING__WARMUP": "8",
-        "SMAINT_GATEWAY_SCORING__WINDOW": "32",
         "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(work / "models"),
         "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS": json.dumps(
             [public_key_text(bundles.key.public_key())]),
@@ -256,6 +255,8 @@ def test_an_alert_is_acknowledged_with_a_comment_in_the_browser(
     driver.save_screenshot(str(tmp_path / "ack-dialog.png"))
     click(driver, "Acknowledge", within="//div[contains(@class, 'q-dialog')]")
     text_shown(driver, "panel: checked the mount")
+    wait(driver, "the dialog to close").until(lambda drv: not any(
+        d.is_displayed() for d in drv.find_elements(By.CSS_SELECTOR, ".q-dialog")))
     check_page(driver, stack.base)
     driver.save_screenshot(str(tmp_path / "acknowledged.png"))
     # Stored as the HTTP ack stores it: acknowledged, flagged for the next upload (no cloud

@@ -16,9 +16,17 @@ from nicegui import ui
 from edge.service import Gateway
 from shared.bundle import public_key_text
 from shared.schemas import DesiredState
-from tests.fixtures.panel import PASSWORD, feed, gateway, panel, panel_user, sign_in
+from tests.fixtures.panel import (
+    PASSWORD,
+    PATIENT,
+    feed,
+    gateway,
+    panel,
+    panel_user,
+    sign_in,
+)
 from tests.fixtures.waiting import wait_until_async
-from ui.panel.pages.alerts import acknowledge
+from ui.panel.pages.alerts import acknowledge, explanation_rows
 
 
 @pytest.fixture
@@ -37,7 +45,7 @@ async def test_every_page_needs_a_sign_in_and_the_wrong_password_gets_none(gw: G
             await user.should_see(marker="sign-in")
         user.find(marker="password").type("not the password")
         user.find(marker="sign-in").click()
-        await user.should_see("Wrong password.")
+        await user.should_see("Wrong password.", retries=PATIENT)
         await user.should_not_see(marker="devices-table")
 
 
@@ -52,11 +60,11 @@ async def test_first_start_needs_the_setup_code_then_the_chosen_password_signs_i
         user.find(marker="new-password").type("a new password")
         user.find(marker="new-password-again").type("a new password")
         user.find(marker="set-password").click()
-        await user.should_see("wrong setup code")
+        await user.should_see("wrong setup code", retries=PATIENT)
         assert not p.auth.configured
         user.find(marker="setup-code").clear().type(code)
         user.find(marker="set-password").click()
-        await user.should_see(marker="sign-in")
+        await user.should_see(marker="sign-in", retries=PATIENT)
         assert p.auth.configured
         assert not p.auth.setup_code_file.exists()
         await sign_in(user, "a new password")
@@ -79,7 +87,7 @@ async def test_devices_page_lists_each_device_with_its_rate_gaps_and_last_readin
         assert "temperature_c" in rows["motor-1"]["last"]
         assert rows["motor-1"]["spark"].startswith("<svg")
         feed(gw, "motor-3", 3)  # a device that appears while the page is open
-        await user.should_see("3 devices known, 3 online")
+        await user.should_see("3 devices known, 3 online", retries=PATIENT)
 
 
 async def test_device_page_draws_the_last_hour_and_follows_new_readings(gw: Gateway) -> None:
@@ -96,7 +104,7 @@ async def test_device_page_draws_the_last_hour_and_follows_new_readings(gw: Gate
         pins = next(s for s in chart.options["series"] if s["name"] == "alert opened")
         assert len(pins["data"]) == 1  # the spike opened one alert, marked on the chart
         feed(gw, "motor-1", 5, first_seq=40, interval_ms=2000)
-        await user.should_see("seq 44")  # the page updated itself
+        await user.should_see("seq 44", retries=PATIENT)  # the page updated itself
         values = next(s for s in chart.options["series"] if s["name"] == "temperature_c")
         assert len(values["data"]) == 45
 
@@ -206,7 +214,7 @@ async def test_models_page_shows_the_running_bundle_and_a_rollout_in_shadow(
     # V2 is kept on disk already: the rollout takes it from there (no download).
     (kept / f"{V2}.smb").write_bytes(bundles.make(V2, bundles.manifest.created_ms + 1000))
     gw = gateway(tmp_path, scoring={
-        "warmup": 8, "window": 32, "models_dir": str(models),
+        "warmup": 8, "models_dir": str(models),
         "trusted_keys": [public_key_text(bundles.key.public_key())]},
         rollout={"shadow_readings": 10_000})
     stop = asyncio.Event()
@@ -215,7 +223,8 @@ async def test_models_page_shows_the_running_bundle_and_a_rollout_in_shadow(
         gw.on_desired(DesiredState(models={"motor": V2}))
         await wait_until_async(lambda: any(r.step == "shadow" for r in gw.rollout.reports()),
                                10, "V2 in shadow")
-        feed(gw, "motor-1", 60)  # scored by V1, and by V2 in shadow beside it
+        # Past the model's warm-up: scored by V1, and by V2 in shadow beside it.
+        feed(gw, "motor-1", bundles.manifest.spec.warmup + 30, interval_ms=100)
         async with panel_user(panel(gw)) as user:
             await sign_in(user)
             await user.open("/models")
@@ -232,3 +241,12 @@ async def test_models_page_shows_the_running_bundle_and_a_rollout_in_shadow(
         stop.set()
         await task
         gw.store.close()
+
+
+def test_an_explanation_lists_each_metric_then_its_features_by_weight() -> None:
+    rows = explanation_rows({"current_a": 0.2, "temperature_c": 0.8,
+                             "temperature_c.excess": 0.3, "temperature_c.slope": 0.7,
+                             "current_a.excess": 1.0, "vibration_rms_g.slope": 0.1})
+    assert rows == [("temperature_c", 0.8, False), ("temperature_c.slope", 0.7, True),
+                    ("temperature_c.excess", 0.3, True), ("current_a", 0.2, False),
+                    ("current_a.excess", 1.0, True), ("vibration_rms_g.slope", 0.1, True)]

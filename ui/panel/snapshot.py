@@ -165,7 +165,7 @@ class ModelRow:
     since_ms: int | None
     source: str
     threshold: float | None
-    window: int | None
+    warmup: int | None
     created_ms: int | None
     desired: str | None
     rollout: RolloutReport | None
@@ -201,7 +201,7 @@ def models(gw: Gateway) -> list[ModelRow]:
         out.append(ModelRow(
             profile, model.version if model else None, since_ms, source,
             model.threshold if model else None,
-            model.manifest.spec.window if model else None,
+            model.manifest.spec.warmup if model else None,
             model.manifest.created_ms if model else None, desired.get(profile), rep,
             shadow_run(gw.rollout.dir / "shadow" / f"{profile}-{rep.version}.csv")
             if rep is not None and rep.step == "shadow" else None,

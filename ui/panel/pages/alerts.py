@@ -43,16 +43,41 @@ def acknowledge(panel: Panel, alert_id: str, comment: str, author: str) -> str:
             else f"Alert on {alert.device} acknowledged.")
 
 
+def explanation_rows(weights: dict[str, float]) -> list[tuple[str, float, bool]]:
+    """(name, weight, is a feature) in the order shown: metrics by weight, each followed by
+    its features (``<metric>.<feature>`` keys) by weight."""
+    def by_weight(kv: tuple[str, float]) -> tuple[float, str]:
+        return (-abs(kv[1]), kv[0])
+
+    features: dict[str, list[tuple[str, float]]] = {}
+    metrics: dict[str, float] = {}
+    for key, w in weights.items():
+        metric, _, feature = key.partition(".")
+        if feature:
+            features.setdefault(metric, []).append((key, w))
+        else:
+            metrics[key] = w
+    out: list[tuple[str, float, bool]] = []
+    for metric, w in sorted(metrics.items(), key=by_weight):
+        out.append((metric, w, False))
+        out.extend((k, fw, True) for k, fw in sorted(features.pop(metric, []), key=by_weight))
+    for rest in features.values():  # features of a metric the explanation does not weigh
+        out.extend((k, fw, True) for k, fw in sorted(rest, key=by_weight))
+    return out
+
+
 def _explanation(weights: dict[str, float]) -> None:
     if not weights:
         ui.label("The detector stored no explanation for this alert.").classes(
             "text-caption text-grey-7")
         return
     top = max(abs(w) for w in weights.values()) or 1.0
-    with ui.grid(columns="12rem 12rem 5rem").classes("items-center gap-x-3 gap-y-1"):
-        for metric, w in sorted(weights.items(), key=lambda kv: -abs(kv[1])):
-            ui.label(metric).classes("text-body2")
-            ui.linear_progress(value=abs(w) / top, show_value=False, size="10px").props(
+    with ui.grid(columns="14rem 12rem 5rem").classes("items-center gap-x-3 gap-y-1"):
+        for name, w, feature in explanation_rows(weights):
+            ui.label(f"  {name}" if feature else name).classes(
+                "text-body2 q-pl-md text-grey-8" if feature else "text-body2 text-weight-medium")
+            ui.linear_progress(value=abs(w) / top, show_value=False,
+                               size="6px" if feature else "10px").props(
                 f"color={'negative' if w > 0 else 'primary'}")
             ui.label(f"{w:+.3g}").classes("text-body2 text-right")
 
@@ -73,7 +98,8 @@ def _card(row: snapshot.AlertRow, ask: Callable[[str, str], None]) -> None:
                           on_click=lambda: ask(a.alert_id, a.device)).mark("ack-button")
         ui.label(f"peak score {a.score:.3g} · scored by {a.model_version or a.scorer} · "
                  f"id {a.alert_id}").classes("text-caption text-grey-8")
-        ui.label("What drove it (the explanation's weight per metric):").classes("text-body2")
+        ui.label("What drove it (the weight the detector gave each metric and feature):"
+                 ).classes("text-body2")
         _explanation(a.explanation)
         for at, who, text in row.comments:
             ui.label(f"{units.clock(at)} {who}: {text}").classes(

@@ -25,7 +25,7 @@ def _card(row: snapshot.ModelRow) -> None:
             if row.version is not None:
                 fact("Running since", units.clock(row.since_ms), "model-since")
                 fact("Source", row.source, "model-source")
-                fact("Threshold / window", f"{row.threshold:.4g} / {row.window} readings",
+                fact("Threshold / warm-up", f"{row.threshold:.4g} / {row.warmup} readings",
                      "model-threshold")
                 fact("Trained", units.clock(row.created_ms), "model-created")
             else:
