@@ -53,8 +53,9 @@ def register(panel: Panel) -> None:
                          f"{units.clock(s['last_ack_ms'])} ({units.ago(s['last_ack_ms'], now)})",
                          "sync-last-ack")
                     fact("Sent and acknowledged",
-                         f"{units.size(s['bytes'])} in {s['batches']} batches, "
-                         f"{s['synced']} readings", "sync-bytes")
+                         f"{units.size(s['bytes'])} in {s['batches']} "
+                         f"batch{'' if s['batches'] == 1 else 'es'}, {s['synced']} readings",
+                         "sync-bytes")
                     fact("Failed attempts", str(s["failures"]), "sync-failures")
                     fact("Batches refused by the cloud",
                          f"{s['rejected_batches']} ({s['rejected_readings']} readings)",
