@@ -151,6 +151,13 @@ def click(d: webdriver.Chrome, label: str, within: str = "") -> None:
     wait(d, label).until(clicked, f"could not click {label!r}")
 
 
+def no_dialog(d: webdriver.Chrome) -> None:
+    """Wait until no dialog is shown (closing ones fade out)."""
+    wait(d, "the dialog to close").until(lambda drv: not any(
+        e.is_displayed() for e in drv.find_elements(By.CSS_SELECTOR, ".q-dialog")),
+        "a dialog stayed open")
+
+
 def console_errors(d: webdriver.Chrome) -> list[str]:
     """Browser console entries of level SEVERE since the last call."""
     entries = d.get_log("browser")  # type: ignore[no-untyped-call]
@@ -251,12 +258,15 @@ def test_an_alert_is_acknowledged_with_a_comment_in_the_browser(
     driver.get(f"{stack.base}/alerts")
     card = f"//div[contains(@class, 'q-card')][.//a[normalize-space()='{DEVICE}']]"
     click(driver, "Acknowledge", within=card)
+    # The dialog opens once the gateway answered the click: wait for it.
+    wait(driver, "the dialog").until(lambda drv: any(
+        t.is_displayed() for t in drv.find_elements(By.CSS_SELECTOR, ".q-dialog textarea")),
+        "the acknowledge dialog never opened")
     driver.find_element(By.CSS_SELECTOR, ".q-dialog textarea").send_keys("checked the mount")
     driver.save_screenshot(str(tmp_path / "ack-dialog.png"))
     click(driver, "Acknowledge", within="//div[contains(@class, 'q-dialog')]")
     text_shown(driver, "panel: checked the mount")
-    wait(driver, "the dialog to close").until(lambda drv: not any(
-        d.is_displayed() for d in drv.find_elements(By.CSS_SELECTOR, ".q-dialog")))
+    no_dialog(driver)
     check_page(driver, stack.base)
     driver.save_screenshot(str(tmp_path / "acknowledged.png"))
     # Stored as the HTTP ack stores it: acknowledged, flagged for the next upload (no cloud
@@ -313,9 +323,11 @@ def test_crawler_clicks_every_navigation_entry_and_action_once(
 
             wait(driver, "the action").until(nth, "could not click the action button")
             # An action that asks first opens its dialog; the crawler backs out of it.
-            wait(driver, "the dialog").until(lambda drv: drv.find_elements(
-                By.CSS_SELECTOR, ".q-dialog"), "the action button did nothing")
+            wait(driver, "the dialog").until(lambda drv: any(
+                e.is_displayed() for e in drv.find_elements(By.CSS_SELECTOR, ".q-dialog")),
+                "the action button did nothing")
             click(driver, "Cancel", within="//div[contains(@class, 'q-dialog')]")
+            no_dialog(driver)
             check_page(driver, stack.base)
         driver.save_screenshot(str(tmp_path / f"crawl-{label.lower()}.png"))
         if label == "Devices":  # and the page each device's link leads to
