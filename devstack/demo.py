@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -43,6 +45,7 @@ from devstack.ports import free_port
 from devstack.postgres import PrivatePostgres
 from devstack.process import ServiceNotReadyError, ServiceProcess
 from simulator.fleet import Fleet
+from ui.panel.auth import hash_password as panel_hash
 
 GATEWAY_ID = "gw-demo"
 # SIMULATED faults the demo injects, one every FAULT_EVERY_S seconds, cycling through the
@@ -175,7 +178,9 @@ class Demo:
             "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(self.trusted_keys),
             "SMAINT_GATEWAY_ROLLOUT__SHADOW_READINGS": str(SHADOW_READINGS),
         } if self.train_models else {}
-        self._start("gateway", ["-m", "edge", "run"], {
+        # `smaint gateway run`: the gateway with its web panel when the ui extra is installed.
+        panel_password = secrets.token_urlsafe(9)
+        self._start("gateway", ["-m", "smaint", "gateway", "run"], {
             "SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
             "SMAINT_GATEWAY_MQTT__HOST": "127.0.0.1",
             "SMAINT_GATEWAY_MQTT__PORT": str(self.broker.port),
@@ -184,6 +189,7 @@ class Demo:
             "SMAINT_GATEWAY_SYNC__TOKEN": token,
             "SMAINT_GATEWAY_HTTP__HOST": "127.0.0.1",
             "SMAINT_GATEWAY_HTTP__PORT": str(self.gateway_port),
+            "SMAINT_GATEWAY_PANEL__PASSWORD_HASH": panel_hash(panel_password),
             **models,
         }, self.gateway_port)
         # The gateway's persistent session must exist before devices publish, or the
@@ -191,6 +197,8 @@ class Demo:
         self.procs[-1].wait_until(self._gateway_subscribed, timeout_s=30)
         step("gateway", f"status http://127.0.0.1:{self.gateway_port}/api/status, "
              f"metrics /metrics, database {self.workdir / 'gateway.db'}")
+        if importlib.util.find_spec("nicegui") is not None:
+            step("panel", f"http://127.0.0.1:{self.gateway_port}/ (password: {panel_password})")
 
         self.fleet = Fleet(
             host="127.0.0.1", port=self.broker.port, n_devices=self.devices,

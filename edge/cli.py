@@ -7,10 +7,12 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from edge.exceptions import GatewayError
 from edge.outbox import Outbox
-from edge.settings import load_settings
+from edge.settings import GatewaySettings, load_settings
 from edge.store import Store
 from shared.logs import configure_logging
 
@@ -64,8 +66,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {**given, **sections}
 
 
-def main(argv: list[str]) -> int:
-    """Entry point of ``smaint gateway ...``; returns the process exit status."""
+Runner = Callable[[GatewaySettings], Coroutine[Any, Any, None]]
+
+
+def main(argv: list[str], runner: Runner | None = None) -> int:
+    """Entry point of ``smaint gateway ...``; returns the process exit status.
+
+    ``runner`` runs the service for ``run`` (default: edge.service.run_gateway); ``smaint
+    gateway`` passes one that serves the web panel too when the ui extra is installed.
+    """
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(getattr(args, "config", None), **_overrides(args))
@@ -75,10 +84,12 @@ def main(argv: list[str]) -> int:
     if args.command == "run":
         configure_logging(settings.logging.level, json_lines=settings.logging.json_lines,
                           fields={"gateway": settings.gateway_id})
-        from edge.service import run_gateway  # noqa: PLC0415  (keeps `status` light)
+        if runner is None:
+            from edge.service import run_gateway  # noqa: PLC0415  (keeps `status` light)
 
+            runner = run_gateway
         try:
-            asyncio.run(run_gateway(settings))
+            asyncio.run(runner(settings))
         except GatewayError as exc:
             logging.getLogger("edge").error("%s", exc)
             return 1

@@ -41,12 +41,15 @@ class BootState:
 class _Rate:
     """Messages per second over the last minute, in one-second buckets."""
 
-    __slots__ = ("buckets",)
+    __slots__ = ("buckets", "since_s")
 
     def __init__(self) -> None:
         self.buckets: deque[list[int]] = deque()
+        self.since_s: int | None = None  # the first second counted
 
     def add(self, n: int, now_s: int) -> None:
+        if self.since_s is None:
+            self.since_s = now_s
         if self.buckets and self.buckets[-1][0] == now_s:
             self.buckets[-1][1] += n
         else:
@@ -59,7 +62,10 @@ class _Rate:
 
     def per_s(self, now_s: int) -> float:
         self._trim(now_s)
-        return sum(n for _, n in self.buckets) / RATE_WINDOW_S
+        # Over the seconds counted so far while that is less than the window: a device (or a
+        # gateway) 10 s in at 10 readings/s runs at 10/s, not at 100/60.
+        counted = now_s - self.since_s + 1 if self.since_s is not None else RATE_WINDOW_S
+        return sum(n for _, n in self.buckets) / min(RATE_WINDOW_S, max(counted, 1))
 
 
 class DeviceTracker:

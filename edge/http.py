@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from edge.alert_lifecycle import AlertNotFoundError, AlertResolvedError
 from edge.metrics import GatewayMetrics
@@ -73,8 +74,13 @@ class EmbeddedServer(uvicorn.Server):
         return nullcontext()
 
 
-def make_server(app: Starlette, host: str, port: int) -> EmbeddedServer:
-    """A quiet uvicorn server for ``app`` that does not touch logging or signal handlers."""
+def make_server(app: ASGIApp, host: str, port: int, *, lifespan: bool = False
+                ) -> EmbeddedServer:
+    """A quiet uvicorn server for ``app`` that does not touch logging or signal handlers.
+
+    ``lifespan``: run the app's startup and shutdown (an app composed around this one, such as
+    the web panel, may need them; the gateway's own app has none).
+    """
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            lifespan="off", log_level="warning")
+                            lifespan="on" if lifespan else "off", log_level="warning")
     return EmbeddedServer(config)

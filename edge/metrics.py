@@ -25,6 +25,7 @@ _COUNTER_HELP = {
     "sync_rejected_batches": "batches the cloud refused for good",
     "sync_rejected_readings": "readings in batches the cloud refused for good",
     "sync_failures": "failed upload attempts",
+    "sync_bytes": "bytes of upload bodies (compressed) the cloud acknowledged",
     "synced_aggregates": "per-minute aggregate rows (folded readings) acknowledged by the cloud",
     "retention_synced_dropped": "synced readings deleted to stay under the disk budget",
     "retention_aggregated": "unsynced readings replaced by per-minute aggregates (disk budget)",

@@ -245,9 +245,12 @@ class Outbox:
             if error is not None:
                 self.store.bump("sync_failures")
 
-    def mark_acked(self, info: BatchInfo, acked_ms: int, desired: DesiredState | None = None
-                   ) -> None:
-        """The cloud committed the batch: its readings count as synced; keep its wishes."""
+    def mark_acked(self, info: BatchInfo, acked_ms: int, desired: DesiredState | None = None,
+                   body_bytes: int = 0) -> None:
+        """The cloud committed the batch: its readings count as synced; keep its wishes.
+
+        ``body_bytes``: the size of the upload's (compressed) body, counted as bytes synced.
+        """
         conn = self.store.conn
         with self.store.transaction():
             conn.execute(
@@ -263,6 +266,7 @@ class Outbox:
                 self.store.bump("synced", info.n_readings)
             self.store.bump("synced_aggregates", info.n_aggregates)
             self.store.bump("sync_batches")
+            self.store.bump("sync_bytes", body_bytes)
             if desired is not None:
                 self._apply_desired(desired)
 

@@ -323,6 +323,15 @@ class ModelRollout:
         self._save_refused()
         self._report(profile, version, step, reason, trial=trial)
 
+    def kept_versions(self, profile: str) -> list[str]:
+        """Versions of ``profile`` kept on disk for a rollback, newest first."""
+        try:
+            files = list((self.dir / "versions" / profile).glob(f"*{BUNDLE_SUFFIX}"))
+            dated = sorted(((p.stat().st_mtime, p.stem) for p in files), reverse=True)
+        except OSError:
+            return []
+        return [version for _, version in dated]
+
     # -- files --------------------------------------------------------------------------
 
     def _kept(self, profile: str, version: str) -> Path:

@@ -7,9 +7,12 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
 from edge.degraded import StorageHealth
@@ -181,6 +184,7 @@ class Gateway:
             "sync_batches": c["sync_batches"],
             "sync_rejected_batches": c["sync_rejected_batches"],
             "sync_failures": c["sync_failures"],
+            "sync_bytes": c["sync_bytes"],
             "sync_enabled": self.uploader.enabled,
             "last_sync_ack_ms": self.uploader.last_ack_ms,
             "last_sync_error": self.uploader.last_error,
@@ -214,9 +218,19 @@ async def _serve_http(server: EmbeddedServer, host: str, port: int) -> None:
         raise GatewayError(f"HTTP server could not start on {host}:{port}") from exc
 
 
+# Wraps the gateway's own HTTP app in a larger one served on the same port (the web panel,
+# ui/panel, composes itself this way: the gateway never imports it).
+HttpComposer = Callable[[Gateway, Starlette], ASGIApp]
+
+
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = None,
-                      gateway: Gateway | None = None) -> None:
-    """Run the gateway until ``stop`` is set or SIGINT/SIGTERM; GatewayError if a part failed."""
+                      gateway: Gateway | None = None, *,
+                      compose_http: HttpComposer | None = None) -> None:
+    """Run the gateway until ``stop`` is set or SIGINT/SIGTERM; GatewayError if a part failed.
+
+    ``compose_http`` builds the app the HTTP server serves around the gateway's own (its
+    startup and shutdown run with the server).
+    """
     stop = stop or asyncio.Event()
     # Every log line of this gateway's tasks carries its id (shared/logs.py's filter).
     bind_context(gateway=settings.gateway_id)
@@ -230,10 +244,13 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
             handled.append(sig)
     gw = gateway if gateway is not None else Gateway(settings)
     s = settings
-    server = make_server(build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
-                                   degraded=lambda: gw.storage.reason,
-                                   devices=lambda: gw.health.report(gw.store)),
-                         s.http.host, s.http.port)
+    api = build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
+                    degraded=lambda: gw.storage.reason,
+                    devices=lambda: gw.health.report(gw.store))
+    if compose_http is None:
+        server = make_server(api, s.http.host, s.http.port)
+    else:
+        server = make_server(compose_http(gw, api), s.http.host, s.http.port, lifespan=True)
     log.info("starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",
              s.mqtt.host, s.mqtt.port, s.storage.path, s.sync.cloud_url, s.http.host,
              s.http.port)

@@ -199,6 +199,31 @@ class HttpSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535, description="local status server port")
 
 
+class PanelSettings(_Section):
+    """The local web panel (ui/panel), served by the gateway's HTTP server when installed."""
+
+    enabled: bool = Field(
+        default=True,
+        description="serve the panel at / when the ui extra (nicegui) is installed",
+    )
+    password_hash: str = Field(
+        default="",
+        description="scrypt hash of the panel password from provisioning (`smaint panel "
+                    "hash-password`); empty: the hash file, or a first-start setup code",
+    )
+    password_file: str = Field(
+        default="",
+        description="file holding the password hash set on the panel; empty: "
+                    "'panel-password' next to the database",
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="a login lasts this long"
+    )
+    refresh_s: float = Field(
+        default=2.0, ge=0.2, le=60, description="how often open panel views refresh"
+    )
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway service needs; the defaults run the local demo as is."""
 
@@ -216,6 +241,7 @@ class GatewaySettings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    panel: PanelSettings = Field(default_factory=PanelSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @property
@@ -224,6 +250,13 @@ class GatewaySettings(BaseSettings):
         if self.scoring.models_dir:
             return Path(self.scoring.models_dir)
         return Path(self.storage.path).resolve().parent / "models"
+
+    @property
+    def panel_password_path(self) -> Path:
+        """Where the panel keeps the password hash set on it (password_file or beside the db)."""
+        if self.panel.password_file:
+            return Path(self.panel.password_file)
+        return Path(self.storage.path).resolve().parent / "panel-password"
 
     @classmethod
     def settings_customise_sources(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 COUNTERS = (
     "received", "stored", "duplicates", "dead_letters", "statuses", "scored", "anomalous",
     "alerts_opened", "alerts_resolved", "synced", "sync_batches", "sync_rejected_batches",
-    "sync_rejected_readings", "sync_failures", "synced_aggregates",
+    "sync_rejected_readings", "sync_failures", "synced_aggregates", "sync_bytes",
     # retention under the disk budget (edge/retention.py)
     "retention_synced_dropped", "retention_aggregated", "retention_aggregate_rows",
     "retention_dead_letters_dropped",
@@ -259,6 +259,26 @@ class Store:
             "model_version, explanation, updated_ms FROM alerts WHERE alert_id = ?",
             (alert_id,)).fetchone()
         return alert_from_row(row) if row is not None else None
+
+    def add_alert_comment(self, alert_id: str, at_ms: int, author: str, comment: str) -> None:
+        """Keep an operator's comment on an alert (written with the panel's acknowledgement)."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO alert_comments (alert_id, at_ms, author, comment) "
+                "VALUES (?, ?, ?, ?)", (alert_id, at_ms, author, comment))
+
+    def alert_comments(self, alert_ids: Sequence[str]) -> dict[str, list[tuple[int, str, str]]]:
+        """(at_ms, author, comment) per alert id, oldest first."""
+        out: dict[str, list[tuple[int, str, str]]] = {}
+        ids = list(alert_ids)
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            rows = self.conn.execute(
+                f"SELECT alert_id, at_ms, author, comment FROM alert_comments WHERE alert_id IN "
+                f"({','.join('?' * len(part))}) ORDER BY id", part)
+            for alert_id, at_ms, author, comment in rows:
+                out.setdefault(alert_id, []).append((int(at_ms), str(author), str(comment)))
+        return out
 
     # -- inspection (status endpoint, CLI, tests) --------------------------------------------
 

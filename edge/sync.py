@@ -214,7 +214,7 @@ class Uploader:
             self.outbox.note_attempt(info.batch_seq, reason)
             raise SyncRetryableError(info.batch_seq, reason)
         self.outbox.note_attempt(info.batch_seq, None)
-        self.outbox.mark_acked(info, now_ms(), ack.desired)
+        self.outbox.mark_acked(info, now_ms(), ack.desired, body_bytes=len(body))
         if ack.desired is not None and self._on_desired is not None:
             self._on_desired(ack.desired)
         self.last_ack_ms = now_ms()

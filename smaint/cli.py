@@ -13,7 +13,9 @@ from typing import cast
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("devstack.demo", "run the whole system on this machine and show every hop"),
-    "gateway": ("edge.cli", "the edge gateway service (ingest, store, score, alert, sync)"),
+    "gateway": ("smaint.gateway",
+                "the edge gateway service (ingest, store, score, alert, sync, web panel)"),
+    "panel": ("ui.panel.cli", "the gateway web panel's password (hash it, set it)"),
     "cloud": ("cloud.cli", "the cloud API service and its administration"),
     "simulate": ("simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
     "contract": ("smaint.contract", "write or check the wire contract's documents (docs/contract)"),

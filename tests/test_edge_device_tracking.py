@@ -22,6 +22,7 @@ from edge.store import Store
 from edge.timing import BootClock, retime
 from edge.validate import Incoming
 from shared import topics
+from shared.schemas import Telemetry
 from simulator.fleet import Fleet
 from tests.fixtures.gateway import Publisher, RunningGateway, running_gateway
 
@@ -225,3 +226,16 @@ class _GatewayClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._http.aclose()
+
+
+def test_a_rate_counts_over_the_seconds_seen_while_they_are_fewer_than_a_minute() -> None:
+    tracker = DeviceTracker()
+    t = [Telemetry.model_validate({
+        "v": 1, "device": "rate-dev", "boot": "0123abcd", "seq": seq, "ts_ms": 1, "uptime_ms": 1,
+        "synced": True, "type": "motor", "metrics": {"temperature_c": 40.0}})
+        for seq in range(12)]
+    tracker.stage([(r, 1) for r in t])
+    tracker.commit()
+    # All 12 within the first second counted: 12/s, not 12/60 (the rate a minute in).
+    assert tracker.rate("rate-dev") in (12.0, 6.0)  # 6.0 if the second ticked meanwhile
+    assert tracker.ingest_rate() == tracker.rate("rate-dev")

@@ -128,6 +128,9 @@ async def test_batches_carry_alerts_and_the_oldest_readings_then_count_as_synced
     assert receiver.requests[1]["body"]["alerts"] == []  # sent once, not again
     assert (await up.sync_once()).outcome == "idle"
     assert store.counters["synced"] == 6
+    # Bytes synced: the two upload bodies as sent (compressed), counted once acknowledged.
+    assert store.counters["sync_bytes"] == sum(
+        int(r["headers"]["Content-Length"]) for r in receiver.requests)
     assert Outbox(store).backlog() == 0
     await up.aclose()
     store.close()

@@ -1,4 +1,4 @@
-"""Operator interfaces (NiceGUI gateway panel, cloud console).
+"""Operator interfaces: the gateway's web panel (ui/panel, NiceGUI).
 
-Nothing is here yet: today people use the gateway's and the cloud's HTTP APIs (README).
+The cloud console is not built yet: the cloud is used through its HTTP API (README).
 """
