@@ -1,7 +1,7 @@
 """Alert lifecycle per device: open after k anomalous readings in a row, resolve after m normal.
 
 The detector is built to fire early and once per episode (shared.anomaly: novelty against
-each device's own history), so by default one anomalous reading opens an alert and ten normal
+each device's own history), so by default one anomalous reading opens an alert and 20 normal
 readings in a row resolve it and re-arm the device: the resolve side is the hysteresis that
 keeps a flapping signal from opening an alert on every sample (an alert storm). An operator
 acknowledges an open alert locally (the gateway's HTTP API); every version of an alert is
@@ -62,7 +62,7 @@ class _DeviceState:
 class AlertTracker:
     """Turns a stream of scores into alert openings, escalations and resolutions."""
 
-    def __init__(self, open_after: int = 1, resolve_after: int = 10,
+    def __init__(self, open_after: int = 1, resolve_after: int = 20,
                  threshold: float = 1.0) -> None:
         self.open_after = open_after
         self.resolve_after = resolve_after

@@ -180,12 +180,12 @@ class AlertSettings(_Section):
     """When alerts open and resolve, and whether they are published."""
 
     # One anomalous reading opens an alert (the detector is built to fire early, once per
-    # episode); ten normal ones in a row resolve it and re-arm the device.
+    # episode); twenty normal ones in a row resolve it and re-arm the device.
     open_after: int = Field(
         default=1, ge=1, description="anomalous readings in a row that open an alert"
     )
     resolve_after: int = Field(
-        default=10, ge=1, description="normal readings in a row that resolve an open alert"
+        default=20, ge=1, description="normal readings in a row that resolve an open alert"
     )
     publish: bool = Field(
         default=True, description="publish alert changes on smaint/v1/gw/<gateway>/alerts"
