@@ -14,7 +14,7 @@ from typing import cast
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("devstack.demo", "run the whole system on this machine and show every hop"),
     "gateway": ("edge.cli", "the edge gateway service (ingest, store, score, alert, sync)"),
-    "cloud": ("cloud.cli", "the cloud API service and its administration"),
+    "cloud": ("smaint.cloud", "the cloud API service, its web console and its administration"),
     "simulate": ("simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
     "contract": ("smaint.contract", "write or check the wire contract's documents (docs/contract)"),
     "train": ("cloud.training.cli", "retrain models from cloud data, track in MLflow, gate"),

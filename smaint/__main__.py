@@ -1,0 +1,7 @@
+"""``python -m smaint``: the same as the ``smaint`` command."""
+
+import sys
+
+from smaint.cli import main
+
+sys.exit(main())
