@@ -377,3 +377,17 @@ def test_crawler_clicks_every_navigation_entry_and_action_once(
     until(lambda drv: "/login" in drv.current_url, "the sign-in page", driver)
     driver.get(f"{seeded_cloud.base}/orders")  # signed out: the pages are closed again
     until(lambda drv: "/login" in drv.current_url, "the sign-in page", driver)
+
+
+def test_the_root_is_the_console_and_cross_site_requests_are_refused(
+        seeded_cloud: SeededCloud) -> None:
+    root = httpx.get(f"{seeded_cloud.base}/", timeout=10)
+    assert (root.status_code, root.headers["location"]) == (303, "/login?next=/")
+    evil = {"Origin": "http://evil.example"}
+    poll = f"{seeded_cloud.base}/_nicegui_ws/socket.io/?EIO=4&transport=polling"
+    assert httpx.post(poll, headers=evil, content=b"40", timeout=10).status_code == 403
+    # The API's own routes authenticate by key: a request without a browser origin passes.
+    key = {"Authorization": f"Bearer {seeded_cloud.keys['operator']}"}
+    url = f"{seeded_cloud.base}/api/v1/alerts/gw-1/{ALERTS[0][0]}/acknowledge"
+    assert httpx.post(url, json={}, headers={**key, **evil}, timeout=10).status_code == 403
+    assert httpx.get(f"{seeded_cloud.base}/healthz", headers=evil, timeout=10).status_code == 200
