@@ -22,8 +22,12 @@ from nicegui.testing.user import User
 
 from cloud.access.users import revoke_key
 from cloud.api.app import create_app
+from cloud.ingest.batch import apply_batch
 from cloud.settings import CloudSettings
-from tests.fixtures.console import ALERTS, SeededCloud, seed
+from shared.schemas import Alert, Reading, SyncBatch
+from tests.fixtures.console import ALERTS, SeededCloud, readings, seed
+from tests.fixtures.factories import make_alert
+from tests.fixtures.waiting import wait_until_async
 from ui.console import explorer_data
 from ui.console.config import ConsoleConfig
 from ui.console.explorer_data import View
@@ -216,3 +220,40 @@ def test_docs_are_served_with_local_assets_in_development_only(pg_dsn: str, env:
         assert 'src="/docs-assets/swagger-ui-bundle.js"' in page.text
         for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
             assert client.get(f"/docs-assets/{asset}").status_code == 200
+
+
+async def test_the_fleet_and_the_explorer_follow_new_uploads_without_a_reload(
+        pg_dsn: str) -> None:
+    async with console_user(pg_dsn) as h:
+        await sign_in(h, "viewer")
+        await h.user.should_see("4 unresolved alerts")
+        later = h.cloud.now_ms + 1000
+        push(h.cloud.dsn, 100, [r.model_copy(update={"seq": 5000 + i})
+                                for i, r in enumerate(readings("motor-001", 3, 100, later))],
+             [make_alert("a1000009-0001", "motor-001", opened_ms=later)])
+        await h.user.should_see("5 unresolved alerts", retries=PATIENT)  # same page, no reload
+
+        await h.user.open("/explorer?device=motor-001&metric=temperature_c")
+        await h.user.should_see("raw readings of temperature_c", retries=PATIENT)
+        before = caption_text(h)
+        newest = later + 10_000
+        push(h.cloud.dsn, 101, [r.model_copy(update={"seq": 6000})
+                                for r in readings("motor-001", 1, 100, newest)])
+        await h.user.should_see(marker="chart-caption", retries=PATIENT)
+        await wait_until_async(lambda: caption_text(h) != before, 15,
+                               "the explorer to redraw with the new reading")
+        assert caption_text(h).split(" raw readings")[0] != before.split(" raw readings")[0]
+
+
+def push(dsn: str, batch_seq: int, rows: list[Reading], alerts: list[Alert] | None = None
+         ) -> None:
+    """One more sync batch from gw-1 through the real ingest."""
+    with psycopg.connect(dsn) as conn:
+        apply_batch(conn, SyncBatch(gateway="gw-1", batch_seq=batch_seq, created_ms=rows[0].ts_ms,
+                                    readings=rows, alerts=alerts or []), "gw-1")
+
+
+def caption_text(h: Harness) -> str:
+    """The explorer's caption as shown now."""
+    label = h.user.find(kind=ui.label, marker="chart-caption").elements.pop()
+    return str(label.text)

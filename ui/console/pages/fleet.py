@@ -150,7 +150,7 @@ def register(console: Console) -> None:
                     ui.label(site if site == NO_SITE else f"Site {site}").classes("text-h6")
                     ui.table(columns=_GATEWAY_COLUMNS, rows=rows, row_key="gateway").classes(
                         "w-full").props("dense flat bordered hide-pagination").mark(
-                        f"site-{site}")
+                        "site-none" if site == NO_SITE else f"site-{site}")
             devices.rows = device_rows(data, now)
             devices.update()
             expose_markers(client)
