@@ -14,7 +14,8 @@ fi
 
 # mosquitto: the broker; postgresql: initdb/pg_ctl for the private cloud database;
 # libmosquitto-dev, cmake, g++: the firmware's host build; chromium(-driver): UI tests.
-APT_PACKAGES=(mosquitto mosquitto-clients postgresql libmosquitto-dev cmake g++ python3-venv)
+APT_PACKAGES=(mosquitto mosquitto-clients postgresql libmosquitto-dev cmake g++ python3-venv
+              chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
