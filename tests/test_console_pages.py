@@ -85,8 +85,13 @@ async def test_pages_need_a_sign_in_and_an_unknown_key_gets_none(pg_dsn: str) ->
         h.user.find(marker="sign-in").click()
         await h.user.should_see("Not signed in: invalid API key.", retries=PATIENT)
         await h.user.should_not_see(marker="whoami")
-        await sign_in(h, "viewer")
+        # After the sign-in, the page first asked for, with its query.
+        await h.user.open("/explorer?device=motor-002&metric=current_a")
+        h.user.find(marker="api-key").type(h.cloud.keys["viewer"])
+        h.user.find(marker="sign-in").click()
+        await h.user.should_see("raw readings of current_a", retries=PATIENT)
         await h.user.should_see("viewer (viewer)")
+        await h.user.open("/")
         await h.user.should_see("2 gateways (2 online) · 3 devices · 4 unresolved alerts")
 
 

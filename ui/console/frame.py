@@ -38,7 +38,7 @@ def guard(console: Console, path: str) -> RedirectResponse | None:
     """A redirect to the sign-in page unless this browser has a live session."""
     if console.sessions.get(browser_id()) is not None:
         return None
-    return RedirectResponse(f"/login?next={quote(path, safe='/?=&')}", status_code=303)
+    return RedirectResponse(f"/login?next={quote(path, safe='/')}", status_code=303)
 
 
 def session_of(console: Console) -> Session:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from nicegui import events, ui
 from starlette.responses import RedirectResponse
@@ -60,7 +61,8 @@ def register(console: Console) -> None:
 
     @ui.page("/explorer", title="Device explorer · Smart Maintenance console")
     async def explorer_page(device: str = "", metric: str = "") -> RedirectResponse | None:
-        if (redirect := guard(console, "/explorer")) is not None:
+        asked = urlencode({k: v for k, v in (("device", device), ("metric", metric)) if v})
+        if (redirect := guard(console, f"/explorer?{asked}" if asked else "/explorer")):
             return redirect
         session = session_of(console)
         devices = await call(console, lambda api: api.devices()) or []
