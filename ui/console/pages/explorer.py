@@ -62,7 +62,8 @@ def register(console: Console) -> None:
     @ui.page("/explorer", title="Device explorer · Smart Maintenance console")
     async def explorer_page(device: str = "", metric: str = "") -> RedirectResponse | None:
         asked = urlencode({k: v for k, v in (("device", device), ("metric", metric)) if v})
-        if (redirect := guard(console, f"/explorer?{asked}" if asked else "/explorer")):
+        if (redirect := guard(console, f"/explorer?{asked}" if asked else "/explorer")) \
+                is not None:
             return redirect
         session = session_of(console)
         devices = await call(console, lambda api: api.devices()) or []
