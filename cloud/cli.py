@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from pydantic import ValidationError
@@ -17,7 +19,14 @@ from shared import logs as shared_logs
 from shared.config import UnknownSettingError
 from shared.times import parse_utc
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp
+
 log = logging.getLogger(__name__)
+
+# (the API app, the settings) -> the ASGI app to serve.
+Compose = Callable[["FastAPI", CloudSettings], "ASGIApp"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s]%(context)s %(message)s"
 
@@ -84,16 +93,18 @@ def configure_logging(level: str, json_lines: bool = False) -> None:
                                   text_format=LOG_FORMAT)
 
 
-def _serve(settings: CloudSettings) -> int:
+def _serve(settings: CloudSettings, compose: Compose | None) -> int:
     # Imported here so `gateway add` and `migrate` start fast and need no web stack.
     import uvicorn  # noqa: PLC0415
 
     from cloud.api.app import create_app  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.json_lines)
+    app = create_app(settings)
+    served = compose(app, settings) if compose is not None else app
     # log_config=None keeps our handler; our middleware writes the access log with the id.
     uvicorn.run(
-        create_app(settings), host=settings.api.host, port=settings.api.port,
+        served, host=settings.api.host, port=settings.api.port,
         log_config=None, access_log=False,
     )
     return 0
@@ -109,12 +120,12 @@ def _train_initial(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, settings: CloudSettings) -> int:
+def _run(args: argparse.Namespace, settings: CloudSettings, compose: Compose | None) -> int:
     from cloud.access.gateway_tokens import create_gateway, revoke_gateway  # noqa: PLC0415
     from cloud.db.migrate import migrate  # noqa: PLC0415
 
     if args.command == "serve":
-        return _serve(settings)
+        return _serve(settings, compose)
     if args.command == "train-initial":
         return _train_initial(args)
     if args.command == "migrate":
@@ -163,8 +174,12 @@ def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    """Run one ``smaint cloud`` subcommand; returns the process exit code."""
+def main(argv: list[str], compose: Compose | None = None) -> int:
+    """Run one ``smaint cloud`` subcommand; returns the process exit code.
+
+    ``compose`` wraps the API app that ``serve`` runs: ``smaint cloud`` passes one that adds
+    the web console when the ui extra is installed (the cloud never imports the console).
+    """
     args = _parser().parse_args(argv)
     # Flags in the settings' shape; a flag beats the environment.
     db = {"dsn": args.dsn} if args.dsn is not None else {}
@@ -177,7 +192,7 @@ def main(argv: list[str]) -> int:
     if args.command != "serve":
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return _run(args, settings)
+        return _run(args, settings, compose)
     except (CloudError, ValueError) as exc:
         print(f"smaint cloud: {exc}", file=sys.stderr)
         return 1

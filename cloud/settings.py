@@ -97,6 +97,18 @@ class NotifySettings(_Section):
     )
 
 
+class ConsoleSettings(_Section):
+    """The web console (ui/console) that ``smaint cloud serve`` adds when NiceGUI is installed."""
+
+    enabled: bool = Field(
+        default=True, description="serve the console at / (needs the ui extra: nicegui)")
+    session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30,
+        description="a console sign-in lasts this long, then the API key is asked for again")
+    refresh_s: float = Field(
+        default=5.0, ge=0.5, le=300, description="how often open console views refresh")
+
+
 class CloudSettings(BaseSettings):
     """Everything the cloud service needs to start; defaults run the local demo."""
 
@@ -114,6 +126,7 @@ class CloudSettings(BaseSettings):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     artifacts: ArtifactStoreConfig = Field(default_factory=ArtifactStoreConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @classmethod
     def settings_customise_sources(

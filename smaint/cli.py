@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("smaint.gateway",
                 "the edge gateway service (ingest, store, score, alert, sync, web panel)"),
     "panel": ("ui.panel.cli", "the gateway web panel's password (hash it, set it)"),
-    "cloud": ("cloud.cli", "the cloud API service and its administration"),
+    "cloud": ("smaint.cloud", "the cloud API service, its web console and its administration"),
     "simulate": ("simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
     "contract": ("smaint.contract", "write or check the wire contract's documents (docs/contract)"),
     "train": ("cloud.training.cli", "retrain models from cloud data, track in MLflow, gate"),

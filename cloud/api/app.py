@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from psycopg_pool import PoolTimeout
 
 from cloud.api.correlation import RequestContextMiddleware
@@ -27,6 +29,7 @@ from cloud.api.routes import (
     readings,
     reports,
     sync,
+    system,
 )
 from cloud.api.routes import training as training_routes
 from cloud.api.routes import users as user_routes
@@ -45,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # Retryable database trouble: tell clients (the gateway's sync loop) when to come back.
 _RETRY_AFTER_S = "5"
+# Where /docs loads Swagger UI's script and stylesheet from (files of the fastapi-offline wheel).
+DOCS_ASSETS = "/docs-assets"
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 async def _cloud_error(request: Request, exc: Exception) -> JSONResponse:
@@ -80,6 +86,18 @@ async def _db_data_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"value out of range: {exc}"}, status_code=422)
 
 
+def _fastapi(settings: CloudSettings, lifespan: Lifespan) -> FastAPI:
+    """The bare app; in development with /docs, whose Swagger UI scripts and styles are served
+    from the fastapi-offline package (FastAPI's own /docs loads them from a CDN, which leaves
+    a blank page on a machine without internet)."""
+    meta: dict[str, Any] = {"title": "Smart Maintenance cloud", "version": "1",
+                            "lifespan": lifespan, "redoc_url": None}
+    if settings.env != "development":
+        # The interactive docs are a development aid; production serves only the API.
+        return FastAPI(docs_url=None, openapi_url=None, **meta)
+    return FastAPIOffline(docs_url="/docs", static_url=DOCS_ASSETS, **meta)
+
+
 def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastAPI:
     """The cloud API; start-up migrates the schema (unless told not to) and opens the pool."""
     state = AppState(settings=settings, metrics=CloudMetrics())
@@ -110,16 +128,7 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
             pool, state.pool = state.pool, None
             await run_in_threadpool(pool.close)
 
-    dev = settings.env == "development"
-    app = FastAPI(
-        title="Smart Maintenance cloud",
-        version="1",
-        lifespan=lifespan,
-        # The interactive docs are a development aid; production serves only the API.
-        docs_url="/docs" if dev else None,
-        redoc_url=None,
-        openapi_url="/openapi.json" if dev else None,
-    )
+    app = _fastapi(settings, lifespan)
     app.state.cloud = state
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.add_exception_handler(CloudError, _cloud_error)
@@ -132,6 +141,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(health.router)
     app.include_router(training_routes.router)
     for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
-                   drift, gateway_config):
+                   drift, gateway_config, system):
         app.include_router(module.router)
     return app

@@ -1,0 +1,264 @@
+"""The console's page logic with NiceGUI's simulated user, on a real cloud app (PostgreSQL,
+the real ingest path) called in process exactly as ``smaint cloud serve`` calls it.
+
+No browser here: tests/test_console_browser.py has those.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psycopg
+import pytest
+from nicegui import core, ui
+from nicegui.testing.general import nicegui_reset_globals, prepare_simulation
+from nicegui.testing.user import User
+
+from cloud.access.users import revoke_key
+from cloud.api.app import create_app
+from cloud.ingest.batch import apply_batch
+from cloud.settings import CloudSettings
+from shared.schemas import Alert, Reading, SyncBatch
+from tests.fixtures.console import ALERTS, SeededCloud, readings, seed
+from tests.fixtures.factories import make_alert
+from tests.fixtures.waiting import wait_until_async
+from ui.console import explorer_data
+from ui.console.config import ConsoleConfig
+from ui.console.explorer_data import View
+from ui.console.pages import register
+from ui.console.server import console_for
+from ui.console.sessions import Sessions
+
+PATIENT = 50  # should_see retries (0.1 s each) for answers that cross the threadpool
+
+
+@dataclass
+class Harness:
+    """The simulated user, the seeded database and the console's sign-ins."""
+
+    user: User
+    cloud: SeededCloud
+    sessions: Sessions
+
+
+@asynccontextmanager
+async def console_user(dsn: str) -> AsyncIterator[Harness]:
+    """A seeded cloud app (its lifespan running) and the console's pages in simulation."""
+    cloud = seed(dsn)
+    app = create_app(CloudSettings(db={"dsn": dsn}, jobs={"worker_enabled": False}))
+    console = console_for(app, ConsoleConfig(refresh_s=0.5, failed_sign_in_delay_s=0.0))
+    async with app.router.lifespan_context(app):
+        with nicegui_reset_globals():
+            os.environ["NICEGUI_USER_SIMULATION"] = "true"
+            try:
+                prepare_simulation()
+                register(console)
+                ui.run(storage_secret="console test secret")
+                async with core.app.router.lifespan_context(core.app), httpx.AsyncClient(
+                        transport=httpx.ASGITransport(core.app),
+                        base_url="http://test") as client:
+                    yield Harness(User(client), cloud, console.sessions)
+            finally:
+                os.environ.pop("NICEGUI_USER_SIMULATION", None)
+
+
+async def sign_in(h: Harness, role: str) -> None:
+    """Sign in with the API key of ``role``; lands on the fleet page."""
+    await h.user.open("/login")
+    h.user.find(marker="api-key").type(h.cloud.keys[role])
+    h.user.find(marker="sign-in").click()
+    await h.user.should_see(marker="fleet-summary", retries=PATIENT)
+
+
+async def test_pages_need_a_sign_in_and_an_unknown_key_gets_none(pg_dsn: str) -> None:
+    async with console_user(pg_dsn) as h:
+        for path in ("/", "/explorer", "/alerts", "/orders"):
+            await h.user.open(path)
+            await h.user.should_see(marker="sign-in")
+        h.user.find(marker="api-key").type("smk_not-a-key")
+        h.user.find(marker="sign-in").click()
+        await h.user.should_see("Not signed in: invalid API key.", retries=PATIENT)
+        await h.user.should_not_see(marker="whoami")
+        # After the sign-in, the page first asked for, with its query.
+        await h.user.open("/explorer?device=motor-002&metric=current_a")
+        h.user.find(marker="api-key").type(h.cloud.keys["viewer"])
+        h.user.find(marker="sign-in").click()
+        await h.user.should_see("raw readings of current_a", retries=PATIENT)
+        await h.user.should_see("viewer (viewer)")
+        await h.user.open("/")
+        await h.user.should_see("2 gateways (2 online) · 3 devices · 4 unresolved alerts")
+
+
+async def test_a_revoked_key_ends_the_session_at_its_next_request(pg_dsn: str) -> None:
+    async with console_user(pg_dsn) as h:
+        await sign_in(h, "operator")
+        with psycopg.connect(h.cloud.dsn) as conn:
+            revoke_key(conn, "operator", 2)  # keys 1..3 went to viewer, operator, admin
+        await h.user.open("/alerts")  # the page's first API call gets 401
+        await h.user.should_see("Your session has ended: sign in again.", retries=PATIENT)
+        await h.user.open("/alerts")
+        await h.user.should_see(marker="sign-in")
+
+
+def test_a_session_ends_when_its_lifetime_is_over() -> None:
+    sessions = Sessions(lifetime_s=8 * 3600)
+    session = sessions.start("browser-1", "smk_x", "alice", "operator")
+    assert sessions.get("browser-1") is session
+    session.expires_at = time.monotonic() - 1  # as if eight hours had passed
+    assert sessions.get("browser-1") is None
+    assert sessions.get("browser-1") is None  # and it stays gone
+    assert session.may("viewer")
+    assert not session.may("admin")
+
+
+async def test_a_viewer_gets_no_actions_and_an_operator_acknowledges_with_a_comment(
+        pg_dsn: str) -> None:
+    gateway, alert_id = "gw-1", ALERTS[0][0]
+    async with console_user(pg_dsn) as h:
+        await sign_in(h, "viewer")
+        await h.user.open("/alerts")
+        await h.user.should_see(marker=f"alert-{gateway}/{alert_id}", retries=PATIENT)
+        await h.user.should_see(marker="audit-trail")
+        await h.user.should_not_see(marker="acknowledge")
+        await h.user.should_not_see(marker="resolve")
+        await h.user.should_not_see(marker="create-order")
+
+        h.user.find(marker="sign-out").click()
+        await h.user.should_see(marker="sign-in", retries=PATIENT)
+        await sign_in(h, "operator")
+        await h.user.open("/alerts")
+        await h.user.should_see(marker=f"alert-{gateway}/{alert_id}", retries=PATIENT)
+        with h.user.scope(marker=f"alert-{gateway}/{alert_id}"):
+            h.user.find(marker="acknowledge").click()
+        h.user.find(marker="dialog-comment").type("on my way")
+        h.user.find(marker="dialog-confirm").click()
+        await h.user.should_see("Alert acknowledged.", retries=PATIENT)
+        headers = {"Authorization": f"Bearer {h.cloud.keys['viewer']}"}
+        app = create_app(CloudSettings(db={"dsn": h.cloud.dsn}, jobs={"worker_enabled": False}))
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://api") as api:
+            shown = (await api.get(f"/api/v1/alerts/{gateway}/{alert_id}",
+                                   headers=headers)).json()
+        assert (shown["state"], shown["acknowledged_by"], shown["comment"]) == (
+            "acknowledged", "operator", "on my way")
+
+
+def _view(kind: str, **fields: object) -> View:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    return View("m-1", "temperature_c", start, start + timedelta(hours=1), kind,  # type: ignore[arg-type]
+                **fields)  # type: ignore[arg-type]
+
+
+def test_bucket_widths_are_whole_minutes_for_about_five_hundred_buckets() -> None:
+    assert explorer_data.bucket_width(timedelta(minutes=10)) == 60
+    assert explorer_data.bucket_width(timedelta(days=1)) == 180
+    assert explorer_data.bucket_width(timedelta(days=30)) == 5220
+    assert explorer_data.bucket_width(timedelta(days=30)) % 60 == 0
+
+
+def test_a_zoom_event_narrows_the_range_and_a_full_one_does_not() -> None:
+    view = _view("buckets")
+    since, until = explorer_data.zoomed(view, {"start": 50, "end": 75}) or (None, None)
+    assert (since, until) == (view.since + timedelta(minutes=30),
+                              view.since + timedelta(minutes=45))
+    lo = int((view.since + timedelta(minutes=6)).timestamp() * 1000)
+    got = explorer_data.zoomed(view, {"batch": [{"startValue": lo, "endValue": lo + 60_000}]})
+    assert got == (view.since + timedelta(minutes=6), view.since + timedelta(minutes=7))
+    assert explorer_data.zoomed(view, {"start": 0, "end": 100}) is None
+    assert explorer_data.zoomed(view, {"type": "datazoom"}) is None
+
+
+def test_the_csv_holds_exactly_the_drawn_readings() -> None:
+    base = {"device": "m-1", "gateway": "gw-1", "boot": "b", "scorer": "stat",
+            "model_version": None, "score": 0.5, "anomalous": False}
+    view = _view("raw", readings=[
+        {**base, "seq": 1, "ts_ms": 1_735_689_600_000, "metrics": {"temperature_c": 41.5}},
+        {**base, "seq": 2, "ts_ms": 1_735_689_601_000, "metrics": {"current_a": 3.0}},
+        {**base, "seq": 3, "ts_ms": 1_735_689_602_000, "metrics": {"temperature_c": 42.0},
+         "anomalous": True, "score": None}])
+    lines = explorer_data.csv_text(view).splitlines()
+    assert lines == [
+        "ts,device,gateway,boot,seq,temperature_c,score,scorer,model_version,anomalous",
+        "2025-01-01T00:00:00+00:00,m-1,gw-1,b,1,41.5,0.5,stat,,false",
+        "2025-01-01T00:00:02+00:00,m-1,gw-1,b,3,42.0,,stat,,true",
+    ]
+    assert view.points() == 2
+    assert len(explorer_data.chart_options(view)["series"][0]["data"]) == 2
+
+
+def test_the_system_route_names_each_connection_and_its_state(pg_dsn: str) -> None:
+    from fastapi.testclient import TestClient  # noqa: PLC0415
+
+    keys = seed(pg_dsn).keys
+    app = create_app(CloudSettings(db={"dsn": pg_dsn}, jobs={"worker_enabled": False}))
+    with TestClient(app) as client:
+        assert client.get("/api/v1/system").status_code == 401
+        info = client.get("/api/v1/system",
+                          headers={"Authorization": f"Bearer {keys['viewer']}"}).json()
+    assert info["environment"] == "development"
+    states = {c["name"]: (c["state"], c["target"]) for c in info["connections"]}
+    assert states["database"][0] == "ok"
+    assert states["database"][1].endswith(pg_dsn.rsplit("dbname=", 1)[1])
+    assert set(states) == {"database", "mlflow", "artifact store"}
+    assert info["versions"]["python"].count(".") == 2
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+def test_docs_are_served_with_local_assets_in_development_only(pg_dsn: str, env: str) -> None:
+    from fastapi.testclient import TestClient  # noqa: PLC0415
+
+    dsn = {"dsn": pg_dsn}
+    app = create_app(CloudSettings(env=env, db=dsn, jobs={"worker_enabled": False}))
+    with TestClient(app) as client:
+        page = client.get("/docs")
+        if env == "production":
+            assert page.status_code == 404
+            return
+        assert page.status_code == 200
+        assert "cdn" not in page.text.lower()
+        assert 'src="/docs-assets/swagger-ui-bundle.js"' in page.text
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+            assert client.get(f"/docs-assets/{asset}").status_code == 200
+
+
+async def test_the_fleet_and_the_explorer_follow_new_uploads_without_a_reload(
+        pg_dsn: str) -> None:
+    async with console_user(pg_dsn) as h:
+        await sign_in(h, "viewer")
+        await h.user.should_see("4 unresolved alerts")
+        later = h.cloud.now_ms + 1000
+        push(h.cloud.dsn, 100, [r.model_copy(update={"seq": 5000 + i})
+                                for i, r in enumerate(readings("motor-001", 3, 100, later))],
+             [make_alert("a1000009-0001", "motor-001", opened_ms=later)])
+        await h.user.should_see("5 unresolved alerts", retries=PATIENT)  # same page, no reload
+
+        await h.user.open("/explorer?device=motor-001&metric=temperature_c")
+        await h.user.should_see("raw readings of temperature_c", retries=PATIENT)
+        before = caption_text(h)
+        newest = later + 10_000
+        push(h.cloud.dsn, 101, [r.model_copy(update={"seq": 6000})
+                                for r in readings("motor-001", 1, 100, newest)])
+        await h.user.should_see(marker="chart-caption", retries=PATIENT)
+        await wait_until_async(lambda: caption_text(h) != before, 15,
+                               "the explorer to redraw with the new reading")
+        assert caption_text(h).split(" raw readings")[0] != before.split(" raw readings")[0]
+
+
+def push(dsn: str, batch_seq: int, rows: list[Reading], alerts: list[Alert] | None = None
+         ) -> None:
+    """One more sync batch from gw-1 through the real ingest."""
+    with psycopg.connect(dsn) as conn:
+        apply_batch(conn, SyncBatch(gateway="gw-1", batch_seq=batch_seq, created_ms=rows[0].ts_ms,
+                                    readings=rows, alerts=alerts or []), "gw-1")
+
+
+def caption_text(h: Harness) -> str:
+    """The explorer's caption as shown now."""
+    label = h.user.find(kind=ui.label, marker="chart-caption").elements.pop()
+    return str(label.text)

@@ -1,0 +1,58 @@
+"""Refuse cross-site requests that could act as a signed-in user: the Origin must be the
+cloud's own.
+
+NiceGUI carries the console's actions over a Socket.IO connection (a WebSocket, or POSTs when
+it falls back to long polling) whose server accepts any origin; a page on another site could
+open one with the user's cookie. Browsers send ``Origin`` with every WebSocket handshake and
+every non-GET request, so those are checked here. Requests without an Origin (curl, gateways,
+scripts) carry no browser cookie and pass: the API's own routes authenticate by bearer key.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """True if ``origin`` (scheme://host[:port]) names the host the request was sent to."""
+    parts = urlsplit(origin)
+    return parts.scheme in {"http", "https"} and parts.netloc.lower() == host.lower()
+
+
+class SameOriginOnly:
+    """ASGI middleware: 403 for a cross-origin WebSocket or state-changing HTTP request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on unless a browser sent it from another origin."""
+        kind = scope["type"]
+        if kind == "websocket" or (kind == "http" and scope["method"] not in _SAFE):
+            origin = _header(scope, b"origin")
+            host = _header(scope, b"host") or ""
+            if origin is not None and not same_origin(origin, host):
+                log.warning("console: refused a cross-origin %s %s from %s", kind,
+                            scope.get("path", ""), origin)
+                if kind == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                await send({"type": "http.response.body",
+                            "body": b"cross-origin request refused"})
+                return
+        await self.app(scope, receive, send)

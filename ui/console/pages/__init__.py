@@ -1,0 +1,12 @@
+"""The console's pages, one module each; :func:`register` adds them all."""
+
+from __future__ import annotations
+
+from ui.console.context import Console
+from ui.console.pages import alerts, explorer, fleet, orders, signin
+
+
+def register(console: Console) -> None:
+    """Add every page of the console to NiceGUI's app."""
+    for module in (signin, fleet, explorer, alerts, orders):
+        module.register(console)
