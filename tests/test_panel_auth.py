@@ -14,9 +14,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from ui.origin import SameOriginOnly, same_origin
 from ui.panel import cli
 from ui.panel.auth import PanelAuth, PanelAuthError, check_hash, hash_password, verify_password
-from ui.panel.origin import SameOriginOnly, same_origin
 
 
 def test_a_hash_checks_its_password_only_and_differs_each_time() -> None:

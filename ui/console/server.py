@@ -18,9 +18,9 @@ from starlette.types import ASGIApp
 from ui.console.api import CloudApi
 from ui.console.config import ConsoleConfig
 from ui.console.context import Console
-from ui.console.origin import SameOriginOnly
 from ui.console.pages import register
 from ui.console.sessions import Sessions
+from ui.origin import SameOriginOnly
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from starlette.types import ASGIApp
 
 from edge.service import Gateway, run_gateway
 from edge.settings import GatewaySettings
+from ui.origin import SameOriginOnly
 from ui.panel.auth import PanelAuth
 from ui.panel.context import Panel
-from ui.panel.origin import SameOriginOnly
 
 log = logging.getLogger(__name__)
 

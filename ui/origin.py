@@ -1,11 +1,12 @@
-"""Refuse cross-site requests that could act as a signed-in user: the Origin must be the
-cloud's own.
+"""Refuse cross-site requests that could act as a signed-in user: only the server's own Origin.
 
-NiceGUI carries the console's actions over a Socket.IO connection (a WebSocket, or POSTs when
-it falls back to long polling) whose server accepts any origin; a page on another site could
-open one with the user's cookie. Browsers send ``Origin`` with every WebSocket handshake and
-every non-GET request, so those are checked here. Requests without an Origin (curl, gateways,
-scripts) carry no browser cookie and pass: the API's own routes authenticate by bearer key.
+Both screens (the gateway panel, the cloud console) carry their actions over NiceGUI's
+Socket.IO connection (a WebSocket, or POSTs when it falls back to long polling), whose server
+accepts any origin: a page on another site could open one with the user's cookie, or POST to
+an API route. Browsers send ``Origin`` with every WebSocket handshake and every non-GET
+request, so those are checked here, in front of the whole HTTP server. Requests without an
+Origin (curl, gateways, scripts) carry no browser cookie and pass: API routes authenticate
+by bearer key.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def same_origin(origin: str, host: str) -> bool:
     """True if ``origin`` (scheme://host[:port]) names the host the request was sent to."""
+    if origin == "null":
+        return False
     parts = urlsplit(origin)
     return parts.scheme in {"http", "https"} and parts.netloc.lower() == host.lower()
 
@@ -45,7 +48,7 @@ class SameOriginOnly:
             origin = _header(scope, b"origin")
             host = _header(scope, b"host") or ""
             if origin is not None and not same_origin(origin, host):
-                log.warning("console: refused a cross-origin %s %s from %s", kind,
+                log.warning("refused a cross-origin %s %s from %s", kind,
                             scope.get("path", ""), origin)
                 if kind == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
