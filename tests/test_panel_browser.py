@@ -18,7 +18,6 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -27,6 +26,7 @@ from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from shared.bundle import public_key_text
 from simulator.fleet import Fleet
+from tests.fixtures.browser import chromium
 from tests.fixtures.bundles import V1, make_bundles
 from tests.fixtures.process import ServiceProcess
 from tests.fixtures.waiting import wait_until
@@ -35,7 +35,6 @@ from ui.panel.frame import NAV
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PASSWORD = "browser test password"
 DEVICE = "pb-motor-001"
 WAIT_S = 20
@@ -97,17 +96,8 @@ def stack(broker: PrivateMosquitto, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def driver() -> Iterator[webdriver.Chrome]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("chromium and chromium-driver are missing: run scripts/bootstrap.sh")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # An explicit driver path: Selenium Manager would try the internet to find one.
-    d = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    d = chromium(tmp_path_factory.mktemp("downloads"))
     try:
         yield d
     finally:
