@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.onnx_model import ModelRunError, OnnxModel
-from shared.anomaly import explain, rule_score
+from shared.anomaly import explain, row_rule_score, rule_score
 from shared.features import DEFAULT_WARMUP, DeviceFeatures, FeatureSpec
 from shared.schemas import Scorer as ScorerName
 from shared.schemas import Telemetry
@@ -71,6 +71,16 @@ def _rules_explanation(features: npt.NDArray[np.float32], metrics: tuple[str, ..
     return explain(rule_score, features, metrics, np.zeros_like(features))
 
 
+def rules_verdict(features: list[float], metrics: tuple[str, ...], threshold: float) -> Score:
+    """The rules' Score of one reading's features (explained on demand)."""
+    value = row_rule_score(features)
+    anomalous = value > threshold
+    return Score(
+        value=round(value, 4), anomalous=anomalous, scorer="stat", threshold=threshold,
+        explainer=partial(_rules_explanation, np.asarray(features, dtype=np.float32), metrics)
+        if anomalous else None)
+
+
 class RuleScorer:
     """The rules of shared.anomaly over each device's streaming features; needs no model."""
 
@@ -79,16 +89,18 @@ class RuleScorer:
             raise ValueError(f"warmup {warmup} must be at least 2 readings")
         self.warmup = warmup
         self.threshold = threshold
-        self._devices: dict[str, DeviceFeatures] = {}
+        self._devices: dict[str, tuple[DeviceFeatures, frozenset[str]]] = {}
 
     def _state(self, r: Telemetry) -> DeviceFeatures:
-        state = self._devices.get(r.device)
-        if state is None or not r.metrics.keys() <= set(state.spec.metrics):
-            # First reading, or a sensor appeared: its metrics start learning from here.
-            known = state.spec.metrics if state is not None else ()
-            metrics = tuple(sorted(set(known) | set(r.metrics)))
-            state = self._devices[r.device] = DeviceFeatures(
-                FeatureSpec(profile=r.type, metrics=metrics, warmup=self.warmup))
+        entry = self._devices.get(r.device)
+        if entry is not None and r.metrics.keys() <= entry[1]:
+            return entry[0]
+        # First reading, or a sensor appeared: its metrics start learning from here.
+        known = entry[1] if entry is not None else frozenset()
+        metrics = known | r.metrics.keys()
+        state = DeviceFeatures(FeatureSpec(profile=r.type, metrics=tuple(sorted(metrics)),
+                                           warmup=self.warmup))
+        self._devices[r.device] = (state, frozenset(metrics))
         return state
 
     def score_batch(self, readings: Sequence[Telemetry]) -> list[Score]:
@@ -101,13 +113,7 @@ class RuleScorer:
             if feats is None:
                 out.append(UNSCORED)
                 continue
-            x = np.asarray(feats, dtype=np.float32)
-            value = float(rule_score(x[None, :])[0])
-            anomalous = value > threshold
-            out.append(Score(
-                value=round(value, 4), anomalous=anomalous, scorer="stat", threshold=threshold,
-                explainer=partial(_rules_explanation, x, state.spec.metrics) if anomalous
-                else None))
+            out.append(rules_verdict(feats, state.spec.metrics, threshold))
         return out
 
     def forget(self, device: str) -> None:
@@ -126,9 +132,11 @@ ModelLookup = Callable[[str], OnnxModel | None]
 class ModelScorer:
     """Scores each profile with its ONNX model, one onnxruntime call per profile per batch.
 
-    The rules (``fallback``) see every reading, so their per-device state is warm whenever a
-    model is missing, still warming up on a device, or fails; where the model scores, its
-    verdict (model and rules combined) replaces theirs.
+    A device of a profile with a model keeps one feature state, in the model's spec; the model
+    scores its readings combined with the rules (shared.anomaly.combine), and if the model
+    fails at run time the rules alone judge the same features. The rules' own scorer
+    (``fallback``) covers profiles without a model and a device's first readings while its
+    state in the model's spec warms up.
     """
 
     def __init__(self, models: ModelLookup, fallback: RuleScorer) -> None:
@@ -146,15 +154,16 @@ class ModelScorer:
 
     def score_batch(self, readings: Sequence[Telemetry]) -> list[Score]:
         """Score readings in arrival order: model where one is ready, rules elsewhere."""
-        out = self.fallback.score_batch(readings)
+        out: list[Score | None] = [None] * len(readings)
         groups: dict[str, tuple[OnnxModel, list[int], list[list[float]]]] = {}
+        to_rules: list[int] = []
         for i, r in enumerate(readings):
             model = self.models(r.type)
-            if model is None:
+            feats = (self._state(r.device, model.manifest.spec).push(r.metrics)
+                     if model is not None else None)
+            if model is None or feats is None:
+                to_rules.append(i)  # no model, or this device is new to it
                 continue
-            feats = self._state(r.device, model.manifest.spec).push(r.metrics)
-            if feats is None:
-                continue  # this device is new to the model: the rules' verdict stands
             group = groups.get(r.type)
             if group is None:
                 group = groups[r.type] = (model, [], [])
@@ -168,10 +177,17 @@ class ModelScorer:
                           profile_name, len(idxs), exc)
                 model.run_failures += 1
                 model.last_failure = exc.reason
-                continue
+                metrics = model.manifest.spec.metrics
+                threshold = self.fallback.threshold
+                scores = [rules_verdict(f, metrics, threshold) for f in rows]
             for i, score in zip(idxs, scores, strict=True):
                 out[i] = score
-        return out
+        if to_rules:
+            # The rules' states must see each device in order: one call, in arrival order.
+            for i, score in zip(to_rules, self.fallback.score_batch(
+                    [readings[i] for i in to_rules]), strict=True):
+                out[i] = score
+        return [s if s is not None else UNSCORED for s in out]
 
     @staticmethod
     def _score_group(model: OnnxModel, features: npt.NDArray[np.float32]) -> list[Score]:

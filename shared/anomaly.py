@@ -50,6 +50,14 @@ def metric_rule_score(excess: float, dev: float, stuck: float) -> float:
     return max(excess / EXCESS_LIMIT, dev / DEV_LIMIT, stuck / STUCK_LIMIT)
 
 
+def row_rule_score(features: Sequence[float]) -> float:
+    """The rule score of one feature vector (a plain list): the gateway's per-reading path."""
+    per = len(FEATURES_PER_METRIC)
+    return max((metric_rule_score(features[i + _EXCESS], features[i + _DEV],
+                                  features[i + _STUCK]) for i in range(0, len(features), per)),
+               default=0.0)
+
+
 def rule_scores(features: npt.ArrayLike) -> F64:
     """Per row and metric, the rule score: (n, metrics * 4) features -> (n, metrics)."""
     x = np.asarray(features, dtype=np.float64)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from shared.anomaly import FEATURES_PER_METRIC, metric_rule_score
+from shared.anomaly import DEV_LIMIT, EXCESS_LIMIT, FEATURES_PER_METRIC, STUCK_LIMIT
 from shared.sensors import SensorProfile
 
 DEFAULT_WARMUP = 150
@@ -128,52 +128,78 @@ class MetricState:
 
     def step_features(self, x: float) -> tuple[float, float, float, float]:
         """The features of value ``x`` against the state, then learn from ``x``."""
-        if self.n == 0:
+        n = self.n
+        if n == 0:
             self.n = 1
             self.prev = self.lo = self.hi = self.level = x
             return (0.0, 0.0, 0.0, 0.0)
-        dx = abs(x - self.prev)
-        if 0.0 < dx < self.resolution:
-            self.resolution = dx
-        res = self.resolution if self.resolution != math.inf else 0.0
-        floor = max(res, 1e-9 * abs(x), 1e-12)
-        beyond = max(x - self.hi, self.lo - x, 0.0) / max(self.hi - self.lo, floor)
-        lone_ok = beyond >= _LONE_EXCESS or dx >= _LONE_STEP * max(self.step, floor)
-        excess = beyond if lone_ok else min(beyond, self.beyond)
-        excess = max(0.0, excess - _YOUTH / self.n)
+        # Plain locals and comparisons: this runs for every metric of every reading.
+        prev, lo, hi, step = self.prev, self.lo, self.hi, self.step
+        dx = x - prev if x >= prev else prev - x
+        resolution = self.resolution
+        if 0.0 < dx < resolution:
+            resolution = self.resolution = dx
+        floor = abs(x) * 1e-9
+        if resolution != math.inf and resolution > floor:
+            floor = resolution
+        floor = max(floor, 1e-12)
+        out = x - hi if x > hi else (lo - x if x < lo else 0.0)
+        width = hi - lo
+        beyond = out / (width if width > floor else floor)
+        step_scale = step if step > floor else floor
+        if beyond >= _LONE_EXCESS or dx >= _LONE_STEP * step_scale:
+            excess = beyond
+        else:
+            excess = beyond if beyond < self.beyond else self.beyond
+        excess -= _YOUTH / n
+        excess = max(excess, 0.0)
         self.beyond = beyond
-        spread = max(math.sqrt(self.spread2), floor)
+        spread = math.sqrt(self.spread2)
+        spread = max(spread, floor)
         residual = x - self.level
         dev = abs(residual) / spread
-        jump = dx / max(self.step, floor)
-        ended = x != self.prev
+        jump = dx / step_scale
+        ended = x != prev
         run = 1 if ended else self.run + 1
-        stuck = run / max(self.longest, _MIN_RUN) if self.hi > self.lo else 0.0
-        self.n += 1
-        warm = self.n > self.warmup
-        anomalous = warm and metric_rule_score(excess, dev, stuck) > 1.0
+        longest = self.longest
+        stuck = run / (longest if longest > _MIN_RUN else _MIN_RUN) if hi > lo else 0.0
+        n += 1
+        self.n = n
+        warm = n > self.warmup
+        anomalous = warm and (excess > EXCESS_LIMIT or dev > DEV_LIMIT or stuck > STUCK_LIMIT)
+        self._learn(x, dx, residual, spread, run, anomalous=anomalous, warm=warm)
+        return (excess, dev, jump, stuck)
+
+    def _learn(self, x: float, dx: float, residual: float, spread: float, run: int, *,
+               anomalous: bool, warm: bool) -> None:
+        """Fold value ``x`` into the state (after its features were taken)."""
+        lo, hi, step, longest, n = self.lo, self.hi, self.step, self.longest, self.n
+        ended = run == 1
         # Learn: normal values widen the envelope, anomalous ones half-way (see module doc).
         if anomalous:
-            if x > self.hi:
-                self.hi += _ABSORB * (x - self.hi)
-            elif x < self.lo:
-                self.lo -= _ABSORB * (self.lo - x)
-        else:
-            self.lo = min(self.lo, x)
-            self.hi = max(self.hi, x)
+            if x > hi:
+                self.hi = hi + _ABSORB * (x - hi)
+            elif x < lo:
+                self.lo = lo - _ABSORB * (lo - x)
+        elif x < lo:
+            self.lo = x
+        elif x > hi:
+            self.hi = x
         if not warm:
-            self.longest = max(self.longest, run)
-        elif ended and not anomalous:
-            self.longest = max(self.longest, self.run)
+            if run > longest:
+                self.longest = run
+        elif ended and not anomalous and self.run > longest:
+            self.longest = self.run
         self.run = run
-        clipped = max(-_CLIP * spread, min(_CLIP * spread, residual))
+        limit = _CLIP * spread
+        clipped = limit if residual > limit else (-limit if residual < -limit else residual)
         # Plain averages until the moving ones have seen enough readings to mean anything.
-        n = self.n - 1
-        self.level += max(_LEVEL_RATE, 1.0 / n) * clipped
-        self.spread2 += max(_SPREAD_RATE, 1.0 / n) * (clipped * clipped - self.spread2)
-        self.step += max(_STEP_RATE, 1.0 / n) * (dx - self.step)
+        inv = 1.0 / (n - 1)
+        self.level += (_LEVEL_RATE if inv < _LEVEL_RATE else inv) * clipped
+        self.spread2 += (_SPREAD_RATE if inv < _SPREAD_RATE else inv) * (
+            clipped * clipped - self.spread2)
+        self.step = step + (_STEP_RATE if inv < _STEP_RATE else inv) * (dx - step)
         self.prev = x
-        return (excess, dev, jump, stuck)
 
 
 class DeviceFeatures:
