@@ -25,6 +25,7 @@ from nicegui.testing.user import User
 from cloud.access.users import revoke_key
 from cloud.api.app import create_app
 from cloud.artifacts import LocalArtifactStore
+from cloud.drift.check import DriftEvent
 from cloud.ingest.batch import apply_batch
 from cloud.rollout import RolloutCreate, create_rollout
 from cloud.rollout.rollouts import bundle_key
@@ -34,7 +35,7 @@ from tests.fixtures.bundles import V2, make_bundles
 from tests.fixtures.console import ALERTS, SeededCloud, readings, seed
 from tests.fixtures.factories import make_alert
 from tests.fixtures.waiting import wait_until_async
-from ui.console import explorer_data
+from ui.console import explorer_data, models_data
 from ui.console.config import ConsoleConfig
 from ui.console.explorer_data import View
 from ui.console.pages import register
@@ -327,3 +328,43 @@ async def test_models_lists_the_rollouts_a_viewer_only_reads_and_an_operator_rol
             state = conn.execute("SELECT state FROM model_rollouts WHERE rollout_id = %s",
                                  (rollout.rollout_id,)).fetchone()
         assert state == ("rolled_back",)
+
+
+def test_drift_rows_name_the_moved_features_worst_first_and_the_retraining() -> None:
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    event = DriftEvent(
+        event_id=7, device="motor-001", profile="motor", model_name="smaint-motor",
+        model_version="3", bundle_version="motor-1000", window_since=at,
+        window_until=at + timedelta(days=1), windows=240, method="psi", threshold=0.25,
+        scores={"temperature_c": 0.4, "current_a": 0.9, "vibration_rms_g": 0.1},
+        moved=["temperature_c", "current_a"], retrain_job_id=12, retrain_run_id="r1",
+        retrain_version="4", gate_outcome="rejected", gate_reason="worse",
+        retrained_at=at, created_at=at).model_dump(mode="json")
+    (row,) = models_data.drift_rows([event])
+    assert (row["device"], row["model"], row["moved"], row["method"], row["retrain"]) == (
+        "motor-001", "smaint-motor v3", "current_a 0.90, temperature_c 0.40",
+        "psi > 0.25 over 240 windows", "rejected (version 4)")
+    queued = {**event, "gate_outcome": None, "retrain_version": None}
+    assert models_data.drift_rows([queued])[0]["retrain"] == "queued"
+
+
+def test_the_comparison_lists_what_both_models_logged_and_the_newest_promoted_is_champion(
+        ) -> None:
+    run = {"run_id": "r2", "name": "motor-2", "profile": "motor", "registered_version": "2",
+           "bundle_version": "motor-2000", "gate_outcome": "promoted",
+           "metrics": {"heldout_anomaly_rate": 0.0125, "champion.heldout_anomaly_rate": 0.02,
+                       "recall": 1.0, "heldout_windows": 400.0,
+                       "champion.heldout_windows": 400.0}}
+    assert models_data.comparison(run) == [
+        {"measure": "held-out windows flagged (share)", "challenger": "0.0125",
+         "champion": "0.02"},
+        {"measure": "held-out windows scored", "challenger": "400", "champion": "400"}]
+    assert [m["metric"] for m in models_data.run_metrics(run)] == [
+        "heldout_anomaly_rate", "heldout_windows", "recall"]
+    older = {**run, "run_id": "r1", "name": "motor-1", "registered_version": "1",
+             "bundle_version": "motor-1000", "metrics": {}}
+    rejected = {**run, "run_id": "r3", "name": "motor-3", "registered_version": "3",
+                "gate_outcome": "rejected"}
+    assert [(r["version"], r["outcome"], r["role"]) for r in models_data.registered(
+        [rejected, run, older])] == [("3", "rejected", ""), ("2", "promoted", "champion"),
+                                     ("1", "promoted", "")]
