@@ -103,7 +103,7 @@ def downloaded(folder: Path, name: str) -> bytes:
 
 
 TITLES = {"/": "Fleet", "/explorer": "Device explorer", "/alerts": "Alerts",
-          "/orders": "Maintenance orders"}
+          "/orders": "Maintenance orders", "/models": "Models"}
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
@@ -301,9 +301,11 @@ def test_the_api_docs_render_without_the_internet(seeded_cloud: SeededCloud,
     driver.save_screenshot(str(tmp_path / "docs.png"))
 
 
-ASKS_FIRST = {"acknowledge", "resolve", "create-order", "audit-trail", "order-history"}
+ASKS_FIRST = {"acknowledge", "resolve", "create-order", "audit-trail", "order-history",
+              "deploy", "rollback", "cancel-rollout"}
 DOWNLOADS = {"export-decisions", "download-csv"}
-DONE = {"move-scheduled": "is scheduled now", "move-done": "is done now"}
+DONE = {"move-scheduled": "is scheduled now", "move-done": "is done now",
+        "retrain": "queued"}  # this cloud runs no job worker: the job stays queued
 
 
 # The page content's enabled, visible action buttons as (marker, element id). The same
@@ -372,7 +374,8 @@ def test_crawler_clicks_every_navigation_entry_and_action_once(
         count = len(done)
         clicked[label] = count
         driver.save_screenshot(str(tmp_path / f"crawl-{path.strip('/') or 'fleet'}.png"))
-    assert clicked == {"Fleet": 0, "Device explorer": 1, "Alerts": 5, "Orders": 3}
+    assert clicked == {"Fleet": 0, "Device explorer": 1, "Alerts": 5, "Orders": 3,
+                       "Models": 1}
     one_marked(driver, "sign-out").click()
     until(lambda drv: "/login" in drv.current_url, "the sign-in page", driver)
     driver.get(f"{seeded_cloud.base}/orders")  # signed out: the pages are closed again

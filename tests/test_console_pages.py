@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -22,13 +24,18 @@ from nicegui.testing.user import User
 
 from cloud.access.users import revoke_key
 from cloud.api.app import create_app
+from cloud.artifacts import LocalArtifactStore
+from cloud.drift.check import DriftEvent
 from cloud.ingest.batch import apply_batch
+from cloud.rollout import RolloutCreate, create_rollout
+from cloud.rollout.rollouts import bundle_key
 from cloud.settings import CloudSettings
 from shared.schemas import Alert, Reading, SyncBatch
+from tests.fixtures.bundles import V2, make_bundles
 from tests.fixtures.console import ALERTS, SeededCloud, readings, seed
 from tests.fixtures.factories import make_alert
 from tests.fixtures.waiting import wait_until_async
-from ui.console import explorer_data
+from ui.console import explorer_data, models_data
 from ui.console.config import ConsoleConfig
 from ui.console.explorer_data import View
 from ui.console.pages import register
@@ -48,10 +55,12 @@ class Harness:
 
 
 @asynccontextmanager
-async def console_user(dsn: str) -> AsyncIterator[Harness]:
-    """A seeded cloud app (its lifespan running) and the console's pages in simulation."""
+async def console_user(dsn: str, **settings: Any) -> AsyncIterator[Harness]:
+    """A seeded cloud app (its lifespan running) and the console's pages in simulation;
+    ``settings`` are more sections of the cloud's settings."""
     cloud = seed(dsn)
-    app = create_app(CloudSettings(db={"dsn": dsn}, jobs={"worker_enabled": False}))
+    app = create_app(CloudSettings(db={"dsn": dsn}, jobs={"worker_enabled": False},
+                                   **settings))
     console = console_for(app, ConsoleConfig(refresh_s=0.5, failed_sign_in_delay_s=0.0))
     async with app.router.lifespan_context(app):
         with nicegui_reset_globals():
@@ -78,7 +87,7 @@ async def sign_in(h: Harness, role: str) -> None:
 
 async def test_pages_need_a_sign_in_and_an_unknown_key_gets_none(pg_dsn: str) -> None:
     async with console_user(pg_dsn) as h:
-        for path in ("/", "/explorer", "/alerts", "/orders"):
+        for path in ("/", "/explorer", "/alerts", "/orders", "/models"):
             await h.user.open(path)
             await h.user.should_see(marker="sign-in")
         h.user.find(marker="api-key").type("smk_not-a-key")
@@ -262,3 +271,100 @@ def caption_text(h: Harness) -> str:
     """The explorer's caption as shown now."""
     label = h.user.find(kind=ui.label, marker="chart-caption").elements.pop()
     return str(label.text)
+
+
+def _table_rows(h: Harness, marker: str) -> list[dict[str, Any]]:
+    (table,) = h.user.find(marker=marker, kind=ui.table).elements
+    return list(table.rows)
+
+
+async def test_models_lists_the_rollouts_a_viewer_only_reads_and_an_operator_rolls_back(
+        pg_dsn: str, tmp_path: Path) -> None:
+    art = LocalArtifactStore(tmp_path / "art")
+    async with console_user(pg_dsn, artifacts={"local_root": str(tmp_path / "art")},
+                            training={"data_dir": str(tmp_path / "training")}) as h:
+        art.put_bytes(bundle_key("motor", V2), make_bundles().make(V2, h.cloud.now_ms))
+        with psycopg.connect(h.cloud.dsn) as conn:
+            rollout = create_rollout(conn, "admin", RolloutCreate(
+                profile="motor", version=V2, canaries=["gw-1"], fleet=["gw-2"],
+                min_scored=50), art)
+        card = f"rollout-{rollout.rollout_id}"
+        await sign_in(h, "viewer")
+        await h.user.open("/models")
+        await h.user.should_see(marker=card, retries=PATIENT)
+        with h.user.scope(marker=card):
+            await h.user.should_see(f"motor {V2}")
+            await h.user.should_see("0 of 2 gateways run it · 0 of 1 canaries scored 50 "
+                                    "readings with it")
+        rows = _table_rows(h, "rollout-targets")
+        assert [(r["gateway"], r["stage"], r["previous"], r["status"], r["scored"])
+                for r in rows] == [("gw-1", "canary", "v3", "pending", "0 / 50"),
+                                   ("gw-2", "fleet", "no model", "pending", "0")]
+        running = _table_rows(h, "running-models")
+        assert [(r["gateway"], r["profile"], r["version"]) for r in running] == [
+            ("gw-1", "motor", "v3")]
+        await h.user.should_see(marker="no-runs")
+        await h.user.should_see(marker="no-drift")
+        for action in ("retrain", "deploy", "rollback", "cancel-rollout"):
+            await h.user.should_not_see(marker=action)
+
+        h.user.find(marker="sign-out").click()
+        await h.user.should_see(marker="sign-in", retries=PATIENT)
+        await sign_in(h, "operator")
+        await h.user.open("/models")
+        await h.user.should_see(marker=card, retries=PATIENT)
+        await h.user.should_not_see(marker="retrain")  # admins only, as the API
+        with h.user.scope(marker=card):
+            h.user.find(marker="rollback").click()
+        h.user.find(marker="dialog-comment").type("alerts doubled on gw-1")
+        h.user.find(marker="dialog-confirm").click()
+        await h.user.should_see(f"Rollout {rollout.rollout_id} is rolled back now.",
+                                retries=PATIENT)
+        with h.user.scope(marker=card):
+            await h.user.should_see("rolled back by operator: alerts doubled on gw-1")
+            await h.user.should_not_see(marker="rollback")
+            await h.user.should_not_see(marker="cancel-rollout")
+        with psycopg.connect(h.cloud.dsn) as conn:
+            state = conn.execute("SELECT state FROM model_rollouts WHERE rollout_id = %s",
+                                 (rollout.rollout_id,)).fetchone()
+        assert state == ("rolled_back",)
+
+
+def test_drift_rows_name_the_moved_features_worst_first_and_the_retraining() -> None:
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    event = DriftEvent(
+        event_id=7, device="motor-001", profile="motor", model_name="smaint-motor",
+        model_version="3", bundle_version="motor-1000", window_since=at,
+        window_until=at + timedelta(days=1), windows=240, method="psi", threshold=0.25,
+        scores={"temperature_c": 0.4, "current_a": 0.9, "vibration_rms_g": 0.1},
+        moved=["temperature_c", "current_a"], retrain_job_id=12, retrain_run_id="r1",
+        retrain_version="4", gate_outcome="rejected", gate_reason="worse",
+        retrained_at=at, created_at=at).model_dump(mode="json")
+    (row,) = models_data.drift_rows([event])
+    assert (row["device"], row["model"], row["moved"], row["method"], row["retrain"]) == (
+        "motor-001", "smaint-motor v3", "current_a 0.90, temperature_c 0.40",
+        "psi > 0.25 over 240 windows", "rejected (version 4)")
+    queued = {**event, "gate_outcome": None, "retrain_version": None}
+    assert models_data.drift_rows([queued])[0]["retrain"] == "queued"
+
+
+def test_the_comparison_lists_what_both_models_logged_and_the_newest_promoted_is_champion(
+        ) -> None:
+    run = {"run_id": "r2", "name": "motor-2", "profile": "motor", "registered_version": "2",
+           "bundle_version": "motor-2000", "gate_outcome": "promoted",
+           "metrics": {"heldout_anomaly_rate": 0.0125, "champion.heldout_anomaly_rate": 0.02,
+                       "recall": 1.0, "heldout_windows": 400.0,
+                       "champion.heldout_windows": 400.0}}
+    assert models_data.comparison(run) == [
+        {"measure": "held-out windows flagged (share)", "challenger": "0.0125",
+         "champion": "0.02"},
+        {"measure": "held-out windows scored", "challenger": "400", "champion": "400"}]
+    assert [m["metric"] for m in models_data.run_metrics(run)] == [
+        "heldout_anomaly_rate", "heldout_windows", "recall"]
+    older = {**run, "run_id": "r1", "name": "motor-1", "registered_version": "1",
+             "bundle_version": "motor-1000", "metrics": {}}
+    rejected = {**run, "run_id": "r3", "name": "motor-3", "registered_version": "3",
+                "gate_outcome": "rejected"}
+    assert [(r["version"], r["outcome"], r["role"]) for r in models_data.registered(
+        [rejected, run, older])] == [("3", "rejected", ""), ("2", "promoted", "champion"),
+                                     ("1", "promoted", "")]

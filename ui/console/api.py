@@ -193,3 +193,39 @@ class UserApi:
     async def change_order(self, order_id: int, change: dict[str, Any]) -> dict[str, Any]:
         """Move an order along its workflow (or re-prioritise, re-assign)."""
         return dict(await self.send("PATCH", f"/api/v1/orders/{order_id}", change))
+
+    # -- models -----------------------------------------------------------------------------
+
+    async def rollouts(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Rollouts newest first, each with its gateways' stage, status and readings scored."""
+        return list(await self.get("/api/v1/rollouts", limit=limit))
+
+    async def deploy(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Start a rollout: ``spec`` is the API's RolloutCreate (canaries, then the fleet)."""
+        return dict(await self.send("POST", "/api/v1/rollouts", spec))
+
+    async def rollback(self, rollout_id: int, reason: str) -> dict[str, Any]:
+        """Order every gateway of the rollout back to its previous model."""
+        return dict(await self.send("POST", f"/api/v1/rollouts/{rollout_id}/rollback",
+                                    {"reason": reason}))
+
+    async def cancel(self, rollout_id: int, reason: str) -> dict[str, Any]:
+        """Halt the rollout where it stands."""
+        return dict(await self.send("POST", f"/api/v1/rollouts/{rollout_id}/cancel",
+                                    {"reason": reason}))
+
+    async def training_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """MLflow's training runs newest first, with metrics and the gate's decision."""
+        return list(await self.get("/api/v1/training/runs", limit=limit))
+
+    async def retrain(self, spec: dict[str, Any]) -> int:
+        """Queue a training job (``spec`` is the API's TrainingRunCreate); its job id."""
+        return int((await self.send("POST", "/api/v1/training/runs", spec))["job_id"])
+
+    async def training_job(self, job_id: int) -> dict[str, Any]:
+        """A training job: queued, running, done or failed, with its last error."""
+        return dict(await self.get(f"/api/v1/training/jobs/{job_id}"))
+
+    async def drift_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Drift events newest first, with the features that moved and the retraining's gate."""
+        return list(await self.get("/api/v1/drift/events", limit=limit))

@@ -171,3 +171,52 @@ class AuditDialog:
                     ui.label(_change(e)).classes("text-body2")
         expose_markers(self.client)
         self.dialog.open()
+
+
+class DeployDialog:
+    """Asks where a trained version goes: canary gateways first, then the fleet, and when a
+    canary counts as healthy (the API's rollout request)."""
+
+    def __init__(self, done: Callable[[dict[str, Any]], Awaitable[bool]]) -> None:
+        self._done = done
+        self._run: dict[str, Any] = {}
+        with ui.dialog() as self.dialog, ui.card().classes("w-[36rem]"):
+            self.heading = ui.label().classes("text-h6")
+            ui.label("The canaries get the version first; the fleet gets it once every "
+                     "canary scored enough readings with it, healthily.").classes(
+                "text-body2 text-grey-8")
+            self.canaries = ui.select([], multiple=True, label="Canary gateways").classes(
+                "w-full").props("use-chips").mark("deploy-canaries")
+            self.fleet = ui.select([], multiple=True, label="Then the fleet").classes(
+                "w-full").props("use-chips").mark("deploy-fleet")
+            with ui.row().classes("w-full gap-4"):
+                self.min_scored = ui.number("Readings each canary scores", value=100, min=1,
+                                            precision=0).classes("w-56").mark(
+                    "deploy-min-scored")
+                self.timeout_min = ui.number("Canary time limit (minutes)", value=60, min=1,
+                                             precision=0).classes("w-56").mark(
+                    "deploy-timeout")
+            _buttons("Deploy", self._confirm, self.dialog)
+
+    def open(self, run: dict[str, Any], gateways: list[str]) -> None:
+        """Show the dialog for the bundle of ``run``: the first gateway as the canary."""
+        self._run = run
+        self.heading.set_text(f"Deploy {run['profile']} {run['bundle_version']}")
+        self.canaries.set_options(gateways, value=gateways[:1])
+        self.fleet.set_options(gateways, value=gateways[1:])
+        self.min_scored.value = 100
+        self.timeout_min.value = 60
+        self.dialog.open()
+
+    async def _confirm(self) -> None:
+        canaries = list(self.canaries.value or [])
+        fleet = [g for g in self.fleet.value or [] if g not in canaries]
+        if not canaries:
+            ui.notify("Choose at least one canary gateway.", type="warning")
+            return
+        spec = {"profile": self._run["profile"], "version": self._run["bundle_version"],
+                "canaries": canaries, "fleet": fleet,
+                "min_scored": int(self.min_scored.value or 100),
+                "canary_timeout_s": int(self.timeout_min.value or 60) * 60}
+        if await self._done(spec):
+            self.dialog.close()

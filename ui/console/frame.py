@@ -24,6 +24,7 @@ NAV = (
     ("Device explorer", "/explorer", "show_chart"),
     ("Alerts", "/alerts", "notifications"),
     ("Orders", "/orders", "build"),
+    ("Models", "/models", "model_training"),
 )
 _STATE_COLORS = {"ok": "text-green-5", "down": "text-red-5", "unchecked": "text-grey-5"}
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ui.console.context import Console
-from ui.console.pages import alerts, explorer, fleet, orders, signin
+from ui.console.pages import alerts, explorer, fleet, models, orders, signin
 
 
 def register(console: Console) -> None:
     """Add every page of the console to NiceGUI's app."""
-    for module in (signin, fleet, explorer, alerts, orders):
+    for module in (signin, fleet, explorer, alerts, orders, models):
         module.register(console)
