@@ -157,7 +157,8 @@ class Demo:
         cloud_started = datetime.now(UTC)
         step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
 
-        self._start("cloud", ["-m", "cloud", "serve"], {
+        # `smaint cloud serve`: the API with its web console when the ui extra is installed.
+        self._start("cloud", ["-m", "smaint", "cloud", "serve"], {
             "SMAINT_CLOUD_DB__DSN": dsn,
             "SMAINT_CLOUD_API__HOST": "127.0.0.1",
             "SMAINT_CLOUD_API__PORT": str(self.cloud_port),
@@ -165,6 +166,8 @@ class Demo:
                if self.train_models else {}),
         }, self.cloud_port)
         step("cloud", f"API http://127.0.0.1:{self.cloud_port}/docs")
+        step("console", f"http://127.0.0.1:{self.cloud_port}/ (sign in with the admin key "
+                        f"{self.admin_key})")
         if self.train_models:
             self.mlflow_ui, ui_port = mlflow_ui(self.workdir)
             step("mlflow", f"UI http://127.0.0.1:{ui_port} (runs of the cloud's retraining)")
