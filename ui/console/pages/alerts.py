@@ -35,7 +35,7 @@ def explanation(alert: dict[str, Any], most: int = 4) -> str:
     weights = sorted(alert["explanation"].items(), key=lambda kv: -abs(kv[1]))
     if not weights:
         return "no explanation recorded"
-    return ", ".join(f"{name} {w:+.2f}" for name, w in weights[:most])
+    return ", ".join(f"{name} {w:.0%}" for name, w in weights[:most])  # shares of the score
 
 
 def review(alert: dict[str, Any]) -> str:

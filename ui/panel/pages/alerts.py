@@ -79,7 +79,7 @@ def _explanation(weights: dict[str, float]) -> None:
             ui.linear_progress(value=abs(w) / top, show_value=False,
                                size="6px" if feature else "10px").props(
                 f"color={'negative' if w > 0 else 'primary'}")
-            ui.label(f"{w:+.3g}").classes("text-body2 text-right")
+            ui.label(f"{w:.0%}").classes("text-body2 text-right")  # shares of the score
 
 
 def _card(row: snapshot.AlertRow, ask: Callable[[str, str], None]) -> None:
