@@ -8,12 +8,10 @@ Screenshots are saved in the test's tmp_path.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -22,7 +20,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from devstack.postgres import PrivatePostgres
 from shared.bundle import generate_key
 from tests.fixtures.browser import check_page, field, marked, one_marked, text_shown, until
-from tests.fixtures.console import SeededCloud, seed, serve
+from tests.fixtures.console import SeededCloud, fresh_database, seed, serve
 from tests.test_console_browser import click_marked, dialog, no_dialog, open_page, sign_in
 
 pytestmark = pytest.mark.slow
@@ -34,25 +32,20 @@ TRAINING_S = 90  # one quick training of the seeded readings; it takes about 15 
 def training_cloud(pg_cluster: PrivatePostgres, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[SeededCloud]:
     """A seeded cloud with console, a job worker and a signing key: it trains when asked."""
-    name = f"console_models_{time.monotonic_ns() % 10**12}"
-    with psycopg.connect(pg_cluster.dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = f"host=127.0.0.1 port={pg_cluster.port} user=postgres dbname={name}"
-    cloud = seed(dsn)
-    workdir = tmp_path_factory.mktemp("console-models-cloud")
-    generate_key(workdir / "signing.key")
-    proc = serve(cloud, workdir, SMAINT_CLOUD_JOBS__WORKER_ENABLED="true",
-                 SMAINT_CLOUD_JOBS__WORKER_POLL_S="0.2",
-                 SMAINT_CLOUD_TRAINING__SIGNING_KEY_FILE=str(workdir / "signing.key"),
-                 SMAINT_CLOUD_TRAINING__N_ESTIMATORS="20",
-                 SMAINT_CLOUD_TRAINING__MIN_TRAIN_WINDOWS="200",
-                 SMAINT_CLOUD_TRAINING__MIN_HELDOUT_WINDOWS="50")
-    try:
-        yield cloud
-    finally:
-        proc.stop()
-        with psycopg.connect(pg_cluster.dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_cluster, "console_models") as dsn:
+        cloud = seed(dsn)
+        workdir = tmp_path_factory.mktemp("console-models-cloud")
+        generate_key(workdir / "signing.key")
+        proc = serve(cloud, workdir, SMAINT_CLOUD_JOBS__WORKER_ENABLED="true",
+                     SMAINT_CLOUD_JOBS__WORKER_POLL_S="0.2",
+                     SMAINT_CLOUD_TRAINING__SIGNING_KEY_FILE=str(workdir / "signing.key"),
+                     SMAINT_CLOUD_TRAINING__N_ESTIMATORS="20",
+                     SMAINT_CLOUD_TRAINING__MIN_TRAIN_WINDOWS="200",
+                     SMAINT_CLOUD_TRAINING__MIN_HELDOUT_WINDOWS="50")
+        try:
+            yield cloud
+        finally:
+            proc.stop()
 
 
 def _card(d: webdriver.Chrome, prefix: str) -> WebElement:
