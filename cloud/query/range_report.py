@@ -84,7 +84,8 @@ class ReportAlert(BaseModel):
 
 
 class ReportOrder(BaseModel):
-    """A maintenance order created in the range or still not done."""
+    """A maintenance order created in the range, raised for an alert opened in it, or not
+    done yet."""
 
     order_id: int
     alert_id: str
@@ -152,7 +153,7 @@ def build(conn: Conn, since: datetime, until: datetime, device: str | None) -> R
                          f"{MAX_FLEET_DEVICES}: report one device at a time")
     ids = [r[0] for r in registry]
     p = {"lo": since, "hi": until, "ids": ids}
-    summaries = _summaries(conn, since, until, ids)
+    summaries = _summaries(conn, since, until, {r[0]: r[1] for r in registry})
     completeness = _completeness(conn, p)
     alerts = _alerts(conn, p)
     orders = _orders(conn, p)
@@ -190,7 +191,7 @@ def _profile_order(kind: str, found: dict[str, MetricSummary]) -> list[str]:
 
 
 def _summaries(conn: Conn, since: datetime, until: datetime,
-               ids: list[str]) -> dict[str, dict[str, MetricSummary]]:
+               kinds: dict[str, str]) -> dict[str, dict[str, MetricSummary]]:
     """Per device and metric, min/mean/max: whole hours from readings_1h, the partial hours
     at either end from readings_1m, and deltas not folded yet from rollup_pending."""
     h_lo = since if since.minute == 0 else since.replace(minute=0) + timedelta(hours=1)
@@ -211,11 +212,10 @@ def _summaries(conn: Conn, since: datetime, until: datetime,
         " UNION ALL SELECT device_id, metric, min, max, sum, count FROM rollup_pending"
         "  WHERE device_id = ANY(%(ids)s) AND bucket >= %(lo)s AND bucket < %(hi)s"
         ") r GROUP BY 1, 2 HAVING sum(count) > 0",
-        {"ids": ids, "h_lo": h_lo, "h_hi": h_hi, "a_lo": minutes[0][0], "a_hi": minutes[0][1],
-         "b_lo": minutes[1][0], "b_hi": minutes[1][1], "lo": since, "hi": until},
+        {"ids": list(kinds), "h_lo": h_lo, "h_hi": h_hi, "a_lo": minutes[0][0],
+         "a_hi": minutes[0][1], "b_lo": minutes[1][0], "b_hi": minutes[1][1], "lo": since,
+         "hi": until},
     ).fetchall()
-    kinds: dict[str, str] = dict(conn.execute("SELECT device_id, type FROM devices WHERE device_id = ANY(%s)",
-                              (ids,)).fetchall())
     out: dict[str, dict[str, MetricSummary]] = {}
     for device_id, metric, lo, mean, hi, n in rows:
         profile = PROFILES.get(kinds.get(device_id, ""))

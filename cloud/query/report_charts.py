@@ -9,6 +9,7 @@ with Latin-1 characters, no CSS, no scripts.
 from __future__ import annotations
 
 import html
+import math
 from datetime import datetime
 
 from cloud.query.range_report import ChartPoint, MetricSeries, MetricSummary, ReportAlert
@@ -25,6 +26,16 @@ def _num(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _axis(lo: float, hi: float) -> tuple[float, float, float]:
+    """Axis ends on round numbers around [lo, hi] and the step between about _TICKS ticks."""
+    if hi - lo < 1e-9:  # a flat line: give it some room around its value
+        lo, hi = lo - 1.0, hi + 1.0
+    raw = (hi - lo) / _TICKS
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step, step
+
+
 def _stamp(at: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M}"
 
@@ -34,12 +45,8 @@ def line_chart(series: MetricSeries, summary: MetricSummary, alerts: list[Report
     """An SVG line chart of ``series`` over [since, until) with ``alerts`` marked."""
     esc = html.escape
     plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
-    lo = min((p.min for p in series.points), default=0.0)
-    hi = max((p.max for p in series.points), default=1.0)
-    if hi - lo < 1e-9:  # a flat line: give it some room around its value
-        lo, hi = lo - 1.0, hi + 1.0
-    pad = (hi - lo) * 0.05
-    lo, hi = lo - pad, hi + pad
+    lo, hi, step = _axis(min((p.min for p in series.points), default=0.0),
+                         max((p.max for p in series.points), default=1.0))
     span_s = (until - since).total_seconds()
 
     def x(at: datetime) -> float:
@@ -62,8 +69,8 @@ def line_chart(series: MetricSeries, summary: MetricSummary, alerts: list[Report
         f' fill="{_TEXT}" text-anchor="end">mean per {width_text} bucket, band min to max;'
         f" alerts marked</text>",
     ]
-    for i in range(_TICKS + 1):
-        value = lo + (hi - lo) * i / _TICKS
+    for i in range(round((hi - lo) / step) + 1):
+        value = lo + step * i
         ty = y(value)
         parts.append(f'<line x1="{_LEFT}" y1="{ty:.1f}" x2="{WIDTH - _RIGHT}" y2="{ty:.1f}"'
                      f' stroke="{_GRID}" stroke-width="1"/>')

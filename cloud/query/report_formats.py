@@ -242,7 +242,7 @@ def to_pdf(report: RangeReport) -> bytes:
         _pdf_table(pdf, _OVERVIEW_HEAD, _overview(report), "No device has synced readings.",
                    (34, 20, 18, 18, 20, 14, 12, 18, 22))
     for d in report.devices:
-        if report.scope == "fleet" or d is not report.devices[0]:
+        if d is not report.devices[0]:  # a page per device
             pdf.add_page()
         _heading(pdf, d.device, 14)
         _para(pdf, f"type {d.type} · gateway {d.gateway}")
