@@ -52,7 +52,8 @@ async def test_a_viewer_previews_the_fleet_and_downloads_one_device_in_three_for
         text = "\n".join(p.extract_text() for p in pypdf.PdfReader(
             io.BytesIO(pdf.content)).pages)
         assert "Maintenance report: motor-001" in text
-        assert ALERTS[0][0] in text and "mill-001" not in text
+        assert ALERTS[0][0] in text
+        assert "mill-001" not in text
 
         h.user.find(marker="report-csv").click()
         rows = list(csv.DictReader(io.StringIO((await h.user.download.next(timeout=30))
@@ -60,11 +61,13 @@ async def test_a_viewer_previews_the_fleet_and_downloads_one_device_in_three_for
         assert [(r["device"], r["metric"]) for r in rows] == [
             ("motor-001", "temperature_c"), ("motor-001", "vibration_rms_g"),
             ("motor-001", "current_a")]
-        assert rows[0]["readings"] == "1800" and rows[0]["alerts"] == "2"
+        assert rows[0]["readings"] == "1800"
+        assert rows[0]["alerts"] == "2"
 
         h.user.find(marker="report-html").click()
         page = (await h.user.download.next(timeout=30)).content.decode()
-        assert page.count("<svg") == 3 and 'id="device-motor-001"' in page
+        assert page.count("<svg") == 3
+        assert 'id="device-motor-001"' in page
 
 
 async def test_a_custom_range_is_checked_here_and_by_the_cloud(pg_dsn: str) -> None:
