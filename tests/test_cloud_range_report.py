@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime, timedelta
 from statistics import fmean
 from xml.etree import ElementTree
 
 import psycopg
 import pypdf
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloud.ingest.rollup import fold_pending
+from cloud.query import range_report
 from shared.schemas import Reading
 from tests.fixtures.cloud import Biz
 from tests.fixtures.factories import make_alert, upload
@@ -57,7 +61,7 @@ def biz(biz: Biz) -> Biz:
     upload(biz.dsn, readings=[motor(i) for i in seqs if i >= 200]
            + [motor(40 + i, device="dev-2") for i in range(4)])
     r = biz.send("POST", "operator", "/api/v1/alerts/gw-1/aaaa0001/resolve",
-                 {"decision": "confirmed_failure", "comment": "bearing worn — replaced"})
+                 {"decision": "confirmed_failure", "comment": "bearing worn — replaced ✓"})
     assert r.status_code == 200, r.text
     r = biz.send("POST", "operator", "/api/v1/alerts/gw-1/aaaa0001/orders",
                  {"title": "replace bearing", "priority": "high"})
@@ -83,7 +87,7 @@ def test_device_figures(biz: Biz) -> None:
     assert [m["metric"] for m in dev["metrics"]] == ["temperature_c", "current_a"]  # profile
     assert dev["metrics"][0]["unit"] == "°C"
     assert [(a["alert_id"], a["review"], a["decision"], a["comment"]) for a in dev["alerts"]] \
-        == [("aaaa0001", "resolved", "confirmed_failure", "bearing worn — replaced"),
+        == [("aaaa0001", "resolved", "confirmed_failure", "bearing worn — replaced ✓"),
             ("aaaa0002", "open", None, "")]
     assert [(o["title"], o["priority"], o["status"]) for o in dev["orders"]] == [
         ("replace bearing", "high", "open")]
@@ -129,7 +133,7 @@ def test_html_is_self_contained_with_a_chart_per_metric(biz: Biz) -> None:
     assert marks == [["aaaa0001", "aaaa0002"]] * 2 + [[], []]
     assert all(len(list(t.iter(f"{SVG}polyline"))) >= 1 for t in trees)
     assert "confirmed failure" in page
-    assert "bearing worn — replaced" in page
+    assert "bearing worn — replaced ✓" in page
     assert "replace bearing" in page
     assert "250 raw readings of 255" in page
 
@@ -145,7 +149,8 @@ def test_pdf_has_the_same_content(biz: Biz) -> None:
                      "replace bearing", "250 raw readings of 255", "temperature_c (°C)",
                      "current_a"):
         assert expected in text, expected
-    assert "bearing worn ? replaced" in text  # the dash is outside the PDF font's Latin-1
+    # Outside the PDF font's Latin-1: the dash has a plain stand-in, the tick has none.
+    assert "bearing worn - replaced ?" in text
     # The charts are vector drawings on the page, not pictures: their labels are text.
     assert "mean per 2 min bucket" in text
 
@@ -167,3 +172,24 @@ def test_range_checks_and_access(biz: Biz) -> None:
     assert biz.client.get(URL, params=RANGE).status_code == 401
     assert biz.client.get(URL, params=RANGE,
                           headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1),
+                    timezones=st.just(UTC)),
+       st.timedeltas(min_value=timedelta(days=-3), max_value=timedelta(days=40)))
+def test_any_range_is_either_refused_or_whole_minutes_within_31_days(
+        since: datetime, length: timedelta) -> None:
+    def minute(at: datetime) -> datetime:
+        return at.replace(second=0, microsecond=0)
+
+    span = minute(since + length) - minute(since)
+    if not timedelta(0) < span <= timedelta(days=31):
+        with pytest.raises(range_report.RangeError, match=r"until|at most 31 days"):
+            range_report.bounds(since, since + length)
+        return
+    lo, hi = range_report.bounds(since, since + length)
+    assert (lo, hi) == (minute(since), minute(since + length))
+    width = range_report.chart_width_s(lo, hi)
+    assert width % 60 == 0
+    assert width < 3600 or width % 3600 == 0  # hour-wide buckets come from readings_1h
+    assert (hi - lo).total_seconds() / width <= range_report.CHART_POINTS

@@ -9,6 +9,7 @@ range's ends are rounded down to the minute and every figure covers the same spa
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 
 from pydantic import BaseModel, Field
@@ -136,7 +137,7 @@ def bounds(since: datetime, until: datetime) -> tuple[datetime, datetime]:
 def chart_width_s(since: datetime, until: datetime) -> int:
     """Bucket width for the charts: whole minutes, or whole hours past CHART_POINTS hours."""
     span = (until - since).total_seconds()
-    width = max(60, -(-int(span / CHART_POINTS) // 60) * 60)
+    width = max(60, math.ceil(span / CHART_POINTS / 60) * 60)
     return width if width < 3600 else -(-width // 3600) * 3600
 
 

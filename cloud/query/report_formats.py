@@ -2,7 +2,8 @@
 a PDF; the HTML and the PDF carry the same sections and the same SVG charts.
 
 PDF: fpdf2 (pure Python, no system libraries) with its built-in Helvetica, whose encoding is
-Latin-1: text outside it (a comment in another script, say) is written with "?" in its place.
+Latin-1: typographic dashes and quotes are written plain, any other character outside it (a
+comment in another script, say) as "?".
 """
 
 from __future__ import annotations
@@ -184,9 +185,14 @@ def to_html(report: RangeReport) -> str:
 
 # -- PDF ---------------------------------------------------------------------------------------
 
+# Typographic punctuation people type (or their keyboards do) has a plain Latin-1 stand-in.
+_PLAIN = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'",
+                        "\u201c": '"', "\u201d": '"', "\u2026": "...", "\u2022": "*"})
+
+
 def _latin1(text: str) -> str:
-    """``text`` in the core fonts' encoding (anything else becomes "?")."""
-    return text.encode("latin-1", "replace").decode("latin-1")
+    """``text`` in the core fonts' encoding (dashes and quotes made plain, others "?")."""
+    return text.translate(_PLAIN).encode("latin-1", "replace").decode("latin-1")
 
 
 class _Pdf(FPDF):
