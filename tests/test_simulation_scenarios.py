@@ -12,12 +12,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nicegui import ui
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -30,8 +32,9 @@ from edge.settings import GatewaySettings
 from edge.store import now_ms
 from edge.sync import Uploader
 from shared import topics
-from shared.codec import decode_telemetry, encode
-from shared.schemas import DesiredState, ScenarioRequest
+from shared.codec import decode_scenario, decode_telemetry, encode
+from shared.exceptions import DecodeError
+from shared.schemas import MAX_SCENARIO_SECONDS, SCENARIO_KINDS, DesiredState, ScenarioRequest
 from simulator.faults import OFFSET_SPAN
 from simulator.fleet import Fleet
 from tests.fixtures.cloud import Biz, running_biz
@@ -42,6 +45,11 @@ from tests.test_console_pages import sign_in as console_sign_in
 from tests.test_simulator import Collector
 
 Message = tuple[str, bytes, bool]
+
+
+def faults_of(fleet: Fleet) -> list[dict[str, Any]]:
+    """The fleet's ground-truth fault log."""
+    return cast(list[dict[str, Any]], fleet.faults())
 
 
 def sim_readings(messages: list[Message], device: str) -> list[dict[str, Any]]:
@@ -64,6 +72,41 @@ def request_for(device: str, kind: str = "spike", seconds: float = 1.0) -> Scena
     """A ScenarioRequest as the gateway publishes it."""
     return ScenarioRequest(v=1, id=uuid.uuid4().hex, device=device, kind=kind,  # type: ignore[arg-type]
                            seconds=seconds, requested_by="test")
+
+
+scenario_requests = st.builds(
+    lambda i, d, k, sec, by: ScenarioRequest(v=1, id=i, device=d, kind=k, seconds=sec,
+                                             requested_by=by),
+    st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+    st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True), st.sampled_from(SCENARIO_KINDS),
+    st.floats(0.001, MAX_SCENARIO_SECONDS), st.text(min_size=1, max_size=64).filter(
+        lambda t: "\x00" not in t))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(scenario_requests)
+def test_a_valid_scenario_request_round_trips(req: ScenarioRequest) -> None:
+    assert decode_scenario(encode(req), topic_device=req.device) == req
+
+
+@given(st.one_of(st.binary(max_size=256), json_values.map(lambda v: json.dumps(v).encode())),
+       st.sampled_from(["id", "device", "kind", "seconds", "requested_by", "v", "extra"]),
+       json_values)
+def test_anything_else_on_the_simulate_topic_raises_only_decode_error(
+        payload: bytes, key: str, value: object) -> None:
+    valid = json.loads(encode(request_for("dev-1")))
+    for candidate in (payload, json.dumps({**valid, key: value}).encode()):
+        reason = "accepted"
+        try:
+            decode_scenario(candidate, topic_device="dev-1")
+        except DecodeError as exc:  # any other exception fails the test
+            reason = exc.reason
+        assert reason  # a refusal always says why
+    with pytest.raises(DecodeError, match="published on the topic of device"):
+        decode_scenario(encode(request_for("dev-2")), topic_device="dev-1")
 
 
 def publish_raw(broker: PrivateMosquitto, topic: str, payloads: list[bytes]) -> None:
@@ -96,7 +139,7 @@ def test_a_simulated_device_plays_a_request_once_and_marks_its_readings_only_whe
             b"{not json", encode(request_for(plain)), encode(req), encode(req)])
         publish_raw(broker, topics.simulate(plain), [encode(request_for(plain))])
         def played(device: str) -> dict[str, Any] | None:
-            done = [f for f in fleet.faults() if f["device"] == device
+            done = [f for f in faults_of(fleet) if f["device"] == device
                     and f["last_seq"] is not None
                     and f["last_seq"] - f["first_seq"] + 1 == f["samples"]]
             return done[0] if done else None
@@ -107,11 +150,12 @@ def test_a_simulated_device_plays_a_request_once_and_marks_its_readings_only_whe
         assert telemetry.wait_for(lambda m: all(
             any(dev == d and json.loads(p)["seq"] >= last[d] for dev, p, _ in m)
             for d in last), 10)
-    faults = fleet.faults()
+    faults = faults_of(fleet)
     assert [f["request"] for f in faults if f["device"] == marked] == [req.id]
     assert len([f for f in faults if f["device"] == plain]) == 1
     mine = next(f for f in faults if f["request"] == req.id)
-    assert mine["kind"] == "spike" and mine["simulated"] is True
+    assert mine["kind"] == "spike"
+    assert mine["simulated"] is True
     assert mine["samples"] == 20  # 1 s at 20 readings/s
     # Exactly the readings the spike altered carry sim: true, raised by the spike's offset.
     msgs = [json.loads(p) for d, p, _ in telemetry.messages if d == marked]
@@ -193,7 +237,8 @@ async def test_a_spike_requested_on_the_panel_reaches_the_simulated_device(
         gw.store.close()
     (fault,) = fleet.faults()
     assert fault["request"] == stored.request.id
-    assert fault["kind"] == "spike" and fault["samples"] == 200  # the panel's 10 s at 20 Hz
+    assert fault["kind"] == "spike"
+    assert fault["samples"] == 200
 
 
 async def test_a_real_plant_offers_no_scenario_and_refuses_the_clouds(tmp_path: Path) -> None:
@@ -292,7 +337,8 @@ async def test_a_console_request_travels_cloud_sync_gateway_mqtt_device_once(
                 # The next batch reports it; the cloud stops sending it.
                 assert (await up.sync_once()).outcome == "acked"
                 after = gw.outbox.desired()
-                assert after is not None and after.scenarios == []
+                assert after is not None
+                assert after.scenarios == []
         finally:
             fleet.stop()
             await up.aclose()
@@ -366,5 +412,5 @@ async def test_a_viewer_sees_the_console_scenarios_but_may_not_inject(pg_dsn: st
         await console_sign_in(h, "viewer")
         await h.user.open("/explorer?device=motor-001")
         await h.user.should_see(marker="scenario-role", retries=PATIENT)
-        (button,) = h.user.find(marker="scenario-inject").elements
+        (button,) = h.user.find(kind=ui.button, marker="scenario-inject").elements
         assert not button.enabled
