@@ -415,6 +415,11 @@ def test_the_cloud_starts_with_the_example_settings(monkeypatch: pytest.MonkeyPa
     assert f"s3.bucket.create -name {filled['S3_BUCKET']}" in init
     mlflow = interpolate(" ".join(compose["mlflow"]["command"]), filled)
     assert f"--artifacts-destination=s3://{filled['S3_BUCKET']}/" in mlflow
+    # The proxy sends the API's traffic to its replicas' port and keeps /metrics inside.
+    caddyfile = (CLOUD_DIR / "Caddyfile").read_text()
+    assert re.search(rf"dynamic a \{{\s*name api\s*port {settings.api.port}\b", caddyfile)
+    assert "@metrics path /metrics" in caddyfile and "respond @metrics 404" in caddyfile
+    assert "{$CLOUD_DOMAIN}" in caddyfile and "CLOUD_DOMAIN" in compose["proxy"]["environment"]
 
 
 def test_cloud_compose_exposes_only_the_proxy_and_persists_every_store() -> None:
