@@ -55,7 +55,8 @@ class Exported:
         shows none on /metrics), for families the scrape found."""
         for value in vars(metrics).values():
             if isinstance(value, MetricWrapperBase):
-                base, kind, labels = value._name, value._type, value._labelnames  # noqa: SLF001
+                base, kind = str(value._name), str(value._type)
+                labels: tuple[str, ...] = value._labelnames
                 for name in (base + s for s in _SUFFIXES[kind]):
                     if name in self.labels:
                         self.labels[name].update(labels)
@@ -161,7 +162,9 @@ def test_there_is_a_dashboard_for_the_gateway_and_one_for_the_cloud() -> None:
 def test_dashboard_is_importable(path: Path) -> None:
     """The structure Grafana's import needs: ids, grid positions, a Prometheus data source."""
     dash = _load(path)
-    assert dash["title"] and dash["uid"] and dash["schemaVersion"] >= 36
+    assert dash["title"]
+    assert dash["uid"]
+    assert dash["schemaVersion"] >= 36
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
