@@ -418,6 +418,7 @@ def test_the_cloud_starts_with_the_example_settings(monkeypatch: pytest.MonkeyPa
     compose = load_yaml(CLOUD_COMPOSE)["services"]
     init = interpolate(" ".join(compose["s3-init"]["command"]), filled)
     assert f"s3.bucket.create -name {filled['S3_BUCKET']}" in init
+    assert init.index("s3.bucket.list") < init.index("||"), "a second start must not fail"
     mlflow = interpolate(" ".join(compose["mlflow"]["command"]), filled)
     assert f"--artifacts-destination=s3://{filled['S3_BUCKET']}/" in mlflow
     # The proxy sends the API's traffic to its replicas' port and keeps /metrics inside.
