@@ -436,9 +436,10 @@ def test_cloud_compose_exposes_only_the_proxy_and_persists_every_store() -> None
     assert {"db", "s3", "mlflow", "api", "proxy"} <= set(services)
     assert services["db"]["image"].startswith("timescale/timescaledb:")
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert published["proxy"] == ["80:80", "443:443"]
-    assert all(p.startswith("127.0.0.1:") for p in published["mlflow"]), "MLflow has no login"
-    assert set(published) == {"proxy", "mlflow"}
+    assert published.pop("proxy") == ["80:80", "443:443"]
+    # MLflow has no login; Grafana's is for the VM's operators: both on the loopback only.
+    assert set(published) == {"mlflow", "grafana"}
+    assert all(p.startswith("127.0.0.1:") for ports in published.values() for p in ports)
     declared = set(compose["volumes"])
     for name, service in services.items():
         for volume in service.get("volumes", []):
@@ -454,3 +455,22 @@ def test_cloud_compose_exposes_only_the_proxy_and_persists_every_store() -> None
     assert services["api"]["env_file"] == ".env"
     ignored = (REPO / ".dockerignore").read_text()
     assert "deploy/cloud/.env" in ignored.split(), "the secrets must stay out of build contexts"
+
+
+def test_the_monitoring_profile_scrapes_the_api_and_shows_the_dashboards() -> None:
+    compose = load_yaml(CLOUD_COMPOSE)["services"]
+    assert compose["prometheus"]["profiles"] == compose["grafana"]["profiles"] == ["monitoring"]
+    prometheus = load_yaml(CLOUD_DIR / "prometheus.yml")
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "smaint-cloud"]
+    (dns,) = job["dns_sd_configs"]
+    api_env = cloud_compose_env({})
+    assert dns["names"] == ["api"]
+    assert dns["port"] == int(api_env["SMAINT_CLOUD_API__PORT"])
+    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in compose["prometheus"]["volumes"]
+    grafana = REPO / "deploy" / "grafana" / "provisioning"
+    (source,) = load_yaml(grafana / "datasources" / "prometheus.yml")["datasources"]
+    assert (source["type"], source["url"]) == ("prometheus", "http://prometheus:9090")
+    (provider,) = load_yaml(grafana / "dashboards" / "smaint.yml")["providers"]
+    mounts = dict(v.split(":")[:2] for v in compose["grafana"]["volumes"])
+    assert mounts["../grafana"] == provider["options"]["path"]
+    assert mounts["../grafana/provisioning"] == "/etc/grafana/provisioning"
