@@ -9,6 +9,7 @@ models, so a new setting fails here until it is deployed and documented) and no 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -114,8 +115,7 @@ def docs_text() -> str:
 
 
 def _with_environment(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str]) -> None:
-    import os  # noqa: PLC0415
-
+    """Exactly ``env`` as the services' settings variables (the test's own are removed)."""
     for name in list(os.environ):
         if name.startswith(("SMAINT_GATEWAY_", "SMAINT_CLOUD_")):
             monkeypatch.delenv(name)
@@ -366,8 +366,11 @@ def test_the_gateway_starts_with_the_fleet_s_settings(monkeypatch: pytest.Monkey
     assert settings.models_path == Path("/data/models")
     assert settings.panel_password_path == Path("/data/panel-password")
     compose = load_yaml(GATEWAY_COMPOSE)["services"]
-    assert f"{settings.mqtt.port}" not in " ".join(compose["mosquitto"]["ports"]).split(":")[0], (
+    broker_ports = compose["mosquitto"]["ports"]
+    assert str(settings.mqtt.port) not in {p.split(":")[-1] for p in broker_ports}, (
         "the gateway's own listener is for this compose network, not published")
+    # The broker's healthcheck looks for a LISTEN socket on the port the gateway uses.
+    assert f":{settings.mqtt.port:04X} " in compose["mosquitto"]["healthcheck"]["test"][-1]
     assert compose["gateway"]["ports"] == [f"80:{settings.http.port}"]
     assert f"{settings.http.port}/healthz" in compose["gateway"]["healthcheck"]["test"][-1]
 
