@@ -9,6 +9,7 @@ models, so a new setting fails here until it is deployed and documented) and no 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -316,6 +317,35 @@ def test_the_gateway_image_s_sources_build_a_wheel_that_runs_the_gateway_and_pan
         timeout=120).stdout.splitlines()
     assert out[-1] == "False False False"
     assert all(line.startswith(str(tmp_path / "site")) for line in out[:-1]), out[:5]
+
+
+# The glibc of the gateway image's Debian 12 is 2.36: any manylinux wheel up to that runs.
+_MANYLINUX = ("manylinux2014", *(f"manylinux_2_{minor}" for minor in (17, 24, 27, 28, 31, 34,
+                                                                        35, 36)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["aarch64", "x86_64"])
+def test_every_gateway_dependency_installs_from_a_wheel_on_arm64_and_amd64(
+        arch: str, tmp_path: Path) -> None:
+    """The gateway image's `pip install .[edge,ui]` needs no compiler on either architecture:
+    pip resolves it for CPython 3.11 on that platform from binary wheels only."""
+    (installed,) = list(pip_installs(GATEWAY_DOCKERFILE))
+    platforms = [arg for tag in _MANYLINUX for arg in ("--platform", f"{tag}_{arch}")]
+    report = tmp_path / "report.json"
+    resolved = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
+         "--report", str(report), "--target", str(tmp_path / "target"), *platforms,
+         "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
+         "--only-binary=:all:", *(f"{REPO}{arg[1:]}" for arg in installed)],
+        check=False, capture_output=True, text=True, timeout=600)
+    assert resolved.returncode == 0, resolved.stderr[-3000:]
+    wheels = {item["metadata"]["name"].lower(): item["download_info"]["url"].rsplit("/", 1)[-1]
+              for item in json.loads(report.read_text())["install"]}
+    assert {"onnxruntime", "nicegui", "aiomqtt", "numpy", "cryptography"} <= set(wheels)
+    for name, wheel in wheels.items():
+        if name != "smart-maintenance":  # this checkout, built in the image
+            assert wheel.endswith(("-any.whl", f"_{arch}.whl")), f"{name}: {wheel}"
 
 
 # --- settings -------------------------------------------------------------------------------
