@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 TOP = ("edge", "cloud", "shared", "simulator", "devstack", "smaint", "ui", "bench", "tests",
-       "firmware", "mosquitto", "scripts", "docs", "evaluation")
+       "firmware", "mosquitto", "scripts", "docs", "evaluation", "deploy")
 # A path as docs write it: a top-level folder, then path segments; globs and <placeholders>
 # are not paths to check.
 _ANY_TOP = "|".join(TOP)
