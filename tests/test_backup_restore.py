@@ -44,7 +44,7 @@ async def test_a_cloud_restored_from_a_backup_taken_mid_stream_gets_every_readin
     dsn = settings.db.dsn
     with psycopg.connect(dsn) as conn:
         token = create_gateway(conn, GATEWAY)
-    backup = tmp_path / "cloud.tar"
+    backup = tmp_path / "smaint-backup.tar"
     with TestClient(create_app(settings)) as client:
         up = uploader(client, token, tmp_path / "gw.db", sync={"batch_max": 7})
         ingest_through_pipeline(up.outbox.store, up.settings, range(30))
@@ -97,7 +97,7 @@ def test_mlflow_store_and_artifact_index_come_back(settings: CloudSettings,
     store = open_artifact_store(settings.artifacts)
     store.put_bytes("models/motor/1.smb", b"bundle one")
     store.put_bytes("models/mill/1.smb", b"bundle two")
-    backup = tmp_path / "cloud.tar"
+    backup = tmp_path / "smaint-backup.tar"
     manifest = create_backup(settings, backup)
     assert manifest.mlflow == "sqlite"
     assert sorted(a.key for a in manifest.artifacts) == ["models/mill/1.smb", "models/motor/1.smb"]
@@ -118,7 +118,7 @@ def test_a_damaged_or_foreign_file_is_refused(settings: CloudSettings, tmp_path:
     bogus.write_bytes(b"hello")
     with pytest.raises(BackupError, match="not a Smart Maintenance backup"):
         read_manifest(bogus)
-    backup = tmp_path / "cloud.tar"
+    backup = tmp_path / "smaint-backup.tar"
     create_backup(settings, backup)
     data = bytearray(backup.read_bytes())
     at = data.index(b"PGDMP") + 200  # inside the dump
