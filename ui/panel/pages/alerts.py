@@ -39,10 +39,11 @@ def acknowledge(panel: Panel, alert_id: str, comment: str, author: str) -> str:
     who = author.strip()[:MAX_ACTOR] or "panel"
     text = comment.strip()[:MAX_COMMENT]
     alert = gw.ack_alert(alert_id, by=who, comment=text)
-    already = before is not None and before.state == "acknowledged"
-    if already and text:
-        # The acknowledgement was made (and synced) before: this comment stays here.
+    if text:
+        # Every comment written here is kept here; the acknowledging one also went up with
+        # the alert (Alert.ack), a later one stays on this gateway.
         gw.store.add_alert_comment(alert_id, now_ms(), who, text)
+    already = before is not None and before.state == "acknowledged"
     log.info("panel: alert=%s acknowledged%s", alert.alert_id,
              " (again, comment added)" if already else "", extra={"device": alert.device})
     return (f"Alert on {alert.device} was acknowledged already; comment added." if already
@@ -107,10 +108,9 @@ def _card(row: snapshot.AlertRow, ask: Callable[[str, str], None]) -> None:
         ui.label("What drove it (the weight the detector gave each metric and feature):"
                  ).classes("text-body2")
         _explanation(a.explanation)
-        if a.ack is not None:
-            said = f": {a.ack.comment}" if a.ack.comment else ""
-            ui.label(f"{units.clock(a.ack.at_ms)} acknowledged here by {a.ack.by}{said}"
-                     ).classes("text-body2 text-italic").mark("alert-ack")
+        if a.ack is not None:  # its comment is among the comments below
+            ui.label(f"{units.clock(a.ack.at_ms)} acknowledged on this gateway by {a.ack.by}"
+                     ).classes("text-body2").mark("alert-ack")
         for at, who, text in row.comments:
             ui.label(f"{units.clock(at)} {who}: {text}").classes(
                 "text-body2 text-italic").mark("alert-comment")
@@ -143,7 +143,8 @@ class _AckDialog:
         self.alert_id = ""
         with ui.dialog() as self.dialog, ui.card().classes("w-[32rem]"):
             self.heading = ui.label().classes("text-h6")
-            self.comment = ui.textarea("Comment (goes to the cloud with the alert)").props(
+            self.comment = ui.textarea("Comment (kept here, and sent to the cloud with the "
+                                       "acknowledgement)").props(
                 f"maxlength={MAX_COMMENT} autogrow").classes("w-full").mark("ack-comment")
             self.author = ui.input("Your name (optional)").classes("w-full").mark("ack-author")
             with ui.row():
