@@ -60,7 +60,7 @@ def acked(alert_id: str, comment: str, *, by: str = "panel", at_ms: int = T0 + 5
 
 def gateway_acks(trail: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The audit entries a gateway acknowledgement wrote."""
-    return [e for e in trail if e["action"] == "alert.acknowledge_on_gateway"]
+    return [e for e in trail if e["action"] == "alert.gateway_ack"]
 
 
 # -- up: an acknowledgement made on the gateway ----------------------------------------------

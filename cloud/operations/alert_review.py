@@ -236,7 +236,7 @@ def acknowledge_on_gateway(conn: Conn, gateway: str, alert: Alert) -> bool:
     if before.state != "open":
         summary += f" (review already {before.state} in the cloud; left so)"
     audit.record(
-        conn, f"{ack.by}@{gateway}", "alert.acknowledge_on_gateway", "alert",
+        conn, f"{ack.by}@{gateway}", "alert.gateway_ack", "alert",
         f"{gateway}/{alert.alert_id}", before=_review(before),
         after={"summary": summary, **_review(after)}, device=after.device,
     )
