@@ -19,6 +19,7 @@ Every decision is kept with what it did, for the panel ("from cloud").
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -62,6 +63,21 @@ class CloudDecisions:
 
     def on_desired(self, desired: DesiredState) -> list[Alert]:
         """Apply the decisions not kept yet, in order; returns the alert versions they made."""
+        try:
+            versions = self._keep(desired)
+        except sqlite3.Error as exc:
+            # Nothing kept, so the number reported stays and the next answer brings them again.
+            log.warning("cloud alert decisions not applied (%s); they come again with the next"
+                        " sync answer", exc)
+            return []
+        for version in versions:  # only once stored: the tracker follows the database
+            self.tracker.adopt(version)
+        if versions and self.on_alerts is not None:
+            self.on_alerts(versions)
+        return versions
+
+    def _keep(self, desired: DesiredState) -> list[Alert]:
+        """Keep and apply the new decisions in one transaction; the alert versions made."""
         conn = self.store.conn
         latest: dict[str, Alert] = {}  # versions made by this answer, newest per alert
         now = now_ms()
@@ -82,10 +98,6 @@ class CloudDecisions:
                          d.alert_id, d.by, f" as {d.decision}" if d.decision else "", outcome)
             versions = list(latest.values())
             self.store.upsert_alerts(versions)
-        for version in versions:  # only once stored: the tracker follows the database
-            self.tracker.adopt(version)
-        if versions and self.on_alerts is not None:
-            self.on_alerts(versions)
         return versions
 
     def _apply(self, d: AlertDecision, now: int,

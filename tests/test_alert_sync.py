@@ -8,10 +8,12 @@ its pipeline, with sync answers handed to it as its uploader hands them.
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from hypothesis import given
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 
 from cloud.ingest.batch import apply_batch
 from edge.alert_lifecycle import AlertChange, AlertResolvedError
+from edge.http import build_app
 from edge.score import Score
 from edge.service import Gateway
 from edge.store import now_ms
@@ -312,3 +315,45 @@ def test_an_older_alert_version_never_overwrites_a_newer_one(gw: Gateway) -> Non
     with gw.store.transaction():
         gw.store.upsert_alerts([alert])  # e.g. an escalation built before a decision landed
     assert gw.store.alert(alert.alert_id) == newer
+
+
+def test_decisions_the_database_refused_come_again(gw: Gateway, tmp_path: Path) -> None:
+    feed(gw, "motor-1", 40, spike_at=36)
+    (alert,) = gw.store.open_alerts()
+    answer = decided({"id": 1, "alert_id": alert.alert_id, "action": "acknowledge"})
+    gw.store.conn.execute("PRAGMA busy_timeout=0")  # fail at once rather than after 5 s
+    blocker = sqlite3.connect(tmp_path / "gw.db")
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+        assert gw.decisions.on_desired(answer) == []
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert gw.decisions.applied() == 0  # so the next upload asks for it again
+    stored = gw.store.alert(alert.alert_id)
+    assert stored is not None
+    assert stored.state == "open"
+    (acked,) = gw.decisions.on_desired(answer)
+    assert acked.state == "acknowledged"
+    assert gw.decisions.applied() == 1
+
+
+async def test_the_http_ack_says_who_and_why_and_refuses_bad_bodies(gw: Gateway) -> None:
+    feed(gw, "motor-1", 40, spike_at=36)
+    (alert,) = gw.store.open_alerts()
+    app = build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert)
+    url = f"/api/alerts/{alert.alert_id}/ack"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                 base_url="http://gw") as api:
+        for bad in ('{"by": ""}', '{"comment": "' + "a" * 2001 + '"}', '{"who": "x"}',
+                    "not json", '{"by": "a\\u0000b"}'):
+            assert (await api.post(url, content=bad)).status_code == 422, bad
+        assert gw.store.alert(alert.alert_id) == alert  # nothing changed by those
+        resp = await api.post(url, json={"by": "scada", "comment": "seen from the control room"})
+    assert resp.status_code == 200, resp.text
+    ack = Alert.model_validate(resp.json()).ack
+    assert ack is not None
+    assert (ack.by, ack.comment) == ("scada", "seen from the control room")
+    stored = gw.store.alert(alert.alert_id)
+    assert stored is not None
+    assert stored.ack == ack
