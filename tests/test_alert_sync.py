@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cloud.ingest.batch import apply_batch
+from cloud.operations.alert_sync import queue_decision
 from edge.alert_lifecycle import AlertChange, AlertResolvedError
 from edge.http import build_app
 from edge.score import Score
@@ -38,6 +40,7 @@ from shared.schemas import (
 from tests.fixtures.cloud import Biz
 from tests.fixtures.factories import T0, make_alert
 from tests.fixtures.panel import feed, gateway
+from tests.fixtures.waiting import wait_until
 
 _seq = itertools.count(10_000)  # apart from the factories' batch numbers
 AUDIT = "/api/v1/alerts/gw-1/{}/audit"
@@ -163,6 +166,37 @@ def test_cloud_decisions_ride_the_sync_answers_until_the_gateway_reports_them(
             "SELECT decision_id, confirmed_at IS NOT NULL FROM alert_decisions"
             " WHERE gateway_id = 'gw-1' ORDER BY decision_id").fetchall()
     assert confirmed == [(1, True), (2, False)]
+
+
+def test_decision_numbers_become_visible_in_order(biz: Biz) -> None:
+    """A sync never sees number 2 while number 1 may still commit: it would skip it."""
+    send(biz.dsn, [make_alert("aaaa0005"), make_alert("aaaa0006")])
+    with (psycopg.connect(biz.dsn) as first,
+          psycopg.connect(biz.dsn, autocommit=True) as watcher):  # fresh stats per query
+        queue_decision(first, "gw-1", "aaaa0005", action="acknowledge", actor="alice")
+        # (first's transaction is open: number 1 taken, not committed)
+
+        def second() -> None:
+            with psycopg.connect(biz.dsn) as conn:
+                queue_decision(conn, "gw-1", "aaaa0006", action="acknowledge", actor="bob")
+
+        later = threading.Thread(target=second)
+        later.start()
+        try:
+            wait_until(lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE %s", ("%pg_advisory_xact_lock%",)).fetchone() == (1,),
+                30, "the second decision to wait for the first")
+            none_yet = send(biz.dsn, applied=0).desired
+            assert none_yet is not None
+            assert none_yet.alert_decisions == []
+        finally:
+            first.commit()
+            later.join()
+    answer = send(biz.dsn, applied=0).desired
+    assert answer is not None
+    assert [(d.id, d.alert_id, d.by) for d in answer.alert_decisions] == [
+        (1, "aaaa0005", "alice"), (2, "aaaa0006", "bob")]
 
 
 @given(action=st.sampled_from(["acknowledge", "resolve"]),
