@@ -39,7 +39,7 @@ from shared.schemas import (
 )
 from tests.fixtures.cloud import Biz
 from tests.fixtures.factories import T0, make_alert
-from tests.fixtures.panel import feed, gateway
+from tests.fixtures.panel import PATIENT, feed, gateway, panel, panel_user, sign_in
 from tests.fixtures.waiting import wait_until
 
 _seq = itertools.count(10_000)  # apart from the factories' batch numbers
@@ -391,3 +391,30 @@ async def test_the_http_ack_says_who_and_why_and_refuses_bad_bodies(gw: Gateway)
     stored = gw.store.alert(alert.alert_id)
     assert stored is not None
     assert stored.ack == ack
+
+
+async def test_the_panel_shows_the_acknowledgement_and_follows_cloud_decisions(
+        gw: Gateway) -> None:
+    feed(gw, "motor-1", 40, spike_at=36)
+    (alert,) = gw.store.open_alerts()
+    async with panel_user(panel(gw)) as user:
+        await sign_in(user)
+        await user.open("/alerts")
+        user.find(marker="ack-button").click()
+        user.find(marker="ack-comment").type("grease added")
+        user.find(marker="ack-author").type("Ana")
+        user.find(marker="ack-confirm").click()
+        await user.should_see("acknowledged on this gateway by Ana")
+        await user.should_see("Ana: grease added")
+        # The cloud acknowledged it too, before it heard of Ana's: no new version here, yet
+        # the open page shows the decision.
+        gw.on_desired(decided({"id": 1, "alert_id": alert.alert_id, "action": "acknowledge",
+                               "by": "bob", "comment": "seen"}))
+        await user.should_see("from cloud: acknowledged by bob: seen (the alert was "
+                              "acknowledged here already)", retries=PATIENT)
+        gw.on_desired(decided({"id": 2, "alert_id": alert.alert_id, "action": "resolve",
+                               "decision": "confirmed_failure", "comment": "bearing replaced"}))
+        await user.should_see("from cloud: resolved by alice as confirmed failure: bearing "
+                              "replaced", retries=PATIENT)
+        await user.should_see("0 open, 1 shown (open first)")
+        await user.should_not_see(marker="ack-button")
