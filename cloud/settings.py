@@ -109,6 +109,17 @@ class ConsoleSettings(_Section):
         default=5.0, ge=0.5, le=300, description="how often open console views refresh")
 
 
+class SimulationSettings(_Section):
+    """Simulated devices (the demo, a lab): scenario requests from the console and the API."""
+
+    enabled: bool = Field(
+        default=False,
+        description="the fleet is simulated: operators may ask a device's gateway to play a "
+                    "SIMULATED scenario (spike, drift, stuck, noise); false: refused with 409 "
+                    "and no console button",
+    )
+
+
 class CloudSettings(BaseSettings):
     """Everything the cloud service needs to start; defaults run the local demo."""
 
@@ -127,6 +138,7 @@ class CloudSettings(BaseSettings):
     artifacts: ArtifactStoreConfig = Field(default_factory=ArtifactStoreConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
 
     @classmethod
     def settings_customise_sources(

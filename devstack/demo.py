@@ -162,6 +162,8 @@ class Demo:
             "SMAINT_CLOUD_DB__DSN": dsn,
             "SMAINT_CLOUD_API__HOST": "127.0.0.1",
             "SMAINT_CLOUD_API__PORT": str(self.cloud_port),
+            # Simulated devices: the console offers SIMULATED scenarios (device explorer).
+            "SMAINT_CLOUD_SIMULATION__ENABLED": "true",
             **(training_env(self.workdir, self.workdir / "signing.key")
                if self.train_models else {}),
         }, self.cloud_port)
@@ -193,6 +195,8 @@ class Demo:
             "SMAINT_GATEWAY_HTTP__HOST": "127.0.0.1",
             "SMAINT_GATEWAY_HTTP__PORT": str(self.gateway_port),
             "SMAINT_GATEWAY_PANEL__PASSWORD_HASH": panel_hash(panel_password),
+            # Simulated devices: the panel offers SIMULATED scenarios (device page).
+            "SMAINT_GATEWAY_SIMULATION__ENABLED": "true",
             **models,
         }, self.gateway_port)
         # The gateway's persistent session must exist before devices publish, or the

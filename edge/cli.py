@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from edge.exceptions import GatewayError
@@ -40,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
                         ("requeue-rejected", "send readings of rejected batches again")):
         cmd = sub.add_parser(name, help=help_)
         cmd.add_argument("--db", dest="db_path", help="SQLite database path")
+    backup = sub.add_parser("backup", help="copy the database while the gateway runs")
+    backup.add_argument("--db", dest="db_path", help="SQLite database path")
+    backup.add_argument("--out", required=True, help="backup file to write")
+    restore = sub.add_parser("restore", help="put a backup in place (stop the gateway first)")
+    restore.add_argument("backup", help="backup file made by `smaint gateway backup`")
+    restore.add_argument("--db", dest="db_path", help="SQLite database path")
+    restore.add_argument("--replace", action="store_true",
+                         help="overwrite an existing database")
     return parser
 
 
@@ -94,6 +103,8 @@ def main(argv: list[str], runner: Runner | None = None) -> int:
             logging.getLogger("edge").error("%s", exc)
             return 1
         return 0
+    if args.command in {"backup", "restore"}:
+        return _backup_or_restore(args, settings)
     store = Store.open(settings.storage.path, synchronous=settings.storage.synchronous)
     try:
         if args.command == "status":
@@ -104,4 +115,25 @@ def main(argv: list[str], runner: Runner | None = None) -> int:
             print(f"requeued {Outbox(store).requeue_rejected()} readings")
     finally:
         store.close()
+    return 0
+
+
+def _backup_or_restore(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from edge.backup import BackupError, backup_database, restore_database  # noqa: PLC0415
+
+    db = Path(settings.storage.path)
+    try:
+        if args.command == "backup":
+            def progress(done: int, total: int) -> None:
+                print(f"\rcopied {done}/{total} pages", end="", file=sys.stderr, flush=True)
+
+            size = backup_database(db, Path(args.out), progress)
+            print(file=sys.stderr)
+            print(json.dumps({"file": args.out, "bytes": size, "database": str(db)}))
+        else:
+            restore_database(Path(args.backup), db, replace=args.replace)
+            print(f"restored {args.backup} to {db}")
+    except BackupError as exc:
+        print(f"smaint gateway: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -31,6 +31,8 @@ _COUNTER_HELP = {
     "retention_aggregated": "unsynced readings replaced by per-minute aggregates (disk budget)",
     "retention_aggregate_rows": "per-minute aggregate rows written by retention",
     "retention_dead_letters_dropped": "dead letters deleted to stay under the disk budget",
+    "scenarios_published": "SIMULATED scenario requests published to simulated devices",
+    "scenarios_refused": "SIMULATED scenario requests from the cloud refused (simulation off)",
 }
 _GAUGE_HELP = {
     "ingest_rate": "readings stored per second over the last minute",

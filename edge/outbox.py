@@ -26,6 +26,7 @@ from shared.schemas import (
     GatewayState,
     Reading,
     ReadingAggregate,
+    ScenarioDone,
     SyncBatch,
 )
 
@@ -79,6 +80,7 @@ class Outbox:
             done = [i for (i,) in conn.execute(
                 "SELECT id FROM backfills WHERE done_ms IS NOT NULL AND reported = 0 "
                 "ORDER BY id")]
+            scenarios = self._scenarios_done()
             newest = [r for (r,) in conn.execute(
                 "SELECT rowid FROM readings WHERE batch_seq IS NULL ORDER BY rowid DESC "
                 "LIMIT ?", (catchup_after + 1,))]
@@ -97,11 +99,15 @@ class Outbox:
                                    ).fetchone()
             seq = int(last)
             first: BatchInfo | None = None
-            if alert_rows or events or live or done or aggregates:
+            if alert_rows or events or live or done or aggregates or scenarios:
                 seq += 1
                 first = self._insert_batch(seq, created_ms, "live", live,
                                            n_alerts=len(alert_rows), done=done,
                                            aggregates=aggregates)
+                if scenarios:  # frozen with the batch, like its readings
+                    conn.execute("UPDATE sync_batches SET scenarios_done = ? WHERE batch_seq = ?",
+                                 (json.dumps([d.model_dump(mode="json") for d in scenarios]),
+                                  seq))
                 conn.executemany(
                     "INSERT INTO sync_batch_alerts (batch_seq, alert_id, body) VALUES (?, ?, ?)",
                     [(seq, row[0], alert_from_row(row).model_dump_json())
@@ -155,6 +161,13 @@ class Outbox:
                   for d, b, s, at, t, fw in rows if s in ("online", "offline")]
         return events, max((r[3] for r in rows), default=since)
 
+    def _scenarios_done(self) -> list[ScenarioDone]:
+        """Cloud scenario requests published or refused here and not yet reported (SIMULATED)."""
+        return [ScenarioDone(id=i, outcome=o, reason=r, at_ms=at)
+                for i, o, r, at in self.store.conn.execute(
+                    "SELECT id, outcome, reason, done_ms FROM scenarios WHERE source = 'cloud' "
+                    "AND outcome IS NOT NULL AND reported = 0 ORDER BY done_ms, id LIMIT 1000")]
+
     def _finish_backfill(self, now: int) -> None:
         """Mark the active backfill done once no row of its range is left to send."""
         conn = self.store.conn
@@ -200,8 +213,9 @@ class Outbox:
         ev = conn.execute("SELECT body FROM sync_batch_events WHERE batch_seq = ?",
                           (info.batch_seq,)).fetchone()
         events = [DeviceEvent.model_validate(e) for e in json.loads(ev[0])] if ev else []
-        (done_json,) = conn.execute("SELECT backfill_done FROM sync_batches WHERE batch_seq = ?",
-                                    (info.batch_seq,)).fetchone()
+        done_json, scenarios_json = conn.execute(
+            "SELECT backfill_done, scenarios_done FROM sync_batches WHERE batch_seq = ?",
+            (info.batch_seq,)).fetchone()
         cols = ("SELECT device, boot, seq, type, ts_ms, device_ts_ms, received_ms, metrics, "
                 "score, scorer, model_version, anomalous FROM readings ")
         if info.kind == "backfill":
@@ -220,6 +234,8 @@ class Outbox:
         return SyncBatch(gateway=gateway, batch_seq=info.batch_seq, created_ms=info.created_ms,
                          readings=readings, alerts=alerts, events=events, state=state,
                          backfill_done=json.loads(done_json) if done_json else [],
+                         scenarios_done=[ScenarioDone.model_validate(d) for d in
+                                         json.loads(scenarios_json or "[]")],
                          aggregates=self._load_aggregates(info))
 
     def _load_aggregates(self, info: BatchInfo) -> list[ReadingAggregate]:
@@ -255,12 +271,15 @@ class Outbox:
             conn.execute(
                 "UPDATE sync_batches SET state = 'acked', acked_ms = ?, last_error = NULL "
                 "WHERE batch_seq = ?", (acked_ms, info.batch_seq))
-            (done_json,) = conn.execute(
-                "SELECT backfill_done FROM sync_batches WHERE batch_seq = ?",
+            done_json, scenarios_json = conn.execute(
+                "SELECT backfill_done, scenarios_done FROM sync_batches WHERE batch_seq = ?",
                 (info.batch_seq,)).fetchone()
             if done_json:
                 conn.executemany("UPDATE backfills SET reported = 1 WHERE id = ?",
                                  [(i,) for i in json.loads(done_json)])
+            if scenarios_json:
+                conn.executemany("UPDATE scenarios SET reported = 1 WHERE id = ?",
+                                 [(d["id"],) for d in json.loads(scenarios_json)])
             if info.kind != "backfill":  # a backfill re-sends rows already counted
                 self.store.bump("synced", info.n_readings)
             self.store.bump("synced_aggregates", info.n_aggregates)
@@ -279,6 +298,10 @@ class Outbox:
             # Still asked for, though done here: our report was lost; send it again.
             conn.execute("UPDATE backfills SET reported = 0 WHERE id = ? AND "
                          "done_ms IS NOT NULL", (req.id,))
+        # A scenario done here but still asked for: our report was lost; send it again (it is
+        # never played again: edge/scenarios.py stores each id once).
+        conn.executemany("UPDATE scenarios SET reported = 0 WHERE id = ? AND outcome IS NOT NULL",
+                         [(req.id,) for req in desired.scenarios])
 
     def desired(self) -> DesiredState | None:
         """The desired state of the last sync answer, or None before the first."""

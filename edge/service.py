@@ -29,6 +29,7 @@ from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.retention import Retention, run_retention, used_bytes
 from edge.rollout import ModelRollout
+from edge.scenarios import ScenarioDesk
 from edge.score import ModelScorer, RuleScorer
 from edge.settings import GatewaySettings
 from edge.shadow import ObservedScorer
@@ -98,6 +99,10 @@ class Gateway:
             "devices.interval_ms": Knob(0, self.device_config.set_interval),
         })
         self.config.load()
+        # SIMULATION ONLY: scenario requests for simulated devices (off on a real plant).
+        self.scenarios = ScenarioDesk(self.store, s.gateway_id, enabled=s.simulation.enabled,
+                                      host=s.mqtt.host, port=s.mqtt.port,
+                                      keepalive_s=s.mqtt.keepalive_s)
         desired = self.outbox.desired()
         if desired is not None:  # back from a restart or an outage: catch up with it
             self.on_desired(desired)
@@ -107,6 +112,7 @@ class Gateway:
         self.config.on_desired(desired)
         self.rollout.on_desired(desired)
         self.decisions.on_desired(desired)
+        self.scenarios.on_desired(desired)
 
     def _set_threshold(self, value: ConfigValue) -> None:
         # The statistical scorer judges with it; the tracker grades severity with it.
@@ -275,6 +281,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         asyncio.create_task(run_retention(gw.retention, stop, s.storage.retention_interval_s),
                             name="retention"),
     }
+    if s.simulation.enabled:
+        tasks.add(asyncio.create_task(gw.scenarios.run(stop), name="scenarios"))
     if s.alerts.publish:
         tasks.add(asyncio.create_task(gw.publisher.run(stop), name="alerts"))
     waiter = asyncio.create_task(stop.wait(), name="stop")

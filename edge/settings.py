@@ -224,6 +224,17 @@ class PanelSettings(_Section):
     )
 
 
+class SimulationSettings(_Section):
+    """Simulated devices (the demo, a lab): scenario requests from the panel and the cloud."""
+
+    enabled: bool = Field(
+        default=False,
+        description="this site runs simulated devices: the panel offers SIMULATED scenarios "
+                    "(spike, drift, stuck, noise) and cloud requests are published to them; "
+                    "false on a real plant: no button, cloud requests refused",
+    )
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway service needs; the defaults run the local demo as is."""
 
@@ -242,6 +253,7 @@ class GatewaySettings(BaseSettings):
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     panel: PanelSettings = Field(default_factory=PanelSettings)
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @property

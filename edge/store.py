@@ -30,6 +30,8 @@ COUNTERS = (
     # retention under the disk budget (edge/retention.py)
     "retention_synced_dropped", "retention_aggregated", "retention_aggregate_rows",
     "retention_dead_letters_dropped",
+    # SIMULATED scenarios for simulated devices (edge/scenarios.py)
+    "scenarios_published", "scenarios_refused",
 )
 
 ReadingKey = tuple[str, str, int]

@@ -41,6 +41,7 @@ from shared.schemas import (
     GatewayState,
     Reading,
     ReadingAggregate,
+    ScenarioDone,
     SyncBatch,
 )
 from shared.topics import ID_PATTERN
@@ -152,13 +153,14 @@ class DecodedBatch:
     state: GatewayState | None = None
     backfill_done: list[int] = field(default_factory=list)
     aggregates: list[ReadingAggregate] = field(default_factory=list)
+    scenarios_done: list[ScenarioDone] = field(default_factory=list)
 
     @classmethod
     def from_batch(cls, b: SyncBatch) -> DecodedBatch:
         """The row-JSON SyncBatch in this shape."""
         return cls(b.gateway, b.batch_seq, b.created_ms, ReadingColumns.from_readings(b.readings),
                    list(b.alerts), list(b.events), b.state, list(b.backfill_done),
-                   list(b.aggregates))
+                   list(b.aggregates), list(b.scenarios_done))
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -232,6 +234,8 @@ def encode(batch: SyncBatch | DecodedBatch, level: int = ZSTD_LEVEL) -> bytes:
         "aggregates": [a.model_dump(mode="json") for a in batch.aggregates],
         "readings": encode_columns(cols),
     }
+    if batch.scenarios_done:  # left out when empty: the body of every other batch is unchanged
+        doc["scenarios_done"] = [d.model_dump(mode="json") for d in batch.scenarios_done]
     raw = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
     return zstandard.ZstdCompressor(level=level).compress(raw)
 
@@ -496,4 +500,5 @@ def decode(raw: bytes) -> DecodedBatch:
         readings=decode_columns(doc["readings"]) if "readings" in doc else ReadingColumns(),
         alerts=header.alerts, events=header.events, state=header.state,
         backfill_done=header.backfill_done, aggregates=header.aggregates,
+        scenarios_done=header.scenarios_done,
     )

@@ -7,7 +7,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from shared.exceptions import DecodeError
-from shared.schemas import DeviceConfig, DeviceStatus, Telemetry
+from shared.schemas import DeviceConfig, DeviceStatus, ScenarioRequest, Telemetry
 from shared.sensors import PROFILES
 
 MAX_PAYLOAD_BYTES = 16_384
@@ -28,7 +28,7 @@ def _explain(exc: ValidationError) -> DecodeError:
     return DecodeError(f"field {loc!r}: {err['msg']}", field=loc or None)
 
 
-_M = TypeVar("_M", Telemetry, DeviceStatus, DeviceConfig)
+_M = TypeVar("_M", Telemetry, DeviceStatus, DeviceConfig, ScenarioRequest)
 
 
 def _decode(model: type[_M], payload: bytes, topic_device: str | None) -> _M:
@@ -105,6 +105,11 @@ def decode_config(payload: bytes, sensor_type: str) -> DeviceConfig:
     return cfg
 
 
-def encode(msg: Telemetry | DeviceStatus | DeviceConfig) -> bytes:
+def decode_scenario(payload: bytes, topic_device: str | None = None) -> ScenarioRequest:
+    """Decode a SIMULATED scenario request (the simulator's side of ``.../simulate``)."""
+    return _decode(ScenarioRequest, payload, topic_device)
+
+
+def encode(msg: Telemetry | DeviceStatus | DeviceConfig | ScenarioRequest) -> bytes:
     """Serialise a device message exactly as a device would send it (compact JSON)."""
     return msg.model_dump_json(exclude_none=True).encode()

@@ -368,6 +368,44 @@ class AlertDecision(BaseModel):
         return self
 
 
+# SIMULATION ONLY: scenarios a simulated device plays on request (simulator/faults.py).
+ScenarioKind = Literal["spike", "drift", "stuck", "noise"]
+SCENARIO_KINDS: tuple[str, ...] = get_args(ScenarioKind)
+MAX_SCENARIO_SECONDS = 300
+MAX_SCENARIOS = 16  # pending requests one sync answer carries, oldest first
+ScenarioId = Annotated[str, Field(pattern="^[0-9a-f]{32}$",
+                                  description="request id: a UUID as 32 hex digits")]
+
+
+class ScenarioRequest(_Wire):
+    """SIMULATION ONLY: play a scenario on a simulated device (``.../dev/<device>/simulate``).
+
+    The gateway publishes it (QoS 1, not retained) after a panel or cloud request; only the
+    simulator subscribes, real firmware never does. Carried down in DesiredState.scenarios.
+    """
+
+    v: Literal[1] = Field(description="wire version")
+    id: ScenarioId
+    device: DeviceId
+    kind: ScenarioKind = Field(description="spike, drift, stuck sensor or noise burst")
+    seconds: float = Field(gt=0, le=MAX_SCENARIO_SECONDS, allow_inf_nan=False,
+                           description="how long the scenario lasts")
+    requested_by: str = Field(min_length=1, max_length=64, pattern=anchored(TEXT_PATTERN),
+                              description="who asked: a cloud user, or the gateway panel")
+
+
+class ScenarioDone(BaseModel):
+    """The gateway's report on a cloud scenario request: published once, or refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: ScenarioId
+    outcome: Literal["published", "refused"]
+    reason: str = Field(default="", max_length=MAX_REASON, pattern=anchored(TEXT_PATTERN),
+                        description="why it was refused (e.g. simulation is off here)")
+    at_ms: EpochMs = Field(description="gateway clock when it was published or refused")
+
+
 class DesiredState(BaseModel):
     """What the cloud wants the gateway to run, carried by every sync answer."""
 
@@ -388,6 +426,10 @@ class DesiredState(BaseModel):
         default_factory=list, max_length=MAX_ALERT_DECISIONS,
         description="cloud decisions on this gateway's alerts after the one its state reported "
                     "applied (GatewayState.alert_decision), oldest first")
+    scenarios: list[ScenarioRequest] = Field(
+        default_factory=list, max_length=MAX_SCENARIOS,
+        description="SIMULATION ONLY: scenario requests not yet reported done, oldest first; "
+                    "the gateway runs each id once and reports it in scenarios_done")
 
 
 class SyncBatch(BaseModel):
@@ -410,6 +452,9 @@ class SyncBatch(BaseModel):
     state: GatewayState | None = Field(default=None, description="the gateway's actual state")
     backfill_done: list[Annotated[int, Field(ge=1, le=MAX_BATCH_SEQ)]] = Field(
         default_factory=list, max_length=1000, description="backfill requests completed")
+    scenarios_done: list[ScenarioDone] = Field(
+        default_factory=list, max_length=1000,
+        description="SIMULATION ONLY: cloud scenario requests published or refused")
 
 
 class SyncAck(BaseModel):

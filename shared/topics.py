@@ -3,6 +3,7 @@
     smaint/v1/dev/<device>/telemetry   device -> gateway, QoS 1
     smaint/v1/dev/<device>/status      device -> gateway, QoS 1, retained, also the last will
     smaint/v1/dev/<device>/config      gateway -> device, QoS 1, retained
+    smaint/v1/dev/<device>/simulate    gateway -> simulated device only, QoS 1 (SIMULATION)
     smaint/v1/gw/<gateway>/alerts      gateway -> local consumers, QoS 1
 """
 
@@ -48,6 +49,11 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("config", f"{ROOT}/dev/{{device}}/config", "device", "gateway", ("device",),
             "DeviceConfig", qos=1, retain=True,
             description="desired configuration; an empty retained message clears it"),
+    # Only the simulator subscribes: real firmware never does, so a request reaches no plant.
+    Channel("simulate", f"{ROOT}/dev/{{device}}/simulate", "device", "gateway", ("simulator",),
+            "ScenarioRequest", qos=1, retain=False,
+            description="SIMULATION ONLY: inject a scenario (spike, drift, stuck, noise) into a "
+                        "simulated device; real firmware never subscribes"),
     Channel("alerts", f"{ROOT}/gw/{{gateway}}/alerts", "gateway", "gateway", ("consumer",),
             "Alert", qos=1, retain=False,
             description="every new version of an alert, for local consumers"),
@@ -76,6 +82,11 @@ def status(device: str) -> str:
 def config(device: str) -> str:
     """Retained topic the gateway publishes a device's desired configuration on."""
     return f"{ROOT}/dev/{_checked('device', device)}/config"
+
+
+def simulate(device: str) -> str:
+    """Topic the gateway publishes SIMULATED scenario requests for a simulated device on."""
+    return f"{ROOT}/dev/{_checked('device', device)}/simulate"
 
 
 def alerts(gateway: str) -> str:

@@ -3,18 +3,24 @@
 A device does no I/O scheduling of its own: the fleet's driver thread calls ``connect``,
 ``publish_sample`` and the paho ``loop_*`` functions, so every paho call and callback for a
 device happens on one thread. Other threads only queue faults and read counters.
+
+Unlike real firmware, a simulated device subscribes to its ``.../simulate`` topic: a
+ScenarioRequest there (published by the gateway after a panel or console request) becomes a
+SIMULATED fault, exactly as one injected by ``Fleet.inject``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import logging
 import queue
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +28,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from shared import topics
-from shared.codec import encode
-from shared.schemas import DeviceStatus, Telemetry
-from simulator.faults import FaultInjector, FaultRecord
+from shared.codec import decode_scenario, encode
+from shared.exceptions import DecodeError
+from shared.schemas import DeviceStatus, ScenarioRequest, Telemetry
+from simulator.faults import Fault, FaultInjector, FaultRecord
 from simulator.signals import SignalSource
 
 log = logging.getLogger(__name__)
@@ -33,6 +40,14 @@ FIRMWARE = "sim-0.1"
 # paho stalls near 65,535 unacknowledged QoS 1 messages (message ids wrap): stay far below.
 DEFAULT_MAX_INFLIGHT = 1_000
 STATUS_HEADROOM = 16
+# Telemetry of a reading a SIMULATED fault altered carries "sim": true when this is on. Off
+# until shared.schemas.Telemetry accepts that optional field: today its strict model refuses
+# unknown keys, so the gateway would dead-letter every marked reading.
+MARK_SIMULATED = False
+# Strength of a requested scenario (units of 10 % of the metric's span, simulator/faults.py):
+# strong enough for the detector to see, as the demo's own schedule uses.
+SCENARIO_MAGNITUDE = {"spike": 1.5, "drift": 1.5, "stuck": 1.0, "noise": 1.5}
+_SEEN_REQUESTS = 64  # request ids remembered, so a redelivered request plays once
 
 
 @dataclass(slots=True)
@@ -71,10 +86,18 @@ class SimulatedDevice:
         injector: FaultInjector,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         keepalive_s: int = 30,
+        mark_simulated: bool | None = None,
     ) -> None:
         self.device_id = device_id
         self.topic = topics.telemetry(device_id)  # validates the id against ID_PATTERN
         self.status_topic = topics.status(device_id)
+        self.simulate_topic = topics.simulate(device_id)
+        self.mark_simulated = MARK_SIMULATED if mark_simulated is None else mark_simulated
+        self.subscribed = False  # the broker acknowledged the .../simulate subscription
+        self.scenarios: list[ScenarioRequest] = []  # requests played, oldest first
+        # Called with the ground-truth record of each requested scenario (the fleet's log).
+        self.on_fault: Callable[[FaultRecord], None] | None = None
+        self._seen: collections.deque[str] = collections.deque(maxlen=_SEEN_REQUESTS)
         self.source = source
         self.profile = source.profile
         self.rate_hz = rate_hz
@@ -112,6 +135,8 @@ class SimulatedDevice:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
         return client
 
     # --- lifecycle (driver thread) -------------------------------------------------------
@@ -198,7 +223,12 @@ class SimulatedDevice:
             type=self.profile.name,
             metrics=metrics,
         )
-        info = self.client.publish(self.topic, encode(msg), qos=1)
+        payload = encode(msg)
+        if self.mark_simulated and self.injector.altered:
+            # Added to the JSON, not the model: see MARK_SIMULATED.
+            payload = json.dumps({**json.loads(payload), "sim": True},
+                                 separators=(",", ":")).encode()
+        info = self.client.publish(self.topic, payload, qos=1)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             # Not queued by paho: the sample is lost, and seq is not used up.
             self.skipped += 1
@@ -221,6 +251,24 @@ class SimulatedDevice:
         )
         self._faults.put(record)
 
+    def play(self, request: ScenarioRequest) -> FaultRecord | None:
+        """Turn a scenario request into a SIMULATED fault; None if this id was played already."""
+        if request.id in self._seen:
+            return None
+        self._seen.append(request.id)
+        samples = max(1, round(request.seconds * self.rate_hz))
+        record = FaultRecord(self.device_id, Fault(
+            request.kind, samples, magnitude=SCENARIO_MAGNITUDE[request.kind]),
+            request=request.id)
+        log.warning("SIMULATED scenario %s requested by %s (request %s) for %s, %g s",
+                    request.kind, request.requested_by, request.id, self.device_id,
+                    request.seconds)
+        self.scenarios.append(request)
+        if self.on_fault is not None:
+            self.on_fault(record)
+        self.inject(record)
+        return record
+
     # --- paho callbacks (driver thread) --------------------------------------------------
 
     def _on_connect(
@@ -236,6 +284,8 @@ class SimulatedDevice:
             log.error("%s", self.error)
             return
         self.connected = True
+        # A clean session: subscribe again on every connect.
+        client.subscribe(self.simulate_topic, qos=1)
         info = client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         self._status_mids[info.mid] = "online"
 
@@ -248,8 +298,24 @@ class SimulatedDevice:
         properties: Any,
     ) -> None:
         self.connected = False
+        self.subscribed = False
         if reason_code.is_failure and not self.crashed:
             log.info("%s lost its connection: %s", self.device_id, reason_code)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      reason_codes: Any, properties: Any) -> None:
+        self.subscribed = not any(rc.is_failure for rc in reason_codes)
+
+    def _on_message(self, client: mqtt.Client, userdata: object,
+                    message: mqtt.MQTTMessage) -> None:
+        try:
+            request = decode_scenario(bytes(message.payload), self.device_id)
+        except DecodeError as exc:
+            # A bad request is somebody else's bug: say so and keep sampling.
+            log.warning("%s ignored a scenario request on %s: %s", self.device_id,
+                        message.topic, exc)
+            return
+        self.play(request)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: object, mid: int, reason_code: Any, properties: Any

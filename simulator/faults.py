@@ -1,7 +1,8 @@
 """SIMULATED fault injection: spike, drift, stuck and noise applied to one device's readings.
 
-Every fault here is a simulation for demos, tests and benchmarks; nothing in the published
-payload marks it (the wire schema is strict), so the fleet keeps a ground-truth log instead.
+Every fault here is a simulation for demos, tests and benchmarks. The fleet keeps a ground-truth
+log of each; a reading a fault altered also carries ``"sim": true`` when the device is told to
+mark it (simulator.device.MARK_SIMULATED).
 Offsets are in units of 10 % of the metric's physical span times ``magnitude``, and results are
 clamped into the physical range so the gateway scores them instead of dead-lettering them.
 """
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Literal, cast, get_args
+from typing import cast
 
+from shared.schemas import SCENARIO_KINDS, ScenarioKind
 from shared.sensors import SensorProfile
 from simulator.exceptions import SimulatorError
 
-FaultKind = Literal["spike", "drift", "stuck", "noise"]
-FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+# The wire contract's scenario kinds (shared.schemas): what a ScenarioRequest may ask for.
+FaultKind = ScenarioKind
+FAULT_KINDS: tuple[str, ...] = SCENARIO_KINDS
 
 # Fraction of a metric's physical span that one unit of magnitude means.
 OFFSET_SPAN = 0.10
@@ -60,6 +63,7 @@ class FaultRecord:
     first_seq: int | None = None
     last_seq: int | None = None
     simulated: bool = True
+    request: str | None = None  # the ScenarioRequest id, when one asked for it over MQTT
 
     @property
     def done(self) -> bool:
@@ -82,6 +86,7 @@ class FaultRecord:
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "simulated": self.simulated,
+            "request": self.request,
         }
 
 
@@ -100,6 +105,7 @@ class FaultInjector:
         self.profile = profile
         self._rng = rng
         self._active: list[_Active] = []
+        self.altered = False  # whether the last apply() changed the reading (SIMULATED)
 
     def add(self, record: FaultRecord) -> None:
         """Queue a fault; it starts after ``record.fault.after`` further samples."""
@@ -118,6 +124,7 @@ class FaultInjector:
 
     def apply(self, metrics: dict[str, float], seq: int, boot: str) -> dict[str, float]:
         """Return ``metrics`` with every running fault applied to reading ``seq``."""
+        self.altered = False
         if not self._active:
             return metrics
         out = dict(metrics)
@@ -128,6 +135,7 @@ class FaultInjector:
                 still.append(act)
                 continue
             self._apply_one(act, out)
+            self.altered = True
             rec = act.record
             if rec.first_seq is None:
                 rec.first_seq, rec.boot = seq, boot

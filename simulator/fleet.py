@@ -181,6 +181,7 @@ class Fleet:
         threads: int = 1,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         keepalive_s: int = 30,
+        mark_simulated: bool | None = None,
     ) -> None:
         if n_devices < 1:
             raise SimulatorError("a fleet needs at least one device")
@@ -207,6 +208,7 @@ class Fleet:
                     injector=FaultInjector(src.profile, dev_rng),
                     max_inflight=max_inflight,
                     keepalive_s=keepalive_s,
+                    mark_simulated=mark_simulated,
                 )
         ordered = list(self.devices.values())
         n_threads = max(1, min(threads, len(ordered)))
@@ -215,6 +217,8 @@ class Fleet:
         ]
         self._records: list[FaultRecord] = []
         self._lock = threading.Lock()
+        for dev in ordered:
+            dev.on_fault = self._remember  # scenarios requested over MQTT join the log
         self._started_at: float | None = None
         self._stopped_at: float | None = None
 
@@ -303,10 +307,13 @@ class Fleet:
         if metric is not None:
             dev.profile.metric(metric)  # KeyError now rather than in the driver thread
         record = FaultRecord(device_id, fault)
-        with self._lock:
-            self._records.append(record)
+        self._remember(record)
         dev.inject(record)
         return record
+
+    def _remember(self, record: FaultRecord) -> None:
+        with self._lock:
+            self._records.append(record)
 
     def crash(self, device_id: str, timeout_s: float = 5.0) -> None:
         """Kill a device uncleanly (socket closed, no DISCONNECT) so its last will fires."""

@@ -32,6 +32,7 @@ PAYLOADS: dict[str, str] = {
     "DeviceStatus": "device-status.json",
     "DeviceConfig": "device-config.json",
     "Alert": "alert.json",
+    "ScenarioRequest": "scenario-request.json",
 }
 _MQTT_BINDING_VERSION = "0.2.0"
 SYNC_PATH = "/api/v1/sync/batches"

@@ -103,7 +103,7 @@ def downloaded(folder: Path, name: str) -> bytes:
 
 
 TITLES = {"/": "Fleet", "/explorer": "Device explorer", "/alerts": "Alerts",
-          "/orders": "Maintenance orders", "/models": "Models"}
+          "/orders": "Maintenance orders", "/models": "Models", "/reports": "Reports"}
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
@@ -303,9 +303,10 @@ def test_the_api_docs_render_without_the_internet(seeded_cloud: SeededCloud,
 
 ASKS_FIRST = {"acknowledge", "resolve", "create-order", "audit-trail", "order-history",
               "deploy", "rollback", "cancel-rollout"}
-DOWNLOADS = {"export-decisions", "download-csv"}
+DOWNLOADS = {"export-decisions", "download-csv", "report-csv", "report-html", "report-pdf"}
 DONE = {"move-scheduled": "is scheduled now", "move-done": "is done now",
-        "retrain": "queued"}  # this cloud runs no job worker: the job stays queued
+        "retrain": "queued",  # this cloud runs no job worker: the job stays queued
+        "report-generate": "Report of the whole fleet"}
 
 
 # The page content's enabled, visible action buttons as (marker, element id). The same
@@ -375,7 +376,7 @@ def test_crawler_clicks_every_navigation_entry_and_action_once(
         clicked[label] = count
         driver.save_screenshot(str(tmp_path / f"crawl-{path.strip('/') or 'fleet'}.png"))
     assert clicked == {"Fleet": 0, "Device explorer": 1, "Alerts": 5, "Orders": 3,
-                       "Models": 1}
+                       "Models": 1, "Reports": 4}
     one_marked(driver, "sign-out").click()
     until(lambda drv: "/login" in drv.current_url, "the sign-in page", driver)
     driver.get(f"{seeded_cloud.base}/orders")  # signed out: the pages are closed again

@@ -28,6 +28,7 @@ from cloud.api.routes import (
     orders,
     readings,
     reports,
+    scenarios,
     sync,
     system,
 )
@@ -141,6 +142,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(health.router)
     app.include_router(training_routes.router)
     for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
-                   drift, gateway_config, system):
+                   drift, gateway_config, system, scenarios):
         app.include_router(module.router)
     return app

@@ -26,7 +26,7 @@ from cloud.exceptions import (
 )
 from cloud.ingest.aggregates import devices_seen, upsert_aggregates
 from cloud.ingest.readings_writer import insert_readings
-from cloud.operations import alert_sync
+from cloud.operations import alert_sync, scenarios
 from cloud.operations.alert_review import acknowledge_on_gateway
 from cloud.rollout.progress import desired_models, record_report
 from shared.batchcodec import DecodedBatch
@@ -196,10 +196,11 @@ def desired_state(conn: Conn, gateway_id: str) -> DesiredState:
             (gateway_id,))
     ]
     models, rollback = desired_models(conn, gateway_id, row[2] if row else None)
+    scen = scenarios.pending(conn, gateway_id)
     if row is None:
-        return DesiredState(models=models, rollback=rollback, backfill=backfill)
+        return DesiredState(models=models, rollback=rollback, backfill=backfill, scenarios=scen)
     return DesiredState(config_version=row[0], config=row[1], models=models, rollback=rollback,
-                        backfill=backfill)
+                        backfill=backfill, scenarios=scen)
 
 
 def _transaction(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -> SyncAck:
@@ -246,6 +247,8 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -
         conn.execute(
             "UPDATE backfill_requests SET completed_at = now() WHERE gateway_id = %s"
             " AND id = ANY(%s) AND completed_at IS NULL", (gateway_id, batch.backfill_done))
+    if batch.scenarios_done:  # before the desired state is read, like backfill_done
+        scenarios.record_done(conn, gateway_id, batch.scenarios_done)
     if batch.state is not None:
         record_report(conn, gateway_id, batch.state)  # rollout progress, promotion
     state = Jsonb(batch.state.model_dump(mode="json")) if batch.state else None
@@ -256,10 +259,11 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -
     backfill = [BackfillRequest(id=i, since_ms=lo, until_ms=hi)
                 for i, lo, hi in zip(row[3], row[4], row[5], strict=True)]
     models, rollback = desired_models(conn, gateway_id, row[2])
-    desired = (DesiredState(models=models, rollback=rollback, backfill=backfill)
+    scen = scenarios.pending(conn, gateway_id)
+    desired = (DesiredState(models=models, rollback=rollback, backfill=backfill, scenarios=scen)
                if row[0] is None else
                DesiredState(config_version=row[0], config=row[1], models=models,
-                            rollback=rollback, backfill=backfill))
+                            rollback=rollback, backfill=backfill, scenarios=scen))
     return SyncAck(
         gateway=gateway_id, batch_seq=batch.batch_seq, first_time=True,
         readings_inserted=inserted, readings_duplicate=len(batch.readings) - inserted,

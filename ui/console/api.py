@@ -229,3 +229,16 @@ class UserApi:
     async def drift_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """Drift events newest first, with the features that moved and the retraining's gate."""
         return list(await self.get("/api/v1/drift/events", limit=limit))
+
+    # -- reports ----------------------------------------------------------------------------
+
+    async def report(self, fmt: str, since: datetime, until: datetime,
+                     device: str | None) -> tuple[bytes, str]:
+        """The range report of ``device`` (None: the fleet) as csv, html or pdf; (bytes, the
+        file name the API gave it)."""
+        resp = await self.request("GET", "/api/v1/reports/devices", params={
+            "format": fmt, "since": iso(since), "until": iso(until),
+            **({"device": device} if device else {})})
+        disposition = resp.headers.get("content-disposition", "")
+        name = disposition.partition('filename="')[2].rstrip('"') or f"report.{fmt}"
+        return resp.content, name

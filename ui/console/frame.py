@@ -25,6 +25,7 @@ NAV = (
     ("Alerts", "/alerts", "notifications"),
     ("Orders", "/orders", "build"),
     ("Models", "/models", "model_training"),
+    ("Reports", "/reports", "summarize"),
 )
 _STATE_COLORS = {"ok": "text-green-5", "down": "text-red-5", "unchecked": "text-grey-5"}
 

@@ -12,7 +12,7 @@ from nicegui import events, ui
 from starlette.responses import RedirectResponse
 
 from shared.sensors import PROFILES
-from ui.console import explorer_data, timefmt
+from ui.console import explorer_data, scenario, timefmt
 from ui.console.context import Console
 from ui.console.explorer_data import View
 from ui.console.frame import call, expose_markers, frame, guard, session_of
@@ -76,6 +76,8 @@ def register(console: Console) -> None:
             explorer = Explorer(console, by_id,
                                 device if device in by_id else devices[0]["device"], metric)
             explorer.build()
+            # SIMULATION ONLY: absent unless the cloud's fleet is simulated.
+            await scenario.controls(console, lambda: explorer.device)
             # Loaded before the page is sent: its first drawing already shows the data.
             await explorer.show_range()
         return None

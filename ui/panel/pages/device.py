@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse
 from edge.store import now_ms
 from shared.schemas import Alert
 from shared.sensors import PROFILES
-from ui.panel import snapshot, units
+from ui.panel import scenario, snapshot, units
 from ui.panel.context import Panel
 from ui.panel.frame import frame, guard
 from ui.panel.series import BUCKET_MS, HOUR_MS, MAX_DRAWN, LiveHour, Point
@@ -152,4 +152,5 @@ def register(panel: Panel) -> None:
             shown.on_value_change(redraw)
             redraw()
             ui.timer(panel.refresh_s, tick)
+            scenario.controls(panel, device_id)  # SIMULATION ONLY: absent on a real plant
         return None
