@@ -4,8 +4,15 @@ The detector is built to fire early and once per episode (shared.anomaly: novelt
 each device's own history), so by default one anomalous reading opens an alert and 20 normal
 readings in a row resolve it and re-arm the device: the resolve side is the hysteresis that
 keeps a flapping signal from opening an alert on every sample (an alert storm). An operator
-acknowledges an open alert locally (the gateway's HTTP API); every version of an alert is
-stored, queued for sync and published on the gateway's local MQTT alert topic.
+acknowledges an open alert locally (the panel or the gateway's HTTP API: who, when, comment go
+up with the alert as its ``ack``) or in the cloud (edge.alert_decisions applies it here);
+every version of an alert is stored, queued for sync and published on the gateway's local
+MQTT alert topic.
+
+A resolve decided in the cloud ends the episode here too (``AlertTracker.adopt``): the
+tracker stops tracking the alert, so it is neither escalated nor resolved again, and the
+device is re-armed only as after a resolve of its own, by ``resolve_after`` normal readings in
+a row; until then it opens no new alert for the same episode.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from edge.mqtt_session import keep_connected
 from edge.score import Score
 from edge.store import Store
 from shared import topics
-from shared.schemas import Alert, Severity
+from shared.schemas import MAX_ACTOR, MAX_ALERT_COMMENT, Alert, AlertAck, Severity
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,7 @@ class _DeviceState:
     anomalous_run: int = 0
     normal_run: int = 0
     open: Alert | None = None
+    held: bool = False  # its alert was resolved in the cloud; re-armed by a normal run
 
 
 class AlertTracker:
@@ -97,6 +105,8 @@ class AlertTracker:
                                    now_ms=now_ms)
         st.normal_run += 1
         st.anomalous_run = 0
+        if st.held and st.normal_run >= self.resolve_after:
+            st.held = False  # the episode the cloud resolved is over: re-armed
         if st.open is not None and st.normal_run >= self.resolve_after:
             resolved = st.open.model_copy(update={
                 "state": "resolved", "resolved_ms": ts_ms,
@@ -109,7 +119,7 @@ class AlertTracker:
     def _anomalous(self, st: _DeviceState, device: str, *, ts_ms: int, value: float,
                    score: Score, now_ms: int) -> AlertChange | None:
         if st.open is None:
-            if st.anomalous_run < self.open_after:
+            if st.held or st.anomalous_run < self.open_after:
                 return None
             st.open = Alert(
                 alert_id=str(uuid.uuid4()), device=device, opened_ms=ts_ms,
@@ -140,15 +150,31 @@ class AlertTracker:
                 return st.open
         return None
 
-    def acknowledge(self, alert: Alert, now_ms: int) -> Alert:
-        """The acknowledged version of an open alert; tracked from now on in that state."""
-        acked = alert.model_copy(update={
-            "state": "acknowledged", "updated_ms": max(now_ms, alert.updated_ms + 1)})
-        st = self._devices.get(alert.device)
-        if st is not None and st.open is not None and st.open.alert_id == alert.alert_id:
-            # Escalation and resolution build on this version, so they keep the ack.
-            st.open = acked
+    def acknowledge(self, alert: Alert, now_ms: int, ack: AlertAck | None = None) -> Alert:
+        """The acknowledged version of an open alert (with ``ack`` if made here); tracked."""
+        update: dict[str, object] = {
+            "state": "acknowledged", "updated_ms": max(now_ms, alert.updated_ms + 1)}
+        if ack is not None:
+            update["ack"] = ack
+        acked = alert.model_copy(update=update)
+        self.adopt(acked)
         return acked
+
+    def adopt(self, version: Alert) -> None:
+        """Track a version made outside the tracker (an acknowledgement, a cloud decision).
+
+        Escalation and resolution build on an acknowledged version, so they keep its state
+        and ack; a resolved one ends tracking and holds the device until it is re-armed.
+        """
+        st = self._devices.get(version.device)
+        if st is None or st.open is None or st.open.alert_id != version.alert_id:
+            return
+        if version.state == "resolved":
+            st.open = None
+            st.held = True
+            st.anomalous_run = st.normal_run = 0
+        else:
+            st.open = version
 
 
 class AlertNotFoundError(GatewayError):
@@ -167,12 +193,13 @@ class AlertResolvedError(GatewayError):
         self.alert_id = alert_id
 
 
-def acknowledge_alert(tracker: AlertTracker, store: Store, alert_id: str,
-                      now_ms: int) -> tuple[Alert, bool]:
+def acknowledge_alert(tracker: AlertTracker, store: Store, alert_id: str, now_ms: int, *,
+                      by: str = "api", comment: str = "") -> tuple[Alert, bool]:
     """Acknowledge an alert, store the new version (queued for sync): (alert, whether changed).
 
-    Acknowledging twice is not an error and changes nothing; a resolved alert cannot be
-    acknowledged any more (AlertResolvedError), an unknown one raises AlertNotFoundError.
+    ``by`` and ``comment`` go up with it (Alert.ack), cut to the wire's lengths. Acknowledging
+    twice is not an error and changes nothing; a resolved alert cannot be acknowledged any
+    more (AlertResolvedError), an unknown one raises AlertNotFoundError.
     """
     current = tracker.find(alert_id) or store.alert(alert_id)
     if current is None:
@@ -181,13 +208,20 @@ def acknowledge_alert(tracker: AlertTracker, store: Store, alert_id: str,
         raise AlertResolvedError(alert_id)
     if current.state == "acknowledged":
         return current, False
-    acked = tracker.acknowledge(current, now_ms)
+    ack = AlertAck(by=_clean(by, MAX_ACTOR) or "api", at_ms=now_ms,
+                   comment=_clean(comment, MAX_ALERT_COMMENT))
+    acked = tracker.acknowledge(current, now_ms, ack)
     with store.transaction():
         # dirty = 1: the outbox sends this version, and updated_ms wins the cloud's upsert.
         store.upsert_alerts([acked])
         store.bump("alerts_acknowledged")
     log.info("alert=%s acknowledged", acked.alert_id, extra={"device": acked.device})
     return acked, True
+
+
+def _clean(text: str, most: int) -> str:
+    """Free text as the wire takes it: no NUL, trimmed, at most ``most`` characters."""
+    return text.replace("\x00", "").strip()[:most]
 
 
 class AlertPublisher:

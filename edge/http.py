@@ -8,6 +8,7 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -16,12 +17,23 @@ from starlette.types import ASGIApp
 
 from edge.alert_lifecycle import AlertNotFoundError, AlertResolvedError
 from edge.metrics import GatewayMetrics
-from shared.schemas import Alert
+from shared.schemas import MAX_ACTOR, MAX_ALERT_COMMENT, TEXT_PATTERN, Alert, anchored
+
+
+class AckRequest(BaseModel):
+    """The optional body of ``POST /api/alerts/<id>/ack``: who acknowledges, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(default="api", min_length=1, max_length=MAX_ACTOR,
+                    pattern=anchored(TEXT_PATTERN))
+    comment: str = Field(default="", max_length=MAX_ALERT_COMMENT,
+                         pattern=anchored(TEXT_PATTERN))
 
 
 def build_app(status: Callable[[], Mapping[str, Any]], metrics: GatewayMetrics,
               healthy: Callable[[], bool],
-              ack_alert: Callable[[str], Alert] | None = None, *,
+              ack_alert: Callable[[str, str, str], Alert] | None = None, *,
               degraded: Callable[[], str | None] = lambda: None,
               devices: Callable[[], list[dict[str, Any]]] = list) -> Starlette:
     """The ASGI app; ``status``, ``healthy``, ``degraded`` and ``devices`` are read per request.
@@ -49,8 +61,15 @@ def build_app(status: Callable[[], Mapping[str, Any]], metrics: GatewayMetrics,
     async def api_ack_alert(request: Request) -> Response:
         if ack_alert is None:
             return JSONResponse({"detail": "alerts are not handled here"}, status_code=404)
+        raw = await request.body()
         try:
-            alert = ack_alert(str(request.path_params["alert_id"]))
+            ask = AckRequest.model_validate_json(raw) if raw.strip() else AckRequest()
+        except ValidationError as exc:
+            return JSONResponse({"detail": exc.errors(include_url=False, include_input=False,
+                                                      include_context=False)},
+                                status_code=422)
+        try:
+            alert = ack_alert(str(request.path_params["alert_id"]), ask.by, ask.comment)
         except AlertNotFoundError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=404)
         except AlertResolvedError as exc:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from edge.store import Store, alert_from_row
+from edge.store import ALERT_COLUMNS, Store, alert_from_row
 from shared.schemas import (
     Alert,
     BackfillRequest,
@@ -73,9 +73,8 @@ class Outbox:
         conn = self.store.conn
         with self.store.transaction():
             alert_rows = conn.execute(
-                "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, "
-                "scorer, model_version, explanation, updated_ms FROM alerts WHERE dirty = 1 "
-                "ORDER BY updated_ms").fetchall()
+                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE dirty = 1 ORDER BY updated_ms"
+            ).fetchall()
             events, upto = self._new_events()
             self._finish_backfill(created_ms)
             done = [i for (i,) in conn.execute(

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from edge.alert_decisions import CloudDecisions
 from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
 from edge.degraded import StorageHealth
 from edge.desired_config import ConfigApplier, DeviceConfigPublisher, Knob
@@ -67,6 +68,10 @@ class Gateway:
                                    resolve_after=s.alerts.resolve_after,
                                    threshold=s.scoring.threshold)
         self.alerts.load(self.store.open_alerts())
+        # Acknowledgements and resolutions taken in the cloud console, applied here.
+        self.decisions = CloudDecisions(
+            self.store, self.alerts,
+            on_alerts=self.publisher.submit if s.alerts.publish else None)
         self.outbox = Outbox(self.store)
         self.metrics = GatewayMetrics(self.counters, self.gauges)
         self.health = DeviceTracker(s.ingest.skew_tolerance_ms)
@@ -106,6 +111,7 @@ class Gateway:
         """The cloud's desired state (every sync ack): config applied now, models rolled out."""
         self.config.on_desired(desired)
         self.rollout.on_desired(desired)
+        self.decisions.on_desired(desired)
         self.scenarios.on_desired(desired)
 
     def _set_threshold(self, value: ConfigValue) -> None:
@@ -136,7 +142,8 @@ class Gateway:
                             backlog=self.outbox.backlog(), rollout=self.rollout.reports(),
                             config_version=cfg.version,
                             config=None if cfg.version is None else cfg.applied,
-                            config_refused=cfg.refused)
+                            config_refused=cfg.refused,
+                            alert_decision=self.decisions.applied())
 
     def counters(self) -> Mapping[str, int]:
         """Committed store counters plus the in-memory ones, for /metrics."""
@@ -203,9 +210,13 @@ class Gateway:
             **self.ingest_status(),
         }
 
-    def ack_alert(self, alert_id: str) -> Alert:
-        """Acknowledge an alert locally (HTTP); stored, queued for sync and published."""
-        alert, changed = acknowledge_alert(self.alerts, self.store, alert_id, now_ms())
+    def ack_alert(self, alert_id: str, by: str = "api", comment: str = "") -> Alert:
+        """Acknowledge an alert locally (HTTP, panel); stored, queued for sync and published.
+
+        ``by`` and ``comment`` travel up with the alert (Alert.ack) to the cloud's review.
+        """
+        alert, changed = acknowledge_alert(self.alerts, self.store, alert_id, now_ms(),
+                                           by=by, comment=comment)
         if changed and self.settings.alerts.publish:
             self.publisher.submit([alert])
         return alert

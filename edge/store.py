@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.db import migrate
 from edge.validate import DeadLetter
-from shared.schemas import Alert, DeviceStatus
+from shared.schemas import Alert, AlertAck, DeviceStatus
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -207,16 +207,25 @@ class Store:
              for s, at in statuses])
 
     def upsert_alerts(self, alerts: Iterable[Alert]) -> None:
-        """Write alert versions and flag them for the next upload (dirty = 1)."""
+        """Write alert versions and flag them for the next upload (dirty = 1).
+
+        Last writer wins on updated_ms, as in the cloud: a version built before a newer one
+        was stored (a cloud decision applied meanwhile, say) is dropped.
+        """
         self.conn.executemany(
             "INSERT INTO alerts (alert_id, device, opened_ms, resolved_ms, severity, state, "
-            "score, scorer, model_version, explanation, updated_ms, dirty) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(alert_id) DO UPDATE SET "
+            "score, scorer, model_version, explanation, updated_ms, ack_by, ack_ms, "
+            "ack_comment, dirty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+            "ON CONFLICT(alert_id) DO UPDATE SET "
             "resolved_ms = excluded.resolved_ms, severity = excluded.severity, "
             "state = excluded.state, score = excluded.score, "
-            "explanation = excluded.explanation, updated_ms = excluded.updated_ms, dirty = 1",
+            "explanation = excluded.explanation, updated_ms = excluded.updated_ms, "
+            "ack_by = excluded.ack_by, ack_ms = excluded.ack_ms, "
+            "ack_comment = excluded.ack_comment, dirty = 1 "
+            "WHERE excluded.updated_ms >= alerts.updated_ms",
             [(a.alert_id, a.device, a.opened_ms, a.resolved_ms, a.severity, a.state, a.score,
-              a.scorer, a.model_version, json.dumps(a.explanation), a.updated_ms)
+              a.scorer, a.model_version, json.dumps(a.explanation), a.updated_ms,
+              *((a.ack.by, a.ack.at_ms, a.ack.comment) if a.ack else (None, None, None)))
              for a in alerts])
 
     def upsert_boots(self, rows: Sequence[BootRow]) -> None:
@@ -250,16 +259,13 @@ class Store:
     def open_alerts(self) -> list[Alert]:
         """Alerts not yet resolved, to resume tracking them after a restart."""
         rows = self.conn.execute(
-            "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-            "model_version, explanation, updated_ms FROM alerts WHERE state != 'resolved'")
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE state != 'resolved'")
         return [alert_from_row(r) for r in rows]
 
     def alert(self, alert_id: str) -> Alert | None:
         """The stored version of one alert, or None (local acknowledgement looks it up)."""
         row = self.conn.execute(
-            "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-            "model_version, explanation, updated_ms FROM alerts WHERE alert_id = ?",
-            (alert_id,)).fetchone()
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         return alert_from_row(row) if row is not None else None
 
     def add_alert_comment(self, alert_id: str, at_ms: int, author: str, comment: str) -> None:
@@ -297,11 +303,20 @@ class Store:
         return list(self.db.table("dead_letters").rows_where(order_by="id"))
 
 
+# Every column of an Alert, in alert_from_row's order (the first eleven name it without its
+# acknowledgement, as some listings select it).
+ALERT_COLUMNS = ("alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
+                 "model_version, explanation, updated_ms, ack_by, ack_ms, ack_comment")
+
+
 def alert_from_row(row: Sequence[Any]) -> Alert:
-    """An Alert from the alerts table's columns (without ``dirty``)."""
+    """An Alert from the alerts table's ALERT_COLUMNS (or the first eleven: no ack)."""
     (alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, model_version,
-     explanation, updated_ms) = row
+     explanation, updated_ms) = row[:11]
+    ack_by, ack_ms, ack_comment = (*row[11:14], None, None, None)[:3]
     return Alert(alert_id=alert_id, device=device, opened_ms=opened_ms, resolved_ms=resolved_ms,
                  severity=severity, state=state, score=score, scorer=scorer,
                  model_version=model_version, explanation=json.loads(explanation or "{}"),
-                 updated_ms=updated_ms)
+                 updated_ms=updated_ms,
+                 ack=None if ack_by is None else AlertAck(
+                     by=ack_by, at_ms=ack_ms, comment=ack_comment or ""))

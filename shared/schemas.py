@@ -157,6 +157,25 @@ class Reading(BaseModel):
 
 
 Severity = Literal["low", "medium", "high"]  # of an alert; the one definition both sides use
+ALERT_ID_PATTERN = "[0-9a-f-]{8,64}"
+MAX_ACTOR = 64
+MAX_ALERT_COMMENT = 2000
+# What an operator decides when resolving an alert (cloud review; sent down to the gateway).
+ReviewDecision = Literal["confirmed_failure", "false_positive", "needs_inspection"]
+Actor = Annotated[str, Field(min_length=1, max_length=MAX_ACTOR, pattern=anchored(TEXT_PATTERN),
+                             description="who: a user name or label, or panel / api")]
+AlertComment = Annotated[str, Field(max_length=MAX_ALERT_COMMENT, pattern=anchored(TEXT_PATTERN),
+                                    description="free text an operator wrote")]
+
+
+class AlertAck(BaseModel):
+    """An acknowledgement made on the gateway (panel or HTTP API), carried up with the alert."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: Actor
+    at_ms: EpochMs = Field(description="gateway clock when acknowledged")
+    comment: AlertComment = ""
 
 
 class Alert(BaseModel):
@@ -164,7 +183,7 @@ class Alert(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    alert_id: str = Field(pattern="^[0-9a-f-]{8,64}$", description="gateway-unique id")
+    alert_id: str = Field(pattern=anchored(ALERT_ID_PATTERN), description="gateway-unique id")
     device: DeviceId
     opened_ms: EpochMs
     resolved_ms: EpochMs | None = None
@@ -179,6 +198,9 @@ class Alert(BaseModel):
         description="what drove the score: metric -> share, and <metric>.<feature> -> share "
                     "(each kind sums to 1; shared.anomaly.explain)")
     updated_ms: EpochMs = Field(description="last state change, for last-writer-wins upserts")
+    ack: AlertAck | None = Field(
+        default=None, description="the acknowledgement made on the gateway, once made; null "
+                                  "if none (an acknowledgement from the cloud is not echoed)")
 
 
 class DeviceEvent(BaseModel):
@@ -306,6 +328,10 @@ class GatewayState(BaseModel):
     config_refused: dict[str, Annotated[str, Field(max_length=500)]] = Field(
         default_factory=dict, max_length=32,
         description="desired config values not applied, name -> reason")
+    alert_decision: int = Field(
+        default=0, ge=0, le=MAX_BATCH_SEQ,
+        description="id of the newest cloud alert decision applied (DesiredState.alert_decisions"
+                    " sends those after it)")
 
 
 class BackfillRequest(BaseModel):
@@ -316,6 +342,30 @@ class BackfillRequest(BaseModel):
     id: int = Field(ge=1, le=2**63 - 1, description="request id; reported back when done")
     since_ms: EpochMs = Field(description="inclusive start of the range (reading ts)")
     until_ms: EpochMs = Field(description="exclusive end of the range")
+
+
+MAX_ALERT_DECISIONS = 100
+
+
+class AlertDecision(BaseModel):
+    """An operator's review of an alert taken in the cloud, sent down to the alert's gateway."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int = Field(ge=1, le=MAX_BATCH_SEQ,
+                    description="the gateway's decision counter: 1, 2, ... in the order taken")
+    alert_id: str = Field(pattern=anchored(ALERT_ID_PATTERN))
+    action: Literal["acknowledge", "resolve"]
+    by: Actor
+    at_ms: EpochMs = Field(description="cloud clock when decided")
+    decision: ReviewDecision | None = Field(default=None, description="set by resolve only")
+    comment: AlertComment = ""
+
+    @model_validator(mode="after")
+    def _decided(self) -> AlertDecision:
+        if (self.action == "resolve") != (self.decision is not None):
+            raise ValueError("a resolve carries a decision, an acknowledge none")
+        return self
 
 
 # SIMULATION ONLY: scenarios a simulated device plays on request (simulator/faults.py).
@@ -372,6 +422,10 @@ class DesiredState(BaseModel):
                     "than the one running is accepted for these only")
     backfill: list[BackfillRequest] = Field(
         default_factory=list, description="time ranges to upload again, oldest first")
+    alert_decisions: list[AlertDecision] = Field(
+        default_factory=list, max_length=MAX_ALERT_DECISIONS,
+        description="cloud decisions on this gateway's alerts after the one its state reported "
+                    "applied (GatewayState.alert_decision), oldest first")
     scenarios: list[ScenarioRequest] = Field(
         default_factory=list, max_length=MAX_SCENARIOS,
         description="SIMULATION ONLY: scenario requests not yet reported done, oldest first; "

@@ -324,7 +324,8 @@ def test_desired_state_reported_state_and_device_events(conn: Conn) -> None:
     assert not gw["gw-2"].online
     assert gw["gw-1"].reported_state == {"config_version": 2, "models": {"motor": "if-6"},
                                          "software": None, "backlog": 5, "rollout": [],
-                                         "config": None, "config_refused": {}}
+                                         "config": None, "config_refused": {},
+                                         "alert_decision": 0}
     devices = {d.device: d for d in list_devices(conn).devices}
     conn.rollback()
     assert (devices["dev-1"].state, devices["dev-9"].state) == ("offline", "online")

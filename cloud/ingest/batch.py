@@ -26,7 +26,8 @@ from cloud.exceptions import (
 )
 from cloud.ingest.aggregates import devices_seen, upsert_aggregates
 from cloud.ingest.readings_writer import insert_readings
-from cloud.operations import scenarios
+from cloud.operations import alert_sync, scenarios
+from cloud.operations.alert_review import acknowledge_on_gateway
 from cloud.rollout.progress import desired_models, record_report
 from shared.batchcodec import DecodedBatch
 from shared.schemas import (
@@ -215,6 +216,10 @@ def _transaction(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: b
         else:
             ack = _stored_ack(conn, batch, gateway_id)
             ack.desired = desired_state(conn, gateway_id)
+        if ack.desired is not None:
+            # From the state this upload reports (a retry's too): what it applied decides
+            # which cloud alert decisions it still needs.
+            ack.desired.alert_decisions = alert_sync.exchange(conn, gateway_id, batch.state)
     return ack
 
 
@@ -222,6 +227,9 @@ def _apply(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -
     """Write a batch seen for the first time; its sync_batches row is already inserted."""
     # Alerts and device events first: they matter most, and they are small.
     upserted = _upsert_alerts(conn, batch.alerts, gateway_id)
+    for alert in sorted((a for a in batch.alerts if a.ack is not None),
+                        key=lambda a: a.alert_id):
+        acknowledge_on_gateway(conn, gateway_id, alert)  # once per alert, however re-sent
     for e in batch.events:
         conn.execute(_UPSERT_EVENT, {
             "device": e.device, "type": e.type, "gw": gateway_id, "state": e.state,

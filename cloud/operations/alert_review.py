@@ -3,6 +3,12 @@
 An alert's *condition* (``gateway_state``) is what its gateway reports and keeps overwriting;
 its *review* (``state``: open → acknowledged → resolved, with a decision) is the operators'
 and lives in ``alert_reviews``. Every review change is audited in the same transaction.
+
+Both sides review the same alert, and the review only moves forward (open → acknowledged →
+resolved): an acknowledgement made on the gateway arrives with the alert and acknowledges an
+open review (acknowledge_on_gateway, audited once however often the batch is re-sent), but
+never reopens or overrides one acknowledged or resolved in the cloud; reviews taken here are
+queued for the gateway (cloud.operations.alert_sync).
 """
 
 from __future__ import annotations
@@ -20,15 +26,15 @@ from pydantic import BaseModel, Field
 from cloud.access.users import Principal
 from cloud.db.pool import Conn
 from cloud.exceptions import BadCursorError, InvalidTransitionError, NotFoundError
-from cloud.operations import audit
-from shared.schemas import Severity
+from cloud.operations import alert_sync, audit
+from shared.schemas import MAX_ALERT_COMMENT, Alert, ReviewDecision, Severity
 
 log = logging.getLogger(__name__)
 
 ReviewState = Literal["open", "acknowledged", "resolved"]
-Decision = Literal["confirmed_failure", "false_positive", "needs_inspection"]
+Decision = ReviewDecision
 MAX_PAGE = 1000
-MAX_COMMENT = 2000
+MAX_COMMENT = MAX_ALERT_COMMENT  # the gateway keeps what the cloud takes
 
 _SELECT = (
     "SELECT a.gateway_id, a.alert_id, a.device_id, a.severity, a.state, a.opened_at,"
@@ -155,6 +161,8 @@ def acknowledge(
             " acknowledged_at, comment) VALUES (%s, %s, 'acknowledged', %s, now(), %s)",
             (gateway, alert_id, who.name, comment),
         )
+        alert_sync.queue_decision(conn, gateway, alert_id, action="acknowledge",
+                                  actor=who.name, comment=comment)
         after = get_alert(conn, gateway, alert_id)
         audit.record(
             conn, who.name, "alert.acknowledge", "alert", f"{gateway}/{alert_id}",
@@ -184,6 +192,8 @@ def resolve(
             {"gw": gateway, "id": alert_id, "who": who.name, "decision": decision,
              "comment": comment},
         )
+        alert_sync.queue_decision(conn, gateway, alert_id, action="resolve", actor=who.name,
+                                  decision=decision, comment=comment)
         after = get_alert(conn, gateway, alert_id)
         audit.record(
             conn, who.name, "alert.resolve", "alert", f"{gateway}/{alert_id}",
@@ -192,6 +202,47 @@ def resolve(
     log.info("alert %s/%s of device %s resolved by %s as %s", gateway, alert_id, after.device,
              who.name, decision)
     return after
+
+
+def acknowledge_on_gateway(conn: Conn, gateway: str, alert: Alert) -> bool:
+    """Take in an acknowledgement made on ``gateway`` (``alert.ack``); True the first time.
+
+    Inside the batch's transaction, after the alert is upserted. The first arrival is kept
+    and audited ("acknowledged on gateway …"); it acknowledges the review if that is still
+    open. Later arrivals (a retried batch, a newer version of the alert) change nothing.
+    """
+    ack = alert.ack
+    if ack is None:
+        return False
+    fresh = conn.execute(
+        "INSERT INTO alert_gateway_acks (gateway_id, alert_id, acked_by, acked_at, comment)"
+        " VALUES (%s, %s, %s, timestamptz 'epoch' + %s::bigint * interval '1 ms', %s)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        (gateway, alert.alert_id, ack.by, ack.at_ms, ack.comment)).fetchone()
+    if fresh is None:
+        return False
+    before = get_alert(conn, gateway, alert.alert_id, lock=True)
+    if before.state == "open":
+        conn.execute(
+            "INSERT INTO alert_reviews (gateway_id, alert_id, status, acknowledged_by,"
+            " acknowledged_at, comment) VALUES (%s, %s, 'acknowledged', %s,"
+            " timestamptz 'epoch' + %s::bigint * interval '1 ms', %s)",
+            (gateway, alert.alert_id, f"{ack.by} on gateway {gateway}", ack.at_ms,
+             ack.comment))
+    after = get_alert(conn, gateway, alert.alert_id)
+    summary = f"acknowledged on gateway {gateway} by {ack.by}"
+    if ack.comment:
+        summary += f": {ack.comment}"
+    if before.state != "open":
+        summary += f" (review already {before.state} in the cloud; left so)"
+    audit.record(
+        conn, f"{ack.by}@{gateway}", "alert.gateway_ack", "alert",
+        f"{gateway}/{alert.alert_id}", before=_review(before),
+        after={"summary": summary, **_review(after)}, device=after.device,
+    )
+    log.info("alert %s/%s of device %s acknowledged on the gateway by %s", gateway,
+             alert.alert_id, after.device, ack.by)
+    return True
 
 
 DECISION_COLUMNS = (

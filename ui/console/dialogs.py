@@ -135,7 +135,10 @@ def _value(value: object) -> str:
 
 def _change(entry: dict[str, Any]) -> str:
     """What an audit entry changed: every field it set, or each field's before → after."""
-    before, after = entry.get("before"), entry.get("after") or {}
+    before, after = entry.get("before"), dict(entry.get("after") or {})
+    summary = after.pop("summary", None)  # a sentence the change brought (gateway acks)
+    if summary is not None:
+        return f"{summary} · {_change({**entry, 'after': after})}"
     if before is None:
         return ", ".join(f"{k} {_value(v)}" for k, v in after.items() if v not in (None, ""))
     changed = [f"{k}: {_value(before.get(k))} → {_value(v)}"

@@ -8,14 +8,15 @@ from __future__ import annotations
 import csv
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.alert_decisions import KeptDecision
 from edge.model_registry import BUNDLE_SUFFIX
 from edge.retention import used_bytes
 from edge.service import Gateway
-from edge.store import alert_from_row, now_ms
+from edge.store import ALERT_COLUMNS, alert_from_row, now_ms
 from shared.schemas import Alert, RolloutReport
 from shared.sensors import PROFILES
 from ui.panel import series
@@ -71,10 +72,11 @@ def device_alerts(gw: Gateway, device_id: str, since_ms: int) -> list[Alert]:
 
 @dataclass(frozen=True, slots=True)
 class AlertRow:
-    """An alert with the comments operators left on it."""
+    """An alert with the comments operators left on it here and the cloud's decisions."""
 
     alert: Alert
     comments: list[tuple[int, str, str]]
+    decisions: list[KeptDecision] = field(default_factory=list)
 
 
 _ORDER = ("ORDER BY CASE state WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END, "
@@ -84,11 +86,13 @@ _ORDER = ("ORDER BY CASE state WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELS
 def alerts(gw: Gateway, limit: int = 200) -> list[AlertRow]:
     """Open alerts first, then acknowledged, then resolved; by severity, newest first."""
     rows = gw.store.conn.execute(
-        "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-        f"model_version, explanation, updated_ms FROM alerts {_ORDER} LIMIT ?", (limit,))
+        f"SELECT {ALERT_COLUMNS} FROM alerts {_ORDER} LIMIT ?", (limit,))
     found = [alert_from_row(r) for r in rows]
-    comments = gw.store.alert_comments([a.alert_id for a in found])
-    return [AlertRow(a, comments.get(a.alert_id, [])) for a in found]
+    ids = [a.alert_id for a in found]
+    comments = gw.store.alert_comments(ids)
+    decisions = gw.decisions.kept(ids)
+    return [AlertRow(a, comments.get(a.alert_id, []), decisions.get(a.alert_id, []))
+            for a in found]
 
 
 def sync(gw: Gateway) -> dict[str, Any]:

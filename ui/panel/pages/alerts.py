@@ -2,7 +2,9 @@
 
 An acknowledgement goes through the gateway's own path (edge.alert_lifecycle's
 acknowledge_alert via Gateway.ack_alert): stored, queued for sync and published exactly like
-``POST /api/alerts/<id>/ack``. The comment is kept in the gateway's database beside the alert.
+``POST /api/alerts/<id>/ack``; who and the comment go up with it to the cloud's review and
+audit trail. Decisions taken in the cloud console come back down (edge.alert_decisions) and
+are shown on the alert, marked "from cloud".
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from collections.abc import Callable
 from nicegui import ui
 from starlette.responses import RedirectResponse
 
+from edge.alert_decisions import KeptDecision
 from edge.alert_lifecycle import AlertNotFoundError, AlertResolvedError
 from edge.store import now_ms
+from shared.schemas import MAX_ACTOR, MAX_ALERT_COMMENT
 from ui.panel import snapshot, units
 from ui.panel.context import Panel
 from ui.panel.frame import frame, guard, still_signed_in
 
 log = logging.getLogger(__name__)
-MAX_COMMENT = 2000
+MAX_COMMENT = MAX_ALERT_COMMENT
 _SEVERITY_COLOR = {"high": "negative", "medium": "orange-8", "low": "amber-8"}
 _STATE_COLOR = {"open": "negative", "acknowledged": "primary", "resolved": "positive"}
 
@@ -32,10 +36,13 @@ def acknowledge(panel: Panel, alert_id: str, comment: str, author: str) -> str:
     """
     gw = panel.gateway
     before = gw.store.alert(alert_id)
-    alert = gw.ack_alert(alert_id)
+    who = author.strip()[:MAX_ACTOR] or "panel"
     text = comment.strip()[:MAX_COMMENT]
+    alert = gw.ack_alert(alert_id, by=who, comment=text)
     if text:
-        gw.store.add_alert_comment(alert_id, now_ms(), author.strip()[:64] or "panel", text)
+        # Every comment written here is kept here; the acknowledging one also went up with
+        # the alert (Alert.ack), a later one stays on this gateway.
+        gw.store.add_alert_comment(alert_id, now_ms(), who, text)
     already = before is not None and before.state == "acknowledged"
     log.info("panel: alert=%s acknowledged%s", alert.alert_id,
              " (again, comment added)" if already else "", extra={"device": alert.device})
@@ -101,9 +108,30 @@ def _card(row: snapshot.AlertRow, ask: Callable[[str, str], None]) -> None:
         ui.label("What drove it (the weight the detector gave each metric and feature):"
                  ).classes("text-body2")
         _explanation(a.explanation)
+        if a.ack is not None:  # its comment is among the comments below
+            ui.label(f"{units.clock(a.ack.at_ms)} acknowledged on this gateway by {a.ack.by}"
+                     ).classes("text-body2").mark("alert-ack")
         for at, who, text in row.comments:
             ui.label(f"{units.clock(at)} {who}: {text}").classes(
                 "text-body2 text-italic").mark("alert-comment")
+        for d in row.decisions:
+            ui.label(decision_text(d)).classes("text-body2 text-weight-medium").mark(
+                "alert-decision")
+
+
+def decision_text(d: KeptDecision) -> str:
+    """A cloud decision in one line, e.g. "from cloud: resolved by alice as false positive"."""
+    what = "acknowledged" if d.action == "acknowledge" else "resolved"
+    line = f"{units.clock(d.at_ms)} from cloud: {what} by {d.by}"
+    if d.decision:
+        line += f" as {d.decision.replace('_', ' ')}"
+    if d.comment:
+        line += f": {d.comment}"
+    if d.outcome == "unchanged":
+        line += f" (the alert was {what} here already)"
+    elif d.outcome == "unknown_alert":
+        line += " (this gateway no longer holds the alert)"
+    return line
 
 
 class _AckDialog:
@@ -115,7 +143,8 @@ class _AckDialog:
         self.alert_id = ""
         with ui.dialog() as self.dialog, ui.card().classes("w-[32rem]"):
             self.heading = ui.label().classes("text-h6")
-            self.comment = ui.textarea("Comment (kept on this gateway with the alert)").props(
+            self.comment = ui.textarea("Comment (kept here, and sent to the cloud with the "
+                                       "acknowledgement)").props(
                 f"maxlength={MAX_COMMENT} autogrow").classes("w-full").mark("ack-comment")
             self.author = ui.input("Your name (optional)").classes("w-full").mark("ack-author")
             with ui.row():
@@ -145,8 +174,9 @@ class _AckDialog:
         self.done()
 
 
-def _key(rows: list[snapshot.AlertRow]) -> list[tuple[str, int, int]]:
-    return [(r.alert.alert_id, r.alert.updated_ms, len(r.comments)) for r in rows]
+def _key(rows: list[snapshot.AlertRow]) -> list[tuple[str, int, int, int]]:
+    return [(r.alert.alert_id, r.alert.updated_ms, len(r.comments), len(r.decisions))
+            for r in rows]
 
 
 def register(panel: Panel) -> None:
@@ -158,7 +188,7 @@ def register(panel: Panel) -> None:
             return redirect
         with frame(panel, "Alerts"):
             summary = ui.label().mark("alerts-summary")
-            shown: dict[str, list[tuple[str, int, int]]] = {}
+            shown: dict[str, list[tuple[str, int, int, int]]] = {}
 
             @ui.refreshable
             def listing() -> None:
