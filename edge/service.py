@@ -33,6 +33,7 @@ from edge.rollout import ModelRollout
 from edge.score import ModelScorer, RuleScorer
 from edge.settings import GatewaySettings
 from edge.shadow import ObservedScorer
+from edge.site_ca import ensure_site_ca
 from edge.store import Store, now_ms
 from edge.sync import Uploader
 from shared.logs import bind_context
@@ -251,6 +252,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
             handled.append(sig)
     gw = gateway if gateway is not None else Gateway(settings)
     s = settings
+    # The site CA exists from the first start on (the panel offers its certificate).
+    ensure_site_ca(s.ca_dir, s.gateway_id)
     api = build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
                     degraded=lambda: gw.storage.reason,
                     devices=lambda: gw.health.report(gw.store))
