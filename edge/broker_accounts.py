@@ -78,8 +78,11 @@ class PasswordFile:
 
     def set(self, username: str, password: str) -> None:
         """Add or replace an account."""
-        if ":" in username or not username:
-            raise ValueError(f"username {username!r} must be non-empty and free of ':'")
+        # One account per line, split at the first ':' by mosquitto: nothing else is safe.
+        if not username or ":" in username or any(c.isspace() or not c.isprintable()
+                                                  for c in username):
+            raise ValueError(f"username {username!r} must be non-empty, without ':', spaces "
+                             "or control characters")
         entries = self.read()
         entries[username] = hash_password(password)
         self._write(entries)

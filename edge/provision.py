@@ -30,7 +30,7 @@ from edge.broker_config import (
     GATEWAY_PASSWD,
     gateway_acl,
 )
-from edge.settings import GatewaySettings
+from edge.settings import ConfigFileError, GatewaySettings
 from edge.site_ca import SiteCa, ensure_site_ca, issue_server_cert
 from edge.store import Store
 from shared import topics
@@ -116,8 +116,8 @@ class Provisioner:
         self.device_accounts.ensure()
         try:
             password = self.settings.mqtt.secret()
-        except OSError:
-            password = None
+        except ConfigFileError:
+            password = None  # first setup: the password file is written below
         if not password:
             password = new_password()
             write_secret(self.gateway_password_path, password + "\n")

@@ -64,7 +64,12 @@ class MqttSettings(_Section):
         if self.password:
             return self.password
         if self.password_file:
-            return Path(self.password_file).read_text().strip()
+            try:
+                return Path(self.password_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigFileError(
+                    f"mqtt.password_file {self.password_file}: {exc.strerror}; "
+                    "`smaint provision broker` writes it") from exc
         return None
 
 

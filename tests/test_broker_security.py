@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +23,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
-from edge.broker_accounts import check_password, hash_password
+from edge.broker_accounts import PasswordFile, check_password, hash_password
 from edge.broker_config import (
     PRODUCTION_BROKER_DIR,
     PRODUCTION_DATA_DIR,
@@ -345,7 +348,31 @@ def test_password_hashes_are_mosquittos_format() -> None:
     assert not check_password("other", hashed)
 
 
-def test_the_production_config_is_current_and_loads(tmp_path: Path) -> None:
+@given(users=st.dictionaries(st.text(min_size=1, max_size=20), st.text(max_size=40),
+                             max_size=5))
+@settings(max_examples=40, deadline=None)
+def test_password_files_keep_every_valid_account_and_refuse_the_rest(
+    users: dict[str, str]
+) -> None:
+    """Whatever the names: a valid one round-trips with its password, others are refused."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pf = PasswordFile(Path(tmp) / "x.passwd")
+        kept = {}
+        for user, password in users.items():
+            valid = ":" not in user and all(c.isprintable() and not c.isspace() for c in user)
+            if valid:
+                pf.set(user, password)
+                kept[user] = password
+            else:
+                with pytest.raises(ValueError, match="must be non-empty"):
+                    pf.set(user, password)
+        stored = pf.read()
+        assert set(stored) == set(kept)
+        for user, password in kept.items():
+            assert check_password(password, stored[user])
+
+
+def test_the_production_config_is_current() -> None:
     """mosquitto/production.conf is what `smaint provision broker-config` renders today."""
     shared = (REPO / "mosquitto" / "mosquitto.conf").read_text()
     want = production_config(shared, Listeners(PRODUCTION_BROKER_DIR), PRODUCTION_DATA_DIR)
