@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given, settings
@@ -36,7 +37,8 @@ from edge.broker_config import (
     Listeners,
     production_config,
 )
-from edge.settings import GatewaySettings
+from edge.mqtt_session import MqttSession, login_options
+from edge.settings import GatewaySettings, MqttSettings
 from edge.site_ca import ensure_site_ca
 from shared import topics
 from tests.fixtures.gateway import running_gateway
@@ -257,6 +259,23 @@ def test_tls_verifies_the_site_ca_and_refuses_another(
     with socket.create_connection((broker.host, broker.tls_port), timeout=10) as raw, \
             pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
         context.wrap_socket(raw, server_hostname=broker.host)
+
+
+async def test_the_gateways_mqtt_settings_connect_over_tls(broker: PrivateMosquitto) -> None:
+    """mqtt.username/password/tls_ca_file: the gateway's session over TLS, verified by CA."""
+    creds = broker.provision("sec-gw-tls")
+    section = MqttSettings(host=broker.host, port=broker.tls_port, username=creds.username,
+                           password=creds.password, tls_ca_file=str(broker.ca_file))
+    session = MqttSession(section.host, section.port, "sec-gw-tls", keepalive=10,
+                          queue_max=10, login=login_options(section))
+    async with session:
+        await session.subscribe([(topics.config("sec-gw-tls"), 1)])
+    wrong = MqttSettings(host=broker.host, port=broker.tls_port, username=creds.username,
+                         password="not-it", tls_ca_file=str(broker.ca_file))
+    with pytest.raises(aiomqtt.MqttError):
+        async with MqttSession(wrong.host, wrong.port, "sec-gw-tls", keepalive=10,
+                               queue_max=10, login=login_options(wrong)):
+            pass
 
 
 def test_an_oversize_publish_is_never_acknowledged(
