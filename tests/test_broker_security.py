@@ -175,8 +175,9 @@ def test_a_device_publishes_only_under_its_own_subtree(
 
 
 def test_a_device_reads_only_its_own_config_and_cannot_subscribe_to_everything(
-    broker: PrivateMosquitto, clients: list[Client]
+    fresh_broker: PrivateMosquitto, clients: list[Client]
 ) -> None:
+    broker = fresh_broker  # its retained configs must not reach other tests
     a = device(broker, clients, "sec-read-a")
     # Mosquitto 2.0 grants these subscriptions in the SUBACK but delivers nothing through
     # them that the ACL does not let this account read: what counts is what arrives.
@@ -212,10 +213,18 @@ def test_unknown_wrong_anonymous_and_revoked_clients_are_refused(
         assert not c.connected.is_set(), f"{what}: accepted"
         assert c.connack is not None, f"{what}: no CONNACK"
         assert c.connack.is_failure, f"{what}: {c.connack}"
+    bystander = device(broker, clients, "sec-bystander")
     dev = device(broker, clients, "sec-revoke")
+    broker.provision("sec-newcomer")  # adding an account reloads the broker too
     broker.revoke("sec-revoke")
     assert dev.disconnected.wait(10), "the revoked device is still connected"
     dev.mqtt.loop_stop()
+    # The reloads dropped nobody else: the bystander's next reading still goes through.
+    marker = (topics.telemetry("sec-bystander"), b"still-connected")
+    watch = watcher(broker, clients, "sec-watch-revoke")
+    bystander.publish(*marker).wait_for_publish(10)
+    assert watch.until(*marker)[-1][:2] == marker
+    assert not bystander.disconnected.is_set()
     again = Client("sec-revoke-again").open(broker.host, broker.tls_port, creds.username,
                                             creds.password, broker.ca_file)
     clients.append(again)
