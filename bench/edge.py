@@ -106,6 +106,16 @@ def encode_round_robin(devices: list[Device], per_device: int) -> list[tuple[str
 # -- publishing ------------------------------------------------------------------------------
 
 
+# The bench's publishers and subscribers log in as the devstack broker's fixture account; its
+# password reaches the child processes through this variable (set in ``run``).
+LOGIN_ENV = "SMAINT_BENCH_MQTT_LOGIN"
+
+
+def _login() -> tuple[str, str]:
+    user, _, password = os.environ[LOGIN_ENV].partition(":")
+    return user, password
+
+
 def _paho(port: int, client_id: str, clean: bool = True) -> Any:
     import paho.mqtt.client as mqtt  # noqa: PLC0415 - only the bench's helpers use paho
     from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
@@ -114,6 +124,7 @@ def _paho(port: int, client_id: str, clean: bool = True) -> Any:
                          clean_session=clean)
     client.max_inflight_messages_set(MAX_UNACKED)
     client.max_queued_messages_set(0)
+    client.username_pw_set(*_login())
     client.connect("127.0.0.1", port, keepalive=60)
     client.loop_start()
     return client
@@ -176,7 +187,9 @@ async def _subscribe_and_count(port: int, count: int, client_id: str) -> dict[st
 
     n = 0
     first = last = 0.0
-    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False) as c:
+    user, password = _login()
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False,
+                              username=user, password=password) as c:
         await c.subscribe([(TELEMETRY_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
         async for msg in c.messages:
             json.loads(msg.payload)
@@ -250,7 +263,7 @@ def edge_venv(python: str = sys.executable) -> Path:
 class GatewayProcess:
     """``python -m edge run`` in a subprocess, with its status page and memory figures."""
 
-    def __init__(self, workdir: Path, broker_port: int, models: Path,
+    def __init__(self, workdir: Path, gateway_mqtt: dict[str, str], models: Path,
                  profile: Path | None = None, python: str | Path = sys.executable) -> None:
         self.http_port = free_port()
         self.db = workdir / "gateway.db"
@@ -259,7 +272,7 @@ class GatewayProcess:
         main = workdir / "gateway_main.py"
         main.write_text(GATEWAY_MAIN)
         env = {"SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
-               "SMAINT_GATEWAY_MQTT__PORT": str(broker_port),
+               **gateway_mqtt,
                "SMAINT_GATEWAY_STORAGE__PATH": str(self.db),
                "SMAINT_GATEWAY_HTTP__PORT": str(self.http_port),
                "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(models),
@@ -432,6 +445,7 @@ def run(per_device: int, latency_s: float, rate: int, workdir: Path,
     trainer = train_models(models)
     python = Path(sys.executable) if dev_venv else edge_venv()
     with PrivateMosquitto(workdir / "mqtt") as broker:
+        os.environ[LOGIN_ENV] = ":".join(broker.fixture_login())
         create_session(broker.port, CEILING_ID)
         create_session(broker.port, GATEWAY_ID)
         messages = encode_round_robin(devices, per_device)
@@ -442,7 +456,7 @@ def run(per_device: int, latency_s: float, rate: int, workdir: Path,
         trained = json.loads(out.decode().strip().splitlines()[-1])
         ceiling = run_ceiling(broker.port, len(messages))
         drop_session(broker.port, CEILING_ID)
-        gw = GatewayProcess(workdir, broker.port, models, profile, python)
+        gw = GatewayProcess(workdir, broker.gateway_env(), models, profile, python)
         try:
             gw.wait_ready()
             drain = measure_drain(gw, len(messages))

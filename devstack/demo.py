@@ -44,6 +44,7 @@ from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from devstack.postgres import PrivatePostgres
 from devstack.process import ServiceNotReadyError, ServiceProcess
+from edge.settings import GatewaySettings
 from simulator.fleet import Fleet
 from ui.panel.auth import hash_password as panel_hash
 
@@ -134,9 +135,15 @@ class Demo:
         """Start broker, database, cloud, gateway and fleet, in data-flow order."""
         if self.train_models:
             self._start_training()
-        step("broker", "starting a private Mosquitto with mosquitto/mosquitto.conf")
-        self.broker = PrivateMosquitto(self.workdir / "mosquitto").start()
-        step("broker", f"mqtt://127.0.0.1:{self.broker.port}")
+        step("broker", "starting a private Mosquitto with mosquitto/mosquitto.conf, "
+             "accounts and TLS on")
+        # Device accounts are recorded in the gateway's database, as `smaint provision` does.
+        records = GatewaySettings(gateway_id=GATEWAY_ID,
+                                  storage={"path": str(self.workdir / "gateway.db")})
+        self.broker = PrivateMosquitto(self.workdir / "mosquitto", settings=records).start()
+        step("broker", f"gateway: mqtt://127.0.0.1:{self.broker.port} (its own account); "
+             f"devices: mqtts://127.0.0.1:{self.broker.tls_port} (site CA "
+             f"{self.broker.ca_file}, one account each)")
 
         step("cloud db", "initdb of a private PostgreSQL cluster")
         # Its own temp dir: the postgres user must be able to reach it, which a private work
@@ -187,8 +194,7 @@ class Demo:
         panel_password = secrets.token_urlsafe(9)
         self._start("gateway", ["-m", "smaint", "gateway", "run"], {
             "SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
-            "SMAINT_GATEWAY_MQTT__HOST": "127.0.0.1",
-            "SMAINT_GATEWAY_MQTT__PORT": str(self.broker.port),
+            **self.broker.gateway_env(),
             "SMAINT_GATEWAY_STORAGE__PATH": str(self.workdir / "gateway.db"),
             "SMAINT_GATEWAY_SYNC__CLOUD_URL": f"http://127.0.0.1:{self.cloud_port}",
             "SMAINT_GATEWAY_SYNC__TOKEN": token,
@@ -207,9 +213,11 @@ class Demo:
         if importlib.util.find_spec("nicegui") is not None:
             step("panel", f"http://127.0.0.1:{self.gateway_port}/ (password: {panel_password})")
 
+        # Each simulated node is provisioned like a real one (edge/provision.py) and logs in
+        # over TLS with its own account.
         self.fleet = Fleet(
-            host="127.0.0.1", port=self.broker.port, n_devices=self.devices,
-            rate_hz=self.rate_hz, profile="mix", seed=7,
+            host="127.0.0.1", port=self.broker.tls_port, n_devices=self.devices,
+            rate_hz=self.rate_hz, profile="mix", seed=7, login=self.broker.device_login,
         )
         self.fleet.start()
         step("devices", f"{self.devices} simulated ESP32 nodes at {self.rate_hz:g} readings/s each")

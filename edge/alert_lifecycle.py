@@ -21,9 +21,9 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiomqtt
 
@@ -233,8 +233,9 @@ class AlertPublisher:
     in SQLite and goes to the cloud regardless).
     """
 
-    def __init__(self, host: str, port: int, gateway_id: str, keepalive_s: int = 30,
-                 max_pending: int = 10_000) -> None:
+    def __init__(self, host: str, port: int, gateway_id: str, *, keepalive_s: int = 30,
+                 max_pending: int = 10_000, login: Mapping[str, Any] | None = None) -> None:
+        self.login = dict(login or {})
         self.host = host
         self.port = port
         self.gateway_id = gateway_id
@@ -266,7 +267,7 @@ class AlertPublisher:
 
     async def _session(self, stop: asyncio.Event) -> None:
         async with aiomqtt.Client(self.host, self.port, identifier=f"{self.gateway_id}-alerts",
-                                  keepalive=self.keepalive_s) as client:
+                                  keepalive=self.keepalive_s, **self.login) as client:
             await self._publish_loop(client, stop)
 
     async def _publish_loop(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 
@@ -120,7 +121,8 @@ class DeviceConfigPublisher:
 
     def __init__(self, host: str, port: int, gateway_id: str,
                  known: Callable[[], Iterable[str]], *, keepalive_s: int = 30,
-                 refresh_s: float = 10.0) -> None:
+                 refresh_s: float = 10.0, login: Mapping[str, Any] | None = None) -> None:
+        self.login = dict(login or {})
         self.host = host
         self.port = port
         self.gateway_id = gateway_id
@@ -162,7 +164,7 @@ class DeviceConfigPublisher:
 
     async def _session(self, stop: asyncio.Event) -> None:
         async with aiomqtt.Client(self.host, self.port, identifier=f"{self.gateway_id}-config",
-                                  keepalive=self.keepalive_s) as client:
+                                  keepalive=self.keepalive_s, **self.login) as client:
             while not stop.is_set():
                 self._wake.clear()
                 payload = self._payload

@@ -32,7 +32,7 @@ import aiomqtt
 
 from edge.degraded import StorageHealth, is_storage_failure
 from edge.metrics import GatewayMetrics
-from edge.mqtt_session import MqttSession, Received, keep_connected
+from edge.mqtt_session import MqttSession, Received, keep_connected, login_options
 from edge.pipeline import Pipeline
 from edge.retention import Retention
 from edge.settings import GatewaySettings
@@ -143,7 +143,8 @@ class Ingestor:
     async def _session(self, stop: asyncio.Event) -> None:
         s = self.settings
         session = MqttSession(s.mqtt.host, s.mqtt.port, s.gateway_id,
-                              keepalive=s.mqtt.keepalive_s, queue_max=s.ingest.queue_max)
+                              keepalive=s.mqtt.keepalive_s, queue_max=s.ingest.queue_max,
+                              login=login_options(s.mqtt))
         try:
             async with session:
                 self.queue_depth = session.depth

@@ -67,13 +67,33 @@ class _StoreCollector(Collector):
             yield gauge
 
 
+class _BrokerCollector(Collector):
+    """The broker's $SYS counters the gateway last read (edge/broker_stats.py)."""
+
+    def __init__(self, values: Callable[[], Mapping[str, float]],
+                 helps: Mapping[str, str]) -> None:
+        self._values = values
+        self._helps = helps
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, value in self._values().items():
+            # Gauges, not counters: the broker's own counts restart with the broker.
+            gauge = GaugeMetricFamily(f"smaint_broker_{name}", self._helps.get(name, name))
+            gauge.add_metric([], float(value))
+            yield gauge
+
+
 class GatewayMetrics:
     """The gateway's registry: store counters, live gauges and batch timing histograms."""
 
     def __init__(self, counters: Callable[[], Mapping[str, int]],
-                 gauges: Callable[[], Mapping[str, float]]) -> None:
+                 gauges: Callable[[], Mapping[str, float]],
+                 broker: Callable[[], Mapping[str, float]] | None = None,
+                 broker_help: Mapping[str, str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StoreCollector(counters, gauges))
+        if broker is not None:
+            self.registry.register(_BrokerCollector(broker, broker_help or {}))
         self.batch_seconds = Histogram(
             "smaint_gateway_batch_commit_seconds",
             "validate + score + store + commit time of one micro-batch",

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,31 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from edge.settings import MqttSettings
+
 log = logging.getLogger(__name__)
+
+
+def login_options(mqtt: MqttSettings) -> dict[str, Any]:
+    """aiomqtt.Client keyword arguments for the gateway's broker account and TLS settings."""
+    options: dict[str, Any] = {}
+    if mqtt.username:
+        options["username"] = mqtt.username
+        options["password"] = mqtt.secret()
+    if mqtt.tls_ca_file:
+        options["tls_params"] = aiomqtt.TLSParameters(ca_certs=mqtt.tls_ca_file)
+    return options
+
+
+def settle_disconnect(client: aiomqtt.Client) -> None:
+    """Retrieve a lost connection's error from aiomqtt's disconnect future (private).
+
+    ``client.messages`` raises on a disconnect but leaves the future's exception unread, and
+    asyncio then logs "Future exception was never retrieved" when it is collected.
+    """
+    disconnected = client._disconnected  # private: see the module docstring
+    if disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()
 
 
 class ArrivalQueue(asyncio.Queue[aiomqtt.Message]):
@@ -69,10 +93,10 @@ class MqttSession:
     """A persistent QoS 1 session whose messages are acknowledged by the caller, not paho."""
 
     def __init__(self, host: str, port: int, identifier: str, *, keepalive: int,
-                 queue_max: int) -> None:
+                 queue_max: int, login: Mapping[str, Any] | None = None) -> None:
         self.client = aiomqtt.Client(
             host, port, identifier=identifier, clean_session=False, keepalive=keepalive,
-            queue_type=ArrivalQueue, max_queued_incoming_messages=queue_max,
+            queue_type=ArrivalQueue, max_queued_incoming_messages=queue_max, **(login or {}),
         )
         # Private: no manual-ack option in aiomqtt; must be set before connecting.
         self.client._client.manual_ack_set(True)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
@@ -59,8 +60,9 @@ class ScenarioDesk:
     """Stores scenario requests and publishes each once (its own MQTT connection)."""
 
     def __init__(self, store: Store, gateway_id: str, *, enabled: bool, host: str, port: int,
-                 keepalive_s: int = 30) -> None:
+                 keepalive_s: int = 30, login: dict[str, Any] | None = None) -> None:
         self.store = store
+        self.login = login or {}  # the gateway's broker account (edge.mqtt_session)
         self.gateway_id = gateway_id
         self.enabled = enabled
         self.host, self.port, self.keepalive_s = host, port, keepalive_s
@@ -148,7 +150,7 @@ class ScenarioDesk:
     async def _session(self, stop: asyncio.Event) -> None:
         async with aiomqtt.Client(self.host, self.port,
                                   identifier=f"{self.gateway_id}-simulate",
-                                  keepalive=self.keepalive_s) as client:
+                                  keepalive=self.keepalive_s, **self.login) as client:
             while not stop.is_set():
                 self._wake.clear()
                 for req in self.waiting():

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from edge.alert_decisions import CloudDecisions
 from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
+from edge.broker_stats import SYS_TOPICS, BrokerStats
 from edge.degraded import StorageHealth
 from edge.desired_config import ConfigApplier, DeviceConfigPublisher, Knob
 from edge.device_tracking import DeviceTracker
@@ -24,6 +25,7 @@ from edge.http import EmbeddedServer, build_app, make_server
 from edge.ingest import Ingestor
 from edge.metrics import GatewayMetrics
 from edge.model_registry import ModelRegistry, load_trusted_keys
+from edge.mqtt_session import login_options
 from edge.ota import BundleDownloader
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
@@ -33,6 +35,7 @@ from edge.scenarios import ScenarioDesk
 from edge.score import ModelScorer, RuleScorer
 from edge.settings import GatewaySettings
 from edge.shadow import ObservedScorer
+from edge.site_ca import ensure_site_ca
 from edge.store import Store, now_ms
 from edge.sync import Uploader
 from shared.logs import bind_context
@@ -62,8 +65,9 @@ class Gateway:
                                     max_run_failures=s.rollout.max_run_failures)
         # The rollout sees every scored batch: shadow models score beside the current one.
         self.scorer = ObservedScorer(ModelScorer(self.models.get, self.fallback), self.rollout)
+        login = login_options(s.mqtt)
         self.publisher = AlertPublisher(s.mqtt.host, s.mqtt.port, s.gateway_id,
-                                        keepalive_s=s.mqtt.keepalive_s)
+                                        keepalive_s=s.mqtt.keepalive_s, login=login)
         self.alerts = AlertTracker(open_after=s.alerts.open_after,
                                    resolve_after=s.alerts.resolve_after,
                                    threshold=s.scoring.threshold)
@@ -73,7 +77,10 @@ class Gateway:
             self.store, self.alerts,
             on_alerts=self.publisher.submit if s.alerts.publish else None)
         self.outbox = Outbox(self.store)
-        self.metrics = GatewayMetrics(self.counters, self.gauges)
+        self.broker_stats = BrokerStats(s.mqtt.host, s.mqtt.port, s.gateway_id,
+                                        keepalive_s=s.mqtt.keepalive_s, login=login)
+        self.metrics = GatewayMetrics(self.counters, self.gauges, self.broker_stats.gauges,
+                                      dict(SYS_TOPICS.values()))
         self.health = DeviceTracker(s.ingest.skew_tolerance_ms)
         self.health.load(self.store.boots())
         self.storage = StorageHealth()
@@ -88,7 +95,8 @@ class Gateway:
                                  on_desired=self.on_desired)
         self.device_config = DeviceConfigPublisher(
             s.mqtt.host, s.mqtt.port, s.gateway_id,
-            lambda: [d["device"] for d in self.store.devices()], keepalive_s=s.mqtt.keepalive_s)
+            lambda: [d["device"] for d in self.store.devices()], keepalive_s=s.mqtt.keepalive_s,
+            login=login)
         # Settings the cloud may change at run time; their local values are the fallback.
         self.config = ConfigApplier(self.store, {
             "scoring.threshold": Knob(s.scoring.threshold, self._set_threshold),
@@ -102,7 +110,7 @@ class Gateway:
         # SIMULATION ONLY: scenario requests for simulated devices (off on a real plant).
         self.scenarios = ScenarioDesk(self.store, s.gateway_id, enabled=s.simulation.enabled,
                                       host=s.mqtt.host, port=s.mqtt.port,
-                                      keepalive_s=s.mqtt.keepalive_s)
+                                      keepalive_s=s.mqtt.keepalive_s, login=login)
         desired = self.outbox.desired()
         if desired is not None:  # back from a restart or an outage: catch up with it
             self.on_desired(desired)
@@ -261,6 +269,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
             handled.append(sig)
     gw = gateway if gateway is not None else Gateway(settings)
     s = settings
+    # The site CA exists from the first start on (the panel offers its certificate).
+    ensure_site_ca(s.ca_dir, s.gateway_id)
     api = build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
                     degraded=lambda: gw.storage.reason,
                     devices=lambda: gw.health.report(gw.store))
@@ -278,6 +288,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
         asyncio.create_task(gw.models.watch(stop, s.scoring.model_poll_s), name="models"),
         asyncio.create_task(gw.rollout.run(stop), name="rollout"),
         asyncio.create_task(gw.device_config.run(stop), name="device-config"),
+        asyncio.create_task(gw.broker_stats.run(stop), name="broker-stats"),
         asyncio.create_task(run_retention(gw.retention, stop, s.storage.retention_interval_s),
                             name="retention"),
     }

@@ -47,6 +47,30 @@ class MqttSettings(_Section):
     host: str = Field(default="127.0.0.1", description="MQTT broker host")
     port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port")
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
+    username: str = Field(
+        default="", description="the gateway's broker account; empty: connect without one")
+    password: str = Field(default="", description="the gateway account's password")
+    password_file: str = Field(
+        default="",
+        description="file holding the gateway account's password (`smaint provision broker` "
+                    "writes it); used when password is empty")
+    tls_ca_file: str = Field(
+        default="",
+        description="CA certificate to verify the broker with over TLS; empty: plain TCP "
+                    "(the loopback listener)")
+
+    def secret(self) -> str | None:
+        """The password to log in with: ``password``, else ``password_file``'s, else none."""
+        if self.password:
+            return self.password
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigFileError(
+                    f"mqtt.password_file {self.password_file}: {exc.strerror}; "
+                    "`smaint provision broker` writes it") from exc
+        return None
 
 
 class IngestSettings(_Section):
@@ -235,6 +259,35 @@ class SimulationSettings(_Section):
     )
 
 
+class BrokerSettings(_Section):
+    """The broker's accounts and TLS files, kept by the gateway (`smaint provision`)."""
+
+    dir: str = Field(
+        default="",
+        description="directory the broker reads its password files, ACLs and TLS files from; "
+                    "empty: 'broker' next to the database")
+    ca_dir: str = Field(
+        default="", description="directory of the site CA; empty: 'site-ca' next to the database")
+    pid_file: str = Field(
+        default="",
+        description="the broker's pid file, signalled to reload accounts; empty: "
+                    "mosquitto.pid in the broker directory")
+    reload: Literal["signal", "watcher"] = Field(
+        default="signal",
+        description="how account changes reach the broker: 'signal' sends it SIGHUP (same "
+                    "machine or pid namespace); 'watcher': the broker's container reloads "
+                    "itself when the account files change (deploy/mosquitto/run.sh)")
+    device_host: str = Field(
+        default="",
+        description="host name or address devices reach the broker at (provisioning files, "
+                    "broker certificate); empty: this machine's host name")
+    device_port: int = Field(default=8883, ge=1, le=65535,
+                             description="the broker's TLS listener for devices")
+    cert_names: list[str] = Field(
+        default_factory=list,
+        description="more names/addresses the broker certificate is valid for (JSON list)")
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway service needs; the defaults run the local demo as is."""
 
@@ -245,6 +298,7 @@ class GatewaySettings(BaseSettings):
         default="gw-demo", description="this gateway's id; also its fixed MQTT client id"
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
@@ -269,6 +323,25 @@ class GatewaySettings(BaseSettings):
         if self.panel.password_file:
             return Path(self.panel.password_file)
         return Path(self.storage.path).resolve().parent / "panel-password"
+
+    def _beside_db(self, name: str) -> Path:
+        return Path(self.storage.path).resolve().parent / name
+
+    @property
+    def broker_dir(self) -> Path:
+        """Where the broker's accounts, ACLs and TLS files are kept."""
+        return Path(self.broker.dir) if self.broker.dir else self._beside_db("broker")
+
+    @property
+    def ca_dir(self) -> Path:
+        """Where the site CA is kept."""
+        return Path(self.broker.ca_dir) if self.broker.ca_dir else self._beside_db("site-ca")
+
+    @property
+    def broker_pid_file(self) -> Path:
+        """The broker's pid file (signalled to reload accounts)."""
+        return Path(self.broker.pid_file) if self.broker.pid_file else (
+            self.broker_dir / "mosquitto.pid")
 
     @classmethod
     def settings_customise_sources(

@@ -8,10 +8,12 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.exceptions import SmaintError
 from simulator.faults import FAULT_KINDS
 from simulator.fleet import Fleet
+from simulator.provisioning import read_login
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed for repeatable runs")
     p.add_argument("--id-prefix", default="", help="prefix for device ids, e.g. 'lab1-'")
     p.add_argument("--threads", type=int, default=1, help="driver threads (default 1)")
+    p.add_argument(
+        "--provisioning-dir", type=Path, default=None,
+        help="directory of <device id>.json provisioning files (`smaint provision device ID "
+        "--out DIR/ID.json`): each device logs in with its own account, over TLS; use the "
+        "broker's device port (--port 8883)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -93,6 +100,8 @@ def main(argv: list[str]) -> int:
             source=args.source,
             id_prefix=args.id_prefix,
             threads=args.threads,
+            login=(lambda d: read_login(args.provisioning_dir, d))
+            if args.provisioning_dir else None,
         )
         for spec in args.fault:
             fleet.inject(spec.device, spec.kind, after_s=spec.after_s, seconds=spec.duration_s)

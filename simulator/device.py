@@ -50,6 +50,19 @@ SCENARIO_MAGNITUDE = {"spike": 1.5, "drift": 1.5, "stuck": 1.0, "noise": 1.5}
 _SEEN_REQUESTS = 64  # request ids remembered, so a redelivered request plays once
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerLogin:
+    """How a device logs in: its broker account and, for TLS, the CA to verify the broker with.
+
+    A real node reads these from its provisioning file (``smaint provision device``);
+    :func:`simulator.provisioning.read_login` reads the same file.
+    """
+
+    username: str
+    password: str
+    ca_file: str | None = None
+
+
 @dataclass(slots=True)
 class _SeqSet:
     """Acknowledged seqs of one boot, kept as 'all below n' plus stragglers: O(1) memory."""
@@ -87,8 +100,10 @@ class SimulatedDevice:
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         keepalive_s: int = 30,
         mark_simulated: bool | None = None,
+        login: BrokerLogin | None = None,
     ) -> None:
         self.device_id = device_id
+        self.login = login
         self.topic = topics.telemetry(device_id)  # validates the id against ID_PATTERN
         self.status_topic = topics.status(device_id)
         self.simulate_topic = topics.simulate(device_id)
@@ -132,6 +147,10 @@ class SimulatedDevice:
         # for status messages, and paho refuses (MQTT_ERR_QUEUE_SIZE) rather than grows.
         client.max_inflight_messages_set(self.max_inflight + STATUS_HEADROOM)
         client.max_queued_messages_set(self.max_inflight + STATUS_HEADROOM)
+        if self.login is not None:
+            client.username_pw_set(self.login.username, self.login.password)
+            if self.login.ca_file:
+                client.tls_set(ca_certs=self.login.ca_file)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

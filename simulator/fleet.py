@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from shared.sensors import PROFILES
-from simulator.device import DEFAULT_MAX_INFLIGHT, SimulatedDevice
+from simulator.device import DEFAULT_MAX_INFLIGHT, BrokerLogin, SimulatedDevice
 from simulator.exceptions import SimulatorError, UnknownDeviceError
 from simulator.faults import Fault, FaultInjector, FaultRecord, fault_kind
 from simulator.signals import SourceKind, make_source
@@ -182,7 +182,9 @@ class Fleet:
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         keepalive_s: int = 30,
         mark_simulated: bool | None = None,
+        login: Callable[[str], BrokerLogin] | None = None,
     ) -> None:
+        """``login`` gives each device id its broker account (None: connect without one)."""
         if n_devices < 1:
             raise SimulatorError("a fleet needs at least one device")
         if rate_hz <= 0:
@@ -209,6 +211,7 @@ class Fleet:
                     max_inflight=max_inflight,
                     keepalive_s=keepalive_s,
                     mark_simulated=mark_simulated,
+                    login=login(dev_id) if login is not None else None,
                 )
         ordered = list(self.devices.values())
         n_threads = max(1, min(threads, len(ordered)))

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("smaint.gateway",
                 "the edge gateway service (ingest, store, score, alert, sync, web panel)"),
     "panel": ("ui.panel.cli", "the gateway web panel's password (hash it, set it)"),
+    "provision": ("smaint.provision",
+                  "broker accounts, site CA and device provisioning files (on the gateway)"),
     "cloud": ("smaint.cloud", "the cloud API service, its web console and its administration"),
     "simulate": ("simulator.cli", "a fleet of simulated ESP32 sensor nodes"),
     "contract": ("smaint.contract", "write or check the wire contract's documents (docs/contract)"),

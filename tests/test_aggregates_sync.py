@@ -50,8 +50,8 @@ def values(dev: int, seq: int) -> dict[str, float]:
 class Devices:
     """Three devices, one reading per device second, in the past; what they published."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, broker: PrivateMosquitto) -> None:
+        self.broker = broker
         # Whole minutes, two hours back: all readings lie in the past, minutes line up.
         self.base_ms = (time.time_ns() // 1_000_000 - 7_200_000) // 60_000 * 60_000
         self.count: dict[Key, int] = defaultdict(int)
@@ -60,7 +60,7 @@ class Devices:
     def publish(self, seqs: range) -> int:
         """Publish ``seqs`` of every device at QoS 1 (each PUBACKed); how many messages."""
         n = 0
-        with Publisher("127.0.0.1", self.port, f"pub-{GATEWAY}-{seqs.start}") as pub:
+        with Publisher(self.broker, f"pub-{GATEWAY}-{seqs.start}") as pub:
             for seq in seqs:
                 for i, dev in enumerate(DEVICES):
                     ts = self.base_ms + seq * 1000
@@ -112,7 +112,7 @@ async def test_folded_readings_reach_the_cloud_every_minute_once(
                            {**os.environ, "SMAINT_CLOUD_LOGGING__LEVEL": "WARNING"},
                            tmp_path / "cloud.log", cloud_port)
     settings = GatewaySettings(
-        gateway_id=GATEWAY, mqtt={"port": fresh_broker.port}, http={"port": free_port()},
+        gateway_id=GATEWAY, mqtt=fresh_broker.gateway_mqtt(), http={"port": free_port()},
         # Small batches: the batch frozen when the cloud went away holds few readings, so
         # retention can fold the rest.
         sync={"cloud_url": f"http://127.0.0.1:{cloud_port}", "token": token, "interval_s": 0.2,
@@ -121,7 +121,7 @@ async def test_folded_readings_reach_the_cloud_every_minute_once(
         # The devices publish 20 minutes of readings in seconds: keep their timestamps as
         # published (no re-timing), so minutes compare one to one with what was published.
         ingest={"skew_tolerance_ms": 10**12})
-    devices = Devices(fresh_broker.port)
+    devices = Devices(fresh_broker)
     await asyncio.to_thread(cloud.start)
     try:
         async with running_gateway(settings) as gw:

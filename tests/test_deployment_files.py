@@ -148,9 +148,11 @@ def test_gateway_compose_uses_only_what_balena_supports() -> None:
             assert source in declared, f"{name}: {source} is a bind mount or undeclared volume"
     mounts = {v.split(":")[1] for s in services.values() for v in s.get("volumes", [])}
     # Persistent: the gateway's SQLite (and models, panel password, site CA), the broker's
-    # queue and its password/ACL/TLS files.
-    assert {"/data", "/mosquitto/data", "/mosquitto/secrets"} <= mounts
+    # queue and its password/ACL/TLS files, which the gateway writes and the broker reads.
+    assert {"/data", "/var/lib/mosquitto", "/var/lib/smaint/broker"} <= mounts
     assert services["gateway"]["depends_on"] == ["mosquitto"]
+    shared = {v for v in services["gateway"]["volumes"]} & set(services["mosquitto"]["volumes"])
+    assert shared == {"broker-secrets:/var/lib/smaint/broker"}
 
 
 def test_the_broker_runs_this_repository_s_production_config() -> None:
@@ -160,11 +162,18 @@ def test_the_broker_runs_this_repository_s_production_config() -> None:
     checks the image copies the folder it lives in and starts that file.
     """
     instructions = dockerfile_instructions(BROKER_DOCKERFILE)
-    assert copy_sources(BROKER_DOCKERFILE) == ["mosquitto/"]
+    assert copy_sources(BROKER_DOCKERFILE) == ["mosquitto/", "deploy/mosquitto/run.sh"]
     copies = [i.args.split() for i in instructions if i.keyword == "COPY"]
-    assert copies == [["mosquitto/", "/mosquitto/config/"]]
+    assert copies[0] == ["mosquitto/", "/mosquitto/config/"]
     cmd = next(i.args for i in instructions if i.keyword == "CMD")
-    assert "/mosquitto/config/production.conf" in cmd
+    script = REPO / "deploy" / "mosquitto" / "run.sh"
+    assert copies[1] == ["deploy/mosquitto/run.sh", cmd.strip('[]" ')]
+    # The script starts the production config and reloads when the account files change.
+    assert 'CONF=/mosquitto/config/production.conf' in script.read_text()
+    assert 'kill -HUP "$broker"' in script.read_text()
+    conf = (REPO / "mosquitto" / "production.conf").read_text()
+    assert "persistence_location /var/lib/mosquitto/" in conf
+    assert "password_file /var/lib/smaint/broker/devices.passwd" in conf
     compose = load_yaml(GATEWAY_COMPOSE)["services"]["mosquitto"]
     assert compose["build"]["dockerfile"] == "deploy/mosquitto/Dockerfile"
 
@@ -400,7 +409,10 @@ def test_the_gateway_starts_with_the_fleet_s_settings(monkeypatch: pytest.Monkey
     check_environment(GatewaySettings, GATEWAY_PREFIX, env, allowed={CONFIG_ENV})
     _with_environment(monkeypatch, env)
     settings = load_settings()
-    assert settings.mqtt.host == "mosquitto"
+    # The broker's gateway listener is on loopback: the gateway shares its network.
+    assert settings.mqtt.host == "127.0.0.1"
+    assert settings.broker.dir == "/var/lib/smaint/broker"
+    assert settings.broker.reload == "watcher"
     assert settings.storage.path == "/data/gateway.db"
     assert settings.storage.synchronous == "FULL"
     assert settings.http.host == "0.0.0.0"
@@ -412,7 +424,8 @@ def test_the_gateway_starts_with_the_fleet_s_settings(monkeypatch: pytest.Monkey
         "the gateway's own listener is for this compose network, not published")
     # The broker's healthcheck looks for a LISTEN socket on the port the gateway uses.
     assert f":{settings.mqtt.port:04X} " in compose["mosquitto"]["healthcheck"]["test"][-1]
-    assert compose["gateway"]["ports"] == [f"80:{settings.http.port}"]
+    assert compose["gateway"]["network_mode"] == "service:mosquitto"
+    assert f"80:{settings.http.port}" in broker_ports
     assert f"{settings.http.port}/healthz" in compose["gateway"]["healthcheck"]["test"][-1]
 
 

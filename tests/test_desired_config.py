@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import httpx
@@ -30,6 +31,12 @@ from tests.fixtures.gateway import ingest_through_pipeline
 GW = "gw-1"
 CONFIG = f"/api/v1/gateways/{GW}/config"
 CONFIG_TOPICS = f"{topics.ROOT}/dev/+/config"
+
+
+def fixture(broker: PrivateMosquitto) -> dict[str, Any]:
+    """aiomqtt login of the devstack broker's fixture account."""
+    username, password = broker.fixture_login()
+    return {"username": username, "password": password}
 
 
 def settings(biz: Biz, tmp: Path) -> GatewaySettings:
@@ -192,8 +199,7 @@ async def test_sample_interval_is_published_as_each_devices_retained_config(
     biz: Biz, tmp_path: Path, gateways: list[Gateway], broker: PrivateMosquitto
 ) -> None:
     s = settings(biz, tmp_path).model_copy(update={"mqtt": settings(biz, tmp_path).mqtt
-                                                   .model_copy(update={"host": broker.host,
-                                                                       "port": broker.port})})
+                                                   .model_copy(update=broker.gateway_mqtt())})
     gw = Gateway(s)
     gateways.append(gw)
     gw.device_config.refresh_s = 0.05  # devices that appear later are looked up this often
@@ -201,7 +207,8 @@ async def test_sample_interval_is_published_as_each_devices_retained_config(
     stop = asyncio.Event()
     publisher = asyncio.create_task(gw.device_config.run(stop))
     want = encode(DeviceConfig(v=1, interval_ms=5000))  # as the firmware's parser reads it
-    async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-watch") as watch:
+    async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-watch",
+                              **fixture(broker)) as watch:
         await watch.subscribe(CONFIG_TOPICS, qos=1)
         put = biz.send("PUT", "admin", CONFIG, {"devices.interval_ms": 5000})
         assert put.status_code == 200, put.text
@@ -217,7 +224,8 @@ async def test_sample_interval_is_published_as_each_devices_retained_config(
         await configs_until(watch, seen, {"cfg-dev-b"}, payload=want)
 
         # Retained: a subscriber that comes later gets every device's config from the broker.
-        async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-late") as late:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-late",
+                                  **fixture(broker)) as late:
             await late.subscribe(CONFIG_TOPICS, qos=1)
             retained: dict[str, aiomqtt.Message] = {}
             await configs_until(late, retained, {"cfg-dev-a", "cfg-dev-b", "sync-dev"},
@@ -237,7 +245,8 @@ async def test_sample_interval_is_published_as_each_devices_retained_config(
 
     # Nothing retained any more: a new subscriber's first message is a marker sent after its
     # subscription, not a stored config (the broker sends retained ones right on subscribing).
-    async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-after") as after:
+    async with aiomqtt.Client(broker.host, broker.port, identifier="cfg-after",
+                              **fixture(broker)) as after:
         await after.subscribe(CONFIG_TOPICS, qos=1)
         await after.publish(topics.config("cfg-marker"), b"marker", qos=1)
         first = await anext(after.messages)

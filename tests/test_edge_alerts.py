@@ -27,14 +27,15 @@ DEVICE = "al-motor-1"
 class AlertListener:
     """A paho subscriber on the gateway's alert topic (QoS 1), collecting parsed Alerts."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, broker: PrivateMosquitto) -> None:
         self.alerts: queue.Queue[Alert] = queue.Queue()
         subscribed = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="al-listener")
         self._client.on_message = lambda _c, _u, msg: self.alerts.put(
             Alert.model_validate_json(msg.payload))
         self._client.on_subscribe = lambda *_: subscribed.set()
-        self._client.connect("127.0.0.1", port)
+        self._client.username_pw_set(*broker.fixture_login())
+        self._client.connect(broker.host, broker.port)
         self._client.loop_start()
         self._client.subscribe(topics.alerts(GATEWAY), qos=1)
         assert subscribed.wait(10), "no SUBACK from the broker"
@@ -73,16 +74,16 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
 ) -> None:
     db = tmp_path / "gw.db"
     settings = GatewaySettings(
-        gateway_id=GATEWAY, mqtt={"port": broker.port}, storage={"path": str(db)},
+        gateway_id=GATEWAY, mqtt=broker.gateway_mqtt(), storage={"path": str(db)},
         http={"port": free_port()},
         scoring={"models_dir": str(tmp_path / "models"), "warmup": 4},
         alerts={"open_after": 2, "resolve_after": 2})
     # Normal, a run of three 150 °C spikes (opens after two), then normal again (resolves).
     temps = [60.0 + 0.1 * (s % 5) for s in range(12)] + [150.0] * 3 + [60.2] * 4
-    listener = AlertListener(broker.port)
+    listener = AlertListener(broker)
     try:
         async with running_gateway(settings) as gw:
-            with Publisher("127.0.0.1", broker.port, "pub-alerts") as pub:
+            with Publisher(broker, "pub-alerts") as pub:
                 def send(seqs: range) -> None:
                     for s in seqs:
                         pub.publish(topics.telemetry(DEVICE), reading(s, temps[s]))
@@ -132,7 +133,7 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
 
 async def test_ack_route_refuses_get(broker: PrivateMosquitto, tmp_path: Path) -> None:
     settings = GatewaySettings(
-        gateway_id="gw-alerts-get", mqtt={"port": broker.port},
+        gateway_id="gw-alerts-get", mqtt=broker.gateway_mqtt(),
         storage={"path": str(tmp_path / "gw.db")}, http={"port": free_port()})
     async with running_gateway(settings) as gw:
         resp = await gw.http.get(f"{gw.base_url}/api/alerts/0000dead/ack")

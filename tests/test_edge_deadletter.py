@@ -31,7 +31,7 @@ async def test_bad_messages_are_dead_lettered_and_the_gateway_keeps_running(
 ) -> None:
     db = tmp_path / "gw.db"
     settings = GatewaySettings(
-        gateway_id="gw-deadletter", mqtt={"port": broker.port}, storage={"path": str(db)},
+        gateway_id="gw-deadletter", mqtt=broker.gateway_mqtt(), storage={"path": str(db)},
         http={"port": free_port()})
     dev = "dl-motor-1"
     topic = topics.telemetry(dev)
@@ -45,7 +45,7 @@ async def test_bad_messages_are_dead_lettered_and_the_gateway_keeps_running(
          "outside the physical range", "metrics.temperature_c"),
     ]
     async with running_gateway(settings) as gw:
-        with Publisher("127.0.0.1", broker.port, "pub-deadletter") as pub:
+        with Publisher(broker, "pub-deadletter") as pub:
             for payload, _, _ in bad:
                 await asyncio.to_thread(pub.publish, topic, payload)
             for seq in range(10, 15):
@@ -76,11 +76,11 @@ async def test_status_endpoint_reports_the_contract_keys(
     broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
     settings = GatewaySettings(
-        gateway_id="gw-statuskeys", mqtt={"port": broker.port},
+        gateway_id="gw-statuskeys", mqtt=broker.gateway_mqtt(),
         storage={"path": str(tmp_path / "gw.db")}, http={"port": free_port()})
     async with running_gateway(settings) as gw:
         status = await gw.status()
-        with Publisher("127.0.0.1", broker.port, "pub-statuskeys") as pub:
+        with Publisher(broker, "pub-statuskeys") as pub:
             online = {"v": 1, "device": "sk-dev", "boot": "0123abcd", "state": "online",
                       "ts_ms": 0, "type": "motor", "fw": "1.0.0"}
             await asyncio.to_thread(pub.publish, topics.status("sk-dev"), json.dumps(online))

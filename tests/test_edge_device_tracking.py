@@ -130,11 +130,12 @@ async def test_devices_endpoint_shows_online_offline_last_seen_rate_and_gaps(
     # A broker of its own: the fleet's retained status messages must not reach other tests.
     broker = fresh_broker
     settings = GatewaySettings(
-        gateway_id="gw-devhealth", mqtt={"port": broker.port},
+        gateway_id="gw-devhealth", mqtt=broker.gateway_mqtt(),
         storage={"path": str(tmp_path / "gw.db")}, http={"port": free_port()})
     async with running_gateway(settings) as gw:
         fleet = Fleet(broker.host, broker.port, n_devices=2, rate_hz=20, profile="motor",
-                      seed=7, id_prefix="dh-")
+                      seed=7, id_prefix="dh-",
+                      login=broker.fixture_device_login)
         await asyncio.to_thread(fleet.start)
         try:
             await gw.wait_status(lambda s: s["stored"] >= 20)
@@ -142,7 +143,7 @@ async def test_devices_endpoint_shows_online_offline_last_seen_rate_and_gaps(
             await gw.wait_status(lambda s: s["statuses"] >= 3)
         finally:
             await asyncio.to_thread(fleet.stop)
-        with Publisher("127.0.0.1", broker.port, "pub-devhealth") as pub:
+        with Publisher(broker, "pub-devhealth") as pub:
             # seqs 0 and 5 of a new device: 4 readings never arrived.
             for seq in (0, 5):
                 await asyncio.to_thread(pub.publish, topics.telemetry("dh-gappy"),
@@ -165,7 +166,7 @@ async def test_a_full_disk_degrades_the_gateway_visibly_and_it_recovers(
 ) -> None:
     db = tmp_path / "gw.db"
     settings = GatewaySettings(
-        gateway_id="gw-diskfull", mqtt={"port": broker.port},
+        gateway_id="gw-diskfull", mqtt=broker.gateway_mqtt(),
         storage={"path": str(db), "degraded_retry_s": 0.2}, http={"port": free_port()})
     gateway = Gateway(settings)
     stop = asyncio.Event()
@@ -174,7 +175,7 @@ async def test_a_full_disk_degrades_the_gateway_visibly_and_it_recovers(
     topic = topics.telemetry(dev)
     try:
         async with _client(settings, task, stop) as gw:
-            with Publisher("127.0.0.1", broker.port, "pub-diskfull") as pub:
+            with Publisher(broker, "pub-diskfull") as pub:
                 await asyncio.to_thread(pub.publish, topic, telemetry(dev, 0))
                 await gw.wait_status(lambda s: s["stored"] >= 1)
                 # A real SQLITE_FULL: the database may not grow by a single page any more.

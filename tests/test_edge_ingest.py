@@ -33,7 +33,7 @@ def reading(device: str, seq: int, boot: str = "0badc0de") -> str:
 def settings_for(broker: PrivateMosquitto, gateway_id: str, db: Path) -> GatewaySettings:
     """Gateway settings for one test: own id, own database, free HTTP port, no sync."""
     return GatewaySettings(
-        gateway_id=gateway_id, mqtt={"port": broker.port}, storage={"path": str(db)},
+        gateway_id=gateway_id, mqtt=broker.gateway_mqtt(), storage={"path": str(db)},
         http={"port": free_port()})
 
 
@@ -59,7 +59,7 @@ async def test_readings_from_several_devices_are_stored_exactly_once(
     devices = ["ing-a", "ing-b", "ing-c"]
     msgs = [(topics.telemetry(d), reading(d, seq)) for seq in range(40) for d in devices]
     async with running_gateway(settings_for(broker, "gw-ingest-once", db)) as gw:
-        with Publisher("127.0.0.1", broker.port, "pub-ingest-once") as pub:
+        with Publisher(broker, "pub-ingest-once") as pub:
             await publish_all(pub, msgs)
         status = await gw.wait_status(lambda s: s["received"] >= len(msgs))
     assert status["stored"] == len(msgs)
@@ -80,7 +80,7 @@ async def test_a_redelivered_reading_is_dropped_and_counted(
     db = tmp_path / "gw.db"
     dev = "ing-dup"
     async with running_gateway(settings_for(broker, "gw-ingest-dup", db)) as gw:
-        with Publisher("127.0.0.1", broker.port, "pub-ingest-dup") as pub:
+        with Publisher(broker, "pub-ingest-dup") as pub:
             await publish_all(pub, [(topics.telemetry(dev), reading(dev, 1)),
                                     (topics.telemetry(dev), reading(dev, 2))])
             await gw.wait_status(lambda s: s["stored"] >= 2)
@@ -101,7 +101,7 @@ async def test_messages_published_while_the_gateway_is_down_arrive_after_restart
     db = tmp_path / "gw.db"
     dev = "ing-offline"
     settings = settings_for(fresh_broker, "gw-ingest-restart", db)
-    with Publisher("127.0.0.1", fresh_broker.port, "pub-ingest-restart") as pub:
+    with Publisher(fresh_broker, "pub-ingest-restart") as pub:
         async with running_gateway(settings) as gw:
             await publish_all(pub, [(topics.telemetry(dev), reading(dev, s)) for s in range(5)])
             await gw.wait_status(lambda s: s["stored"] >= 5)
@@ -125,7 +125,7 @@ async def test_gateway_reconnects_when_the_broker_restarts(
         await gw.wait_status(lambda s: not s["mqtt_connected"])
         await asyncio.to_thread(fresh_broker.start)
         await gw.wait_status(lambda s: s["mqtt_connected"], timeout_s=15)
-        with Publisher("127.0.0.1", fresh_broker.port, "pub-ingest-reconnect") as pub:
+        with Publisher(fresh_broker, "pub-ingest-reconnect") as pub:
             await publish_all(pub, [(topics.telemetry(dev), reading(dev, s)) for s in range(10)])
         status = await gw.wait_status(lambda s: s["stored"] >= 10)
     assert status["duplicates"] == 0
@@ -139,7 +139,7 @@ async def test_each_committed_batch_logs_its_stage_timings(
     dev = "ing-stages"
     msgs = [(topics.telemetry(dev), reading(dev, s)) for s in range(25)]
     async with running_gateway(settings_for(broker, "gw-ingest-stages", tmp_path / "gw.db")) as gw:
-        with Publisher("127.0.0.1", broker.port, "pub-ingest-stages") as pub:
+        with Publisher(broker, "pub-ingest-stages") as pub:
             await publish_all(pub, msgs)
         await gw.wait_status(lambda s: s["stored"] >= len(msgs))
     batches = [json.loads(r.getMessage()) for r in caplog.records
@@ -168,18 +168,18 @@ async def test_the_session_redelivers_exactly_the_messages_it_did_not_ack(
 
     def session() -> MqttSession:
         return MqttSession("127.0.0.1", fresh_broker.port, "gw-ingest-ack", keepalive=30,
-                           queue_max=100)
+                           queue_max=100, login=fresh_broker.gateway_login())
 
     async with session() as s:
         await s.subscribe([(topic, 1)])
-        with Publisher("127.0.0.1", fresh_broker.port, "pub-ingest-ack") as pub:
+        with Publisher(fresh_broker, "pub-ingest-ack") as pub:
             await publish_all(pub, [(topic, "first"), (topic, "second")])
         first, second = await _take(s, stop), await _take(s, stop)
         assert (first.payload, second.payload) == (b"first", b"second")
         s.ack(first)  # "second" stays unacked, as if the gateway died before its commit
     async with session() as s:
         await s.subscribe([(topic, 1)])
-        with Publisher("127.0.0.1", fresh_broker.port, "pub-ingest-ack") as pub:
+        with Publisher(fresh_broker, "pub-ingest-ack") as pub:
             await publish_all(pub, [(topic, "marker")])
         again = [await _take(s, stop), await _take(s, stop)]
         for m in again:

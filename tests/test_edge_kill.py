@@ -33,7 +33,7 @@ def gateway_service(broker: PrivateMosquitto, db: Path, log: Path) -> ServicePro
     http_port = free_port()
     env = {**os.environ,
            "SMAINT_GATEWAY_GATEWAY_ID": "gw-kill",
-           "SMAINT_GATEWAY_MQTT__PORT": str(broker.port),
+           **broker.gateway_env(),
            "SMAINT_GATEWAY_STORAGE__PATH": str(db),
            "SMAINT_GATEWAY_HTTP__PORT": str(http_port),
            "SMAINT_GATEWAY_SYNC__TOKEN": ""}
@@ -76,7 +76,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(
     with gateway_process(fresh_broker, tmp_path) as gw:
         gw.start()  # the persistent session exists before the first reading is published
         fleet = Fleet(fresh_broker.host, fresh_broker.port, n_devices=20, rate_hz=40,
-                      profile="mix", seed=seed, id_prefix=PREFIX, threads=2)
+                      profile="mix", seed=seed, id_prefix=PREFIX, threads=2,
+                      login=fresh_broker.fixture_device_login)
         with fleet:
             for _ in range(KILLS):
                 time.sleep(rng.uniform(0.3, 1.5))

@@ -169,7 +169,7 @@ def test_no_budget_means_no_retention(filled: Store) -> None:
 
 def _budget_settings(broker: PrivateMosquitto, db: Path) -> GatewaySettings:
     return GatewaySettings(
-        gateway_id="gw-retention-live", mqtt={"port": broker.port},
+        gateway_id="gw-retention-live", mqtt=broker.gateway_mqtt(),
         storage={"path": str(db), "max_mb": 0.2, "retention_interval_s": 0.1},
         http={"port": free_port()})
 
@@ -184,7 +184,7 @@ async def test_a_running_gateway_reports_its_retention_drops(
         for s in range(3000)]
 
     def publish() -> None:
-        with Publisher("127.0.0.1", broker.port, "pub-retention-live") as pub:
+        with Publisher(broker, "pub-retention-live") as pub:
             for topic, body in msgs:
                 pub.publish(topic, body)
 

@@ -219,7 +219,7 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
     db, models = tmp_path / "gw.db", tmp_path / "models"
     models.mkdir()
     settings_ = GatewaySettings(
-        gateway_id="gw-scoring", mqtt={"port": broker.port}, storage={"path": str(db)},
+        gateway_id="gw-scoring", mqtt=broker.gateway_mqtt(), storage={"path": str(db)},
         http={"port": free_port()},
         scoring={"models_dir": str(models), "trusted_keys": [public_key_text(key.public_key())],
                  "model_poll_s": 0.1, "warmup": 4})
@@ -239,7 +239,7 @@ async def test_statistical_fallback_until_a_signed_model_is_installed_then_onnx_
 
     caplog.set_level(logging.INFO, logger="edge.model_registry")
     async with running_gateway(settings_) as gw:
-        with Publisher("127.0.0.1", broker.port, "pub-scoring") as pub:
+        with Publisher(broker, "pub-scoring") as pub:
             # 1. No model for motor: the rules score (after their warm-up).
             await publish(pub, 30)
             await gw.wait_status(lambda s: s["stored"] >= 30)

@@ -76,17 +76,17 @@ def test_every_reading_once_through_outages_and_kills(
     logs = tmp_path / "services.log"  # both services; its path is in any failure message
     cloud = ServiceProcess([sys.executable, "-m", "cloud", "serve", "--port", str(cloud_port),
                      "--dsn", pg_dsn], base, logs, cloud_port)
-    gw_env = {**base, "SMAINT_GATEWAY_SYNC__TOKEN": token,
+    gw_env = {**base, **fresh_broker.gateway_env(), "SMAINT_GATEWAY_SYNC__TOKEN": token,
               "SMAINT_GATEWAY_SYNC__INTERVAL_S": "0.2", "SMAINT_GATEWAY_SYNC__RETRY_MAX_S": "0.5",
               "SMAINT_GATEWAY_SYNC__RETRY_ATTEMPTS": "3", "SMAINT_GATEWAY_SYNC__TIMEOUT_S": "10",
               "SMAINT_GATEWAY_SYNC__BATCH_MAX": "3000", "SMAINT_GATEWAY_SYNC__BACKLOG_MAX": "3000"}
     gateway = ServiceProcess([sys.executable, "-m", "edge", "run", "--gateway-id", GATEWAY,
-                       "--mqtt-port", str(fresh_broker.port), "--db", str(tmp_path / "gw.db"),
+                       "--db", str(tmp_path / "gw.db"),
                        "--cloud-url", f"http://127.0.0.1:{cloud_port}",
                        "--http-port", str(gw_port), "--log-level", "WARNING"],
                       gw_env, logs, gw_port)
     fleet = Fleet("127.0.0.1", fresh_broker.port, n_devices=6, rate_hz=150, seed=3,
-                  id_prefix="flt-")
+                  id_prefix="flt-", login=fresh_broker.fixture_device_login)
     stopped = False
     try:
         cloud.start()

@@ -22,7 +22,7 @@ async def test_gateway_stores_every_buffered_reading_of_two_nodes_across_an_outa
 ) -> None:
     db = tmp_path / "gw.db"
     settings = GatewaySettings(
-        gateway_id="gw-firmware", mqtt={"port": fresh_broker.port}, storage={"path": str(db)},
+        gateway_id="gw-firmware", mqtt=fresh_broker.gateway_mqtt(), storage={"path": str(db)},
         http={"port": free_port()})
     async with running_gateway(settings) as gw:
         nodes = [

@@ -133,6 +133,7 @@ def test_retained_config_applied_and_bad_config_rejected(
     """A retained config changes rate and metrics at run time; a bad one is refused."""
     device = "fw-node-cfg"
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cfg-publisher")
+    pub.username_pw_set(*fresh_broker.fixture_login())
     pub.connect(fresh_broker.host, fresh_broker.port)
     pub.loop_start()
     try:

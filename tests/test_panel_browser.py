@@ -63,7 +63,7 @@ def stack(broker: PrivateMosquitto, tmp_path_factory: pytest.TempPathFactory
     (work / "models" / "motor.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
     gw = ServiceProcess(["-m", "smaint", "gateway", "run"], env={
         "SMAINT_GATEWAY_GATEWAY_ID": "gw-browser",
-        "SMAINT_GATEWAY_MQTT__PORT": str(broker.port),
+        **broker.gateway_env(),
         "SMAINT_GATEWAY_STORAGE__PATH": str(work / "gateway.db"),
         "SMAINT_GATEWAY_HTTP__PORT": str(port),
         "SMAINT_GATEWAY_PANEL__PASSWORD_HASH": hash_password(PASSWORD),
@@ -85,7 +85,8 @@ def stack(broker: PrivateMosquitto, tmp_path_factory: pytest.TempPathFactory
             return False
 
     fleet = Fleet(broker.host, broker.port, n_devices=2, rate_hz=10, profile="motor", seed=5,
-                  id_prefix="pb-")
+                  id_prefix="pb-",
+                  login=broker.fixture_device_login)
     try:
         wait_until(subscribed, 30, "the gateway's broker session")
         fleet.start()

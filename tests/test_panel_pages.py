@@ -14,6 +14,7 @@ import pytest
 from nicegui import ui
 
 from edge.service import Gateway
+from edge.site_ca import ensure_site_ca
 from shared.bundle import public_key_text
 from shared.schemas import DesiredState
 from tests.fixtures.panel import (
@@ -173,6 +174,22 @@ async def test_sync_models_and_health_pages_show_the_gateways_state(gw: Gateway)
         await user.should_see("smaint/v1/dev/x/telemetry: not JSON")
         await user.should_see("13 / 12 (0 redeliveries dropped; status messages count as "
                               "received)")
+
+
+async def test_the_site_ca_certificate_is_linked_from_health_and_downloadable(
+        gw: Gateway) -> None:
+    async with panel_user(panel(gw)) as user:
+        missing = await user.http_client.get("/site-ca.crt")
+        assert missing.status_code == 404  # no CA yet: the gateway makes it at its start
+        ca = ensure_site_ca(gw.settings.ca_dir, gw.settings.gateway_id)
+        # Public like any CA certificate: no sign-in needed to fetch it.
+        got = await user.http_client.get("/site-ca.crt")
+        assert got.status_code == 200
+        assert got.content == ca.cert_path.read_bytes()
+        assert b"PRIVATE KEY" not in got.content
+        await sign_in(user)
+        await user.open("/health")
+        await user.should_see(marker="health-site-ca")
 
 
 async def test_an_expired_session_cannot_acknowledge(gw: Gateway) -> None:

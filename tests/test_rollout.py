@@ -70,7 +70,7 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         values = motor_series(sum(self.device.encode()), 100_000)
-        with Publisher(self.broker.host, self.broker.port, f"feed-{self.device}") as pub:
+        with Publisher(self.broker, f"feed-{self.device}") as pub:
             for seq, (temp, vib, cur) in enumerate(values):
                 if self.done.wait(0.01):
                     return
@@ -141,7 +141,7 @@ def gateway_settings(tmp: Path, gid: str, broker: PrivateMosquitto, cloud: Cloud
     models.mkdir(parents=True)
     (models / "motor.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
     return GatewaySettings(
-        gateway_id=gid, mqtt={"host": broker.host, "port": broker.port},
+        gateway_id=gid, mqtt=broker.gateway_mqtt(),
         storage={"path": str(tmp / gid / "gw.db")}, http={"port": free_port()},
         sync={"cloud_url": cloud.url, "token": cloud.tokens[gid], "interval_s": 0.2},
         scoring={"models_dir": str(models), "model_poll_s": 0.5,

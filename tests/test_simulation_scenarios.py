@@ -113,6 +113,7 @@ def publish_raw(broker: PrivateMosquitto, topic: str, payloads: list[bytes]) -> 
     """Publish ``payloads`` on ``topic`` at QoS 1 (waits for each PUBACK), as a gateway would."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}",
                          protocol=MQTTProtocolVersion.MQTTv311)
+    client.username_pw_set(*broker.fixture_login())
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
@@ -126,7 +127,7 @@ def publish_raw(broker: PrivateMosquitto, topic: str, payloads: list[bytes]) -> 
 def test_a_simulated_device_plays_a_request_once_and_marks_its_readings_only_when_told(
         broker: PrivateMosquitto, telemetry: Collector) -> None:
     fleet = Fleet(broker.host, broker.port, 2, 20.0, "motor", seed=3, id_prefix="scn-sim-",
-                  source="synthetic")
+                  source="synthetic", login=broker.fixture_device_login)
     marked, plain = sorted(fleet.devices)
     fleet.devices[marked].mark_simulated = True  # what the lead turns on with Telemetry.sim
     with fleet:
@@ -178,7 +179,7 @@ def gateway_settings(broker: PrivateMosquitto, tmp_path: Path, gateway_id: str, 
                      simulation: bool, token: str = "") -> GatewaySettings:
     """A gateway on the test broker (its own HTTP port); no cloud unless ``token``."""
     return GatewaySettings(
-        gateway_id=gateway_id, mqtt={"host": broker.host, "port": broker.port},
+        gateway_id=gateway_id, mqtt=broker.gateway_mqtt(),
         storage={"path": str(tmp_path / "gw.db")}, http={"port": free_port()},
         alerts={"publish": False}, simulation={"enabled": simulation},
         sync={"cloud_url": "http://cloud", "token": token, "retry_attempts": 3,
@@ -204,7 +205,8 @@ async def test_a_spike_requested_on_the_panel_reaches_the_simulated_device(
     settings = gateway_settings(broker, tmp_path, "gw-scn-panel", simulation=True)
     gw = Gateway(settings)
     fleet = Fleet(broker.host, broker.port, 1, 20.0, "motor", seed=5, id_prefix="scn-panel-",
-                  source="synthetic", mark_simulated=True)
+                  source="synthetic", mark_simulated=True,
+                  login=broker.fixture_device_login)
     (device,) = fleet.devices
     try:
         async with running(gw, settings):
@@ -306,7 +308,8 @@ async def test_a_console_request_travels_cloud_sync_gateway_mqtt_device_once(
             httpx.AsyncClient(transport=link, base_url="http://cloud"),
             state=gw.actual_state, on_desired=gw.on_desired)
         fleet = Fleet(broker.host, broker.port, 1, 20.0, "motor", seed=9, id_prefix="scn-cloud-",
-                      source="synthetic", mark_simulated=True)
+                      source="synthetic", mark_simulated=True,
+                  login=broker.fixture_device_login)
         (device,) = fleet.devices
         path = f"/api/v1/devices/{device}/scenarios"
         try:

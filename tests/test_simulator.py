@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,6 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from devstack.mosquitto import PrivateMosquitto
+from edge.provision import write_provisioning
 from shared import topics
 from shared.codec import decode_status, decode_telemetry
 from shared.sensors import PROFILES, SensorProfile, profile
@@ -46,6 +48,7 @@ class Collector:
         )
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.username_pw_set(*broker.fixture_login())
         self.client.connect(broker.host, broker.port)
         self.client.subscribe(f"{topics.ROOT}/dev/+/{channel}", qos=1)
         self.client.loop_start()
@@ -86,7 +89,8 @@ def test_every_message_decodes_and_published_equals_received(
 ) -> None:
     sub = Collector(broker, "t-dec-", "telemetry")
     collectors.append(sub)
-    fleet = Fleet(broker.host, broker.port, 6, 50.0, "mix", seed=1, id_prefix="t-dec-")
+    fleet = Fleet(broker.host, broker.port, 6, 50.0, "mix", seed=1, id_prefix="t-dec-",
+                  login=broker.fixture_device_login)
     fleet.start()
     wait_until(lambda: fleet.published > 200, 15, "the fleet publishing")
     stats = fleet.stop()
@@ -114,7 +118,8 @@ def test_every_message_decodes_and_published_equals_received(
 def test_status_online_retained_then_will_on_crash_and_offline_on_stop(
     broker: PrivateMosquitto, collectors: list[Collector]
 ) -> None:
-    fleet = Fleet(broker.host, broker.port, 2, 20.0, "motor", seed=2, id_prefix="t-st-")
+    fleet = Fleet(broker.host, broker.port, 2, 20.0, "motor", seed=2, id_prefix="t-st-",
+                  login=broker.fixture_device_login)
     fleet.start()
     boots = {d.device_id: d.boot for d in fleet.devices.values()}
     crashed, survivor = list(fleet.devices)
@@ -153,7 +158,8 @@ def test_status_online_retained_then_will_on_crash_and_offline_on_stop(
 
 
 def test_fleet_reconnects_after_broker_restart(fresh_broker: PrivateMosquitto) -> None:
-    fleet = Fleet(fresh_broker.host, fresh_broker.port, 2, 50.0, "mill", seed=6).start()
+    fleet = Fleet(fresh_broker.host, fresh_broker.port, 2, 50.0, "mill", seed=6,
+                  login=fresh_broker.fixture_device_login).start()
     try:
         wait_until(lambda: fleet.published > 0, 10, "the fleet publishing")
         fresh_broker.restart()
@@ -166,9 +172,14 @@ def test_fleet_reconnects_after_broker_restart(fresh_broker: PrivateMosquitto) -
 
 
 def test_cli_runs_and_prints_summary(
-    broker: PrivateMosquitto, capsys: pytest.CaptureFixture[str]
+    broker: PrivateMosquitto, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    argv = ["--port", str(broker.port), "--devices", "3", "--rate", "20", "--seconds", "1.2"]
+    # Each device logs in over TLS with its own provisioning file, as a real node does.
+    for n in (1, 2, 3):
+        device = f"t-cli-turbofan-{n:03d}"
+        write_provisioning(tmp_path / f"{device}.json", broker.provision(device))
+    argv = ["--port", str(broker.tls_port), "--provisioning-dir", str(tmp_path)]
+    argv += ["--devices", "3", "--rate", "20", "--seconds", "1.2"]
     argv += ["--id-prefix", "t-cli-", "--profile", "turbofan", "--seed", "3"]
     argv += ["--fault", "t-cli-turbofan-002:drift:0.2:0.5"]
     assert cli.main(argv) == 0

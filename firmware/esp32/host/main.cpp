@@ -2,6 +2,8 @@
 //
 //   virtual-esp32 --host 127.0.0.1 --port 1883 --device motor-01 --type motor --rate-hz 10
 //     --seconds 30 --ring-size 512 [--csv data.csv]
+//   virtual-esp32 --provision motor-01.json ...   (the file `smaint provision device` writes:
+//     broker URI, credentials, CA certificate; options after it override it)
 //
 // Prints one JSON line of counters per --stats-ms (event "stats") and a final one (event
 // "done") on stdout; diagnostics go to stderr. Exit status 0 when the outbox was drained,
@@ -13,7 +15,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <memory>
 #include <optional>
 #include <random>
@@ -23,6 +27,7 @@
 #include "mosquitto_link.hpp"
 #include "sensors.hpp"
 #include "smaint/backoff.hpp"
+#include "smaint/json_reader.hpp"
 #include "smaint/json_writer.hpp"
 #include "smaint/node.hpp"
 #include "smaint/telemetry.hpp"
@@ -60,7 +65,64 @@ void usage() {
       "                     [--rate-hz R] [--seconds S] [--ring-size N] [--csv FILE]\n"
       "                     [--max-in-flight N] [--boot HEX] [--sync-after-ms MS (-1: never)]\n"
       "                     [--drain-seconds S] [--backoff-base-ms MS] [--backoff-max-ms MS]\n"
-      "                     [--stats-ms MS] [--username U] [--password P] [--cafile PEM] [--seed N]\n";
+      "                     [--stats-ms MS] [--username U] [--password P] [--cafile PEM] [--seed N]\n"
+      "                     [--provision FILE]\n";
+}
+
+// Reads the provisioning JSON a real node reads (firmware/esp32/src/hw/provisioning.cpp):
+// device, type, mqtt_uri (mqtts://host:port or mqtt://host:port), mqtt_username,
+// mqtt_password, ca_pem. libmosquitto takes the CA from a file, so ca_pem is written beside.
+bool load_provision(const std::string& path, Args& a, std::string& error) {
+  std::ifstream in(path);
+  if (!in) {
+    error = "cannot read " + path;
+    return false;
+  }
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const smaint::JsonParseResult r = smaint::parse_json(buf.str());
+  if (!r.ok || r.value.kind != smaint::JsonValue::Kind::Object) {
+    error = path + ": not a JSON object (" + r.error + ")";
+    return false;
+  }
+  auto text = [&](const char* key, std::string& out) {
+    const smaint::JsonValue* v = r.value.find(key);
+    if (v != nullptr && v->kind == smaint::JsonValue::Kind::String) out = v->text;
+  };
+  std::string uri, ca_pem;
+  text("device", a.device);
+  text("type", a.type);
+  text("mqtt_uri", uri);
+  text("mqtt_username", a.username);
+  text("mqtt_password", a.password);
+  text("ca_pem", ca_pem);
+  const bool tls = uri.rfind("mqtts://", 0) == 0;
+  if (!tls && uri.rfind("mqtt://", 0) != 0) {
+    error = path + ": mqtt_uri must start with mqtts:// (or mqtt:// in a lab)";
+    return false;
+  }
+  const std::string rest = uri.substr(tls ? 8 : 7);
+  const std::size_t colon = rest.rfind(':');
+  a.host = rest.substr(0, colon);
+  a.port = colon == std::string::npos ? (tls ? 8883 : 1883) : std::atoi(rest.c_str() + colon + 1);
+  if (a.host.empty() || a.port < 1 || a.port > 65535) {
+    error = path + ": bad host or port in mqtt_uri " + uri;
+    return false;
+  }
+  if (tls) {
+    if (ca_pem.empty()) {
+      error = path + ": ca_pem is required for mqtts://";
+      return false;
+    }
+    a.cafile = path + ".ca.pem";
+    std::ofstream out(a.cafile, std::ios::trunc);
+    out << ca_pem;
+    if (!out) {
+      error = "cannot write " + a.cafile;
+      return false;
+    }
+  }
+  return true;
 }
 
 bool parse_number(const char* s, double& out) {
@@ -106,6 +168,13 @@ std::optional<Args> parse_args(int argc, char** argv) {
     else if (flag == "--username") a.username = val;
     else if (flag == "--password") a.password = val;
     else if (flag == "--cafile") a.cafile = val;
+    else if (flag == "--provision") {
+      std::string error;
+      if (!load_provision(val, a, error)) {
+        std::cerr << "virtual-esp32: --provision: " << error << "\n";
+        return std::nullopt;
+      }
+    }
     else if (flag == "--seed") { if (!need_num(0, 1e15)) return std::nullopt; a.seed = static_cast<std::uint64_t>(num); }
     else {
       std::cerr << "virtual-esp32: unknown option " << flag << "\n";

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from nicegui import ui
-from starlette.responses import RedirectResponse
+from nicegui import app, ui
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from edge.site_ca import CA_CERT
 from ui.panel import snapshot, units
 from ui.panel.context import Panel
 from ui.panel.frame import frame, guard
@@ -12,7 +13,17 @@ from ui.panel.pages.sync import fact
 
 
 def register(panel: Panel) -> None:
-    """Add the Health page at /health."""
+    """Add the Health page at /health, and the site CA certificate at /site-ca.crt."""
+
+    @app.get("/site-ca.crt")
+    def site_ca() -> Response:
+        # Public, like any CA certificate: devices and browsers verify the broker with it.
+        path = panel.gateway.settings.ca_dir / CA_CERT
+        if not path.is_file():
+            return PlainTextResponse("no site CA yet: it is made when the gateway starts "
+                                     "(or by `smaint provision broker`)", status_code=404)
+        return Response(path.read_bytes(), media_type="application/x-pem-file", headers={
+            "Content-Disposition": f'attachment; filename="{CA_CERT}"'})
 
     @ui.page("/health", title=f"Health · {panel.gateway.settings.gateway_id}")
     def health_page() -> RedirectResponse | None:
@@ -56,6 +67,9 @@ def register(panel: Panel) -> None:
                          f"{r.get('aggregated', 0)} unsynced folded into per-minute rows",
                          "health-retention")
                     fact("Uptime", units.duration(h["uptime_s"]), "health-uptime")
+                    ui.label("Site CA")
+                    ui.link("site-ca.crt (devices verify the broker with it)",
+                            "/site-ca.crt").mark("health-site-ca")
                 ui.label(f"Dead letters: {h['dead_letters']}").classes("text-h6 q-mt-md").mark(
                     "health-dead-count")
                 if not h["latest_dead_letters"]:
