@@ -111,5 +111,10 @@ def decode_scenario(payload: bytes, topic_device: str | None = None) -> Scenario
 
 
 def encode(msg: Telemetry | DeviceStatus | DeviceConfig | ScenarioRequest) -> bytes:
-    """Serialise a device message exactly as a device would send it (compact JSON)."""
-    return msg.model_dump_json(exclude_none=True).encode()
+    """Serialise a device message exactly as a device would send it (compact JSON).
+
+    ``sim`` is left out unless set: the firmware never sends it, and a simulated device's
+    normal samples must be byte for byte what the firmware sends.
+    """
+    leave_out = {"sim"} if isinstance(msg, Telemetry) and not msg.sim else None
+    return msg.model_dump_json(exclude_none=True, exclude=leave_out).encode()

@@ -41,7 +41,7 @@ def telemetry(draw: st.DrawFn) -> Telemetry:
         boot=draw(st.from_regex(r"[0-9a-f]{8,32}", fullmatch=True)),
         seq=draw(st.integers(0, 2**32 - 1)), ts_ms=draw(st.integers(0, 2**53)),
         uptime_ms=draw(st.integers(0, 2**53)), synced=draw(st.booleans()), type=prof.name,
-        metrics=metrics,
+        metrics=metrics, sim=draw(st.booleans()),
     )
 
 
@@ -91,6 +91,23 @@ def test_a_valid_reading_with_one_field_replaced_raises_only_decode_error(
 @given(telemetry())
 def test_valid_telemetry_round_trips(msg: Telemetry) -> None:
     assert decode_telemetry(encode(msg), topic_device=msg.device) == msg
+
+
+def test_sim_is_sent_only_when_set_and_only_as_a_boolean() -> None:
+    """A normal sample encodes without ``sim`` (the firmware's bytes); a simulated one says
+    ``"sim":true``; a device sending it as a string is refused naming the field."""
+    normal = decode_telemetry(json.dumps(valid_dict(1)).encode(), topic_device=DEVICE)
+    assert normal.sim is False
+    assert b"sim" not in encode(normal)
+    injected = decode_telemetry(json.dumps({**valid_dict(2), "sim": True}).encode())
+    assert injected.sim is True
+    assert encode(injected).endswith(b',"sim":true}')
+    try:
+        decode_telemetry(json.dumps({**valid_dict(3), "sim": "true"}).encode())
+    except DecodeError as exc:
+        assert exc.field == "sim"
+    else:
+        raise AssertionError("sim as a string was accepted")
 
 
 mutated = st.one_of(
