@@ -32,15 +32,20 @@ COUNTERS = (
     "retention_dead_letters_dropped",
     # SIMULATED scenarios for simulated devices (edge/scenarios.py)
     "scenarios_published", "scenarios_refused",
+    "manual_entries",  # measurements and notes entered on the panel (edge/manual.py)
 )
 
 ReadingKey = tuple[str, str, int]
 # device, boot, seq, type, ts_ms, device_ts_ms, received_ms, metrics JSON, score, scorer,
-# model_version, anomalous, time_source: the column order of READING_COLUMNS.
+# model_version, anomalous, time_source, origin, note: the column order of READING_COLUMNS.
 ReadingRow = tuple[str, str, int, str, int, int | None, int, str, float | None, str,
-                   str | None, int, str]
+                   str | None, int, str, str, str | None]
 READING_COLUMNS = ("device", "boot", "seq", "type", "ts_ms", "device_ts_ms", "received_ms",
-                   "metrics", "score", "scorer", "model_version", "anomalous", "time_source")
+                   "metrics", "score", "scorer", "model_version", "anomalous", "time_source",
+                   "origin", "note")
+# The alerts table's columns alert_from_row reads, in its order (``dirty`` is sync's own).
+ALERT_COLUMNS = ("alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
+                 "model_version, explanation, updated_ms, simulated")
 # device, boot, first_seq, last_seq, n (distinct seqs stored), first_seen_ms, last_seen_ms,
 # device_epoch_ms, gateway_epoch_ms: one row of device_boots (see edge/health.py, edge/timing.py).
 BootRow = tuple[str, str, int, int, int, int, int, int | None, int | None]
@@ -210,13 +215,14 @@ class Store:
         """Write alert versions and flag them for the next upload (dirty = 1)."""
         self.conn.executemany(
             "INSERT INTO alerts (alert_id, device, opened_ms, resolved_ms, severity, state, "
-            "score, scorer, model_version, explanation, updated_ms, dirty) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(alert_id) DO UPDATE SET "
+            "score, scorer, model_version, explanation, updated_ms, simulated, dirty) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(alert_id) DO UPDATE SET "
             "resolved_ms = excluded.resolved_ms, severity = excluded.severity, "
             "state = excluded.state, score = excluded.score, "
             "explanation = excluded.explanation, updated_ms = excluded.updated_ms, dirty = 1",
             [(a.alert_id, a.device, a.opened_ms, a.resolved_ms, a.severity, a.state, a.score,
-              a.scorer, a.model_version, json.dumps(a.explanation), a.updated_ms)
+              a.scorer, a.model_version, json.dumps(a.explanation), a.updated_ms,
+              int(a.simulated))
              for a in alerts])
 
     def upsert_boots(self, rows: Sequence[BootRow]) -> None:
@@ -250,15 +256,13 @@ class Store:
     def open_alerts(self) -> list[Alert]:
         """Alerts not yet resolved, to resume tracking them after a restart."""
         rows = self.conn.execute(
-            "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-            "model_version, explanation, updated_ms FROM alerts WHERE state != 'resolved'")
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE state != 'resolved'")
         return [alert_from_row(r) for r in rows]
 
     def alert(self, alert_id: str) -> Alert | None:
         """The stored version of one alert, or None (local acknowledgement looks it up)."""
         row = self.conn.execute(
-            "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-            "model_version, explanation, updated_ms FROM alerts WHERE alert_id = ?",
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?",
             (alert_id,)).fetchone()
         return alert_from_row(row) if row is not None else None
 
@@ -300,8 +304,8 @@ class Store:
 def alert_from_row(row: Sequence[Any]) -> Alert:
     """An Alert from the alerts table's columns (without ``dirty``)."""
     (alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, model_version,
-     explanation, updated_ms) = row
+     explanation, updated_ms, simulated) = row
     return Alert(alert_id=alert_id, device=device, opened_ms=opened_ms, resolved_ms=resolved_ms,
                  severity=severity, state=state, score=score, scorer=scorer,
                  model_version=model_version, explanation=json.loads(explanation or "{}"),
-                 updated_ms=updated_ms)
+                 updated_ms=updated_ms, simulated=bool(simulated))

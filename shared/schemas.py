@@ -36,6 +36,10 @@ MAX_MODEL_VERSION = 64
 MAX_BATCH_SEQ = 2**63 - 1
 MAX_READINGS = 50_000
 MAX_NOTE = 1000  # an inspection note: a few sentences, not a report
+# The boot id of a device's manual entries (edge/manual.py numbers them 0, 1, ... in it), so a
+# manual reading's identity (device, boot, seq) never meets a sensor's: the decoder refuses it
+# from a device, whose firmware draws 16 random hex digits at boot anyway.
+MANUAL_BOOT = "00000000000000000000000000000000"
 
 
 def anchored(pattern: str) -> str:

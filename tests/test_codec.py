@@ -18,7 +18,7 @@ from edge.validate import Incoming
 from shared import topics
 from shared.codec import decode_status, decode_telemetry, encode
 from shared.exceptions import DecodeError
-from shared.schemas import Telemetry
+from shared.schemas import MANUAL_BOOT, Telemetry
 from shared.sensors import PROFILES
 
 DEVICE = "prop-dev"
@@ -38,7 +38,8 @@ def telemetry(draw: st.DrawFn) -> Telemetry:
     metrics = {n: draw(st.floats(prof.metric(n).low, prof.metric(n).high)) for n in names}
     return Telemetry(
         v=1, device=draw(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)),
-        boot=draw(st.from_regex(r"[0-9a-f]{8,32}", fullmatch=True)),
+        boot=draw(st.from_regex(r"[0-9a-f]{8,32}", fullmatch=True).filter(
+            lambda b: b != MANUAL_BOOT)),
         seq=draw(st.integers(0, 2**32 - 1)), ts_ms=draw(st.integers(0, 2**53)),
         uptime_ms=draw(st.integers(0, 2**53)), synced=draw(st.booleans()), type=prof.name,
         metrics=metrics, sim=draw(st.booleans()),

@@ -15,7 +15,7 @@ from typing import Any
 from edge.model_registry import BUNDLE_SUFFIX
 from edge.retention import used_bytes
 from edge.service import Gateway
-from edge.store import alert_from_row, now_ms
+from edge.store import ALERT_COLUMNS, alert_from_row, now_ms
 from shared.schemas import Alert, RolloutReport
 from shared.sensors import PROFILES
 from ui.panel import series
@@ -63,8 +63,7 @@ def device(gw: Gateway, device_id: str) -> dict[str, Any] | None:
 def device_alerts(gw: Gateway, device_id: str, since_ms: int) -> list[Alert]:
     """The device's alerts open at any time since ``since_ms``."""
     rows = gw.store.conn.execute(
-        "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-        "model_version, explanation, updated_ms FROM alerts WHERE device = ? AND "
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE device = ? AND "
         "(resolved_ms IS NULL OR resolved_ms >= ?) ORDER BY opened_ms", (device_id, since_ms))
     return [alert_from_row(r) for r in rows]
 
@@ -84,8 +83,7 @@ _ORDER = ("ORDER BY CASE state WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELS
 def alerts(gw: Gateway, limit: int = 200) -> list[AlertRow]:
     """Open alerts first, then acknowledged, then resolved; by severity, newest first."""
     rows = gw.store.conn.execute(
-        "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-        f"model_version, explanation, updated_ms FROM alerts {_ORDER} LIMIT ?", (limit,))
+        f"SELECT {ALERT_COLUMNS} FROM alerts {_ORDER} LIMIT ?", (limit,))
     found = [alert_from_row(r) for r in rows]
     comments = gw.store.alert_comments([a.alert_id for a in found])
     return [AlertRow(a, comments.get(a.alert_id, [])) for a in found]
