@@ -141,8 +141,7 @@ class ReadingColumns:
                 received_ms=self.received_ms[i], metrics=metrics,
                 score=self.score[i], scorer=self.scorer[i],
                 model_version=self.model_version[i], anomalous=self.anomalous[i],
-                replay=self.replay[i], origin=self.origin[i],  # type: ignore[arg-type]
-                note=self.note[i]))
+                replay=self.replay[i], origin=self.origin[i], note=self.note[i]))
         return out
 
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,12 +104,9 @@ def test_sim_is_sent_only_when_set_and_only_as_a_boolean() -> None:
     injected = decode_telemetry(json.dumps({**valid_dict(2), "sim": True}).encode())
     assert injected.sim is True
     assert encode(injected).endswith(b',"sim":true}')
-    try:
+    with pytest.raises(DecodeError) as err:
         decode_telemetry(json.dumps({**valid_dict(3), "sim": "true"}).encode())
-    except DecodeError as exc:
-        assert exc.field == "sim"
-    else:
-        raise AssertionError("sim as a string was accepted")
+    assert err.value.field == "sim"
 
 
 mutated = st.one_of(

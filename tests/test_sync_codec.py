@@ -26,7 +26,7 @@ boots = st.from_regex(r"\A[0-9a-f]{8}\Z")
 values = st.one_of(st.floats(-1e12, 1e12, allow_nan=False),
                    st.integers(-10**6, 10**6).map(lambda i: i / 100))
 # An inspection note: any text without NUL, up to the schema's limit (unicode, newlines).
-notes = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)),
+notes = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]),
                 min_size=1, max_size=MAX_NOTE)
 
 
