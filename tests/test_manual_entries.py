@@ -59,7 +59,7 @@ def feed_sim(gw: Gateway, device: str, seqs: range, *, sim_from: int, spike_from
 
 def stored(gw: Gateway, device: str) -> list[tuple[str, int, str, str | None, str]]:
     """(boot, seq, origin, note, metrics JSON) of the device's stored readings, by rowid."""
-    return [tuple(r) for r in gw.store.conn.execute(  # type: ignore[misc]
+    return [tuple(r) for r in gw.store.conn.execute(
         "SELECT boot, seq, origin, note, metrics FROM readings WHERE device = ? ORDER BY rowid",
         (device,))]
 
