@@ -179,6 +179,8 @@ async def test_panel_entries_and_simulated_alerts_reach_the_cloud_once(
                                   "the touch", retries=PATIENT)
             await user.should_see("MANUAL · belt tension checked, fine")
             await user.should_see("SIMULATED: 10 of the points drawn carry an injected fault")
+            await user.open("/alerts")
+            await user.should_see(marker="alert-simulated", retries=PATIENT)
         manual = [r for r in stored(g, "motor-1") if r[2] == "manual"]
         assert manual == [
             (MANUAL_BOOT, 0, "manual", "bearing housing warm to the touch",
