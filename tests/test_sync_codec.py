@@ -261,7 +261,9 @@ def _columnar_body(batch: Row) -> bytes:
     cols = ReadingColumns(
         **{f: [r[f] for r in rows] for f in (
             "device", "boot", "seq", "type", "ts_ms", "device_ts_ms", "received_ms", "score",
-            "scorer", "model_version", "anomalous", "replay", "origin", "note")},
+            "scorer", "model_version", "anomalous", "replay")},
+        # Optional in the row form: a row without them is a sensor's, with no note.
+        origin=[r.get("origin", "sensor") for r in rows], note=[r.get("note") for r in rows],
         metrics={m: [r["metrics"].get(m) for r in rows] for m in names})
     doc = {**batch, "readings": batchcodec.encode_columns(cols)}
     return zstandard.ZstdCompressor().compress(json.dumps(doc).encode())
