@@ -7,23 +7,29 @@ from MQTT, the panel driven by NiceGUI's simulated user, and for the sync the re
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiomqtt
 import httpx
 import pytest
 
+from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.manual import ManualEntryError
 from edge.outbox import BatchInfo
 from edge.service import Gateway
+from edge.settings import GatewaySettings
 from edge.store import now_ms
 from edge.sync import SYNC_PATH
 from edge.validate import Incoming
 from shared import batchcodec, topics
 from shared.schemas import MANUAL_BOOT
 from tests.fixtures.cloud import prepare_db
+from tests.fixtures.gateway import Publisher, running_gateway
 from tests.fixtures.panel import BOOT, PATIENT, feed, gateway, panel, panel_user, sign_in
 from tests.fixtures.process import ServiceProcess
 
@@ -37,12 +43,12 @@ def gw(tmp_path: Path) -> Iterator[Gateway]:
         g.store.close()
 
 
-def feed_sim(gw: Gateway, device: str, seqs: range, *, sim_from: int, spike_from: int,
-             interval_ms: int = 1000) -> None:
-    """Motor readings of ``device`` through the pipeline; from ``sim_from`` on they say
+def sim_payloads(device: str, seqs: range, *, sim_from: int, spike_from: int,
+                 interval_ms: int = 1000) -> list[tuple[int, bytes]]:
+    """(sampled at, payload) of motor readings of ``device``: from ``sim_from`` on they say
     ``"sim": true`` (an injected fault), from ``spike_from`` on the temperature jumps."""
     first_ms = now_ms() - len(seqs) * interval_ms
-    msgs = []
+    out = []
     for i, seq in enumerate(seqs):
         at = first_ms + i * interval_ms
         payload: dict[str, object] = {
@@ -53,8 +59,14 @@ def feed_sim(gw: Gateway, device: str, seqs: range, *, sim_from: int, spike_from
                         "vibration_rms_g": 0.5 + (seq % 3) * 0.01, "current_a": 12.0}}
         if seq >= sim_from:
             payload["sim"] = True
-        msgs.append(Incoming(topics.telemetry(device), json.dumps(payload).encode(), at))
-    gw.pipeline.handle(msgs)
+        out.append((at, json.dumps(payload).encode()))
+    return out
+
+
+def feed_sim(gw: Gateway, device: str, seqs: range, *, sim_from: int, spike_from: int) -> None:
+    """``sim_payloads`` through the gateway's pipeline, as from MQTT."""
+    gw.pipeline.handle([Incoming(topics.telemetry(device), body, at) for at, body in
+                        sim_payloads(device, seqs, sim_from=sim_from, spike_from=spike_from)])
 
 
 def stored(gw: Gateway, device: str) -> list[tuple[str, int, str, str | None, str]]:
@@ -145,6 +157,43 @@ def test_sim_telemetry_is_stored_simulated_and_its_alert_is_simulated(
         assert real.simulated is False
     finally:
         plain.store.close()
+
+
+async def test_sim_telemetry_over_mqtt_is_stored_simulated_and_published_so(
+        broker: PrivateMosquitto, tmp_path: Path) -> None:
+    """A running gateway on a real broker: samples published with ``"sim": true`` are stored
+    with origin simulated, and the alert they open is published on the gateway's alert topic
+    with ``"simulated": true``."""
+    gw_id, device = "gw-sim-live", "sim-motor"
+    settings = GatewaySettings(
+        gateway_id=gw_id, mqtt={"port": broker.port}, http={"port": free_port()},
+        storage={"path": str(tmp_path / "gw.db")}, scoring={"warmup": 8},
+        alerts={"open_after": 2})
+    published: list[dict[str, object]] = []
+
+    def publish() -> None:
+        with Publisher("127.0.0.1", broker.port, "pub-sim-live") as pub:
+            for _, body in sim_payloads(device, range(40), sim_from=30, spike_from=36):
+                pub.publish(topics.telemetry(device), body)
+
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="sim-alert-watch") as sub:
+        await sub.subscribe(topics.alerts(gw_id), qos=1)
+        async with running_gateway(settings) as gw:
+            await asyncio.to_thread(publish)
+            await gw.wait_status(lambda s: s["stored"] >= 40 and s["alerts"] >= 1)
+            async with asyncio.timeout(10):
+                async for message in sub.messages:
+                    published.append(json.loads(bytes(message.payload)))
+                    break
+    assert published[0]["device"] == device
+    assert published[0]["simulated"] is True
+    with sqlite3.connect(tmp_path / "gw.db") as conn:
+        origins = [o for (o,) in conn.execute(
+            "SELECT origin FROM readings WHERE device = ? ORDER BY seq", (device,))]
+        marks = conn.execute("SELECT simulated FROM alerts WHERE device = ?",
+                             (device,)).fetchall()
+    assert origins == ["sensor"] * 30 + ["simulated"] * 10
+    assert marks == [(1,)]
 
 
 @pytest.mark.slow
