@@ -153,7 +153,7 @@ class OriginMarks:
             for p in reversed(entries):
                 ui.label(entry_line(p)).classes("text-body2").mark("manual-entry")
             if not entries:
-                ui.label("None.").classes("text-body2 text-grey-7")
+                ui.label("No manual entry in the last hour.").classes("text-body2 text-grey-7")
 
 
 class ManualForm:
