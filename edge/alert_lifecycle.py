@@ -93,8 +93,13 @@ class AlertTracker:
             st = self._devices[device] = _DeviceState()
         return st
 
-    def observe(self, device: str, ts_ms: int, score: Score, now_ms: int) -> AlertChange | None:
-        """Feed one scored reading; returns the change if an alert opened, escalated or resolved."""
+    def observe(self, device: str, ts_ms: int, score: Score, now_ms: int, *,
+                simulated: bool = False) -> AlertChange | None:
+        """Feed one scored reading; returns the change if an alert opened, escalated or resolved.
+
+        ``simulated``: the reading carries an injected SIMULATED fault; an alert it opens says
+        so (its later versions keep the mark).
+        """
         if score.value is None:
             return None  # warming up: neither evidence for nor against a fault
         st = self._state(device)
@@ -102,7 +107,7 @@ class AlertTracker:
             st.anomalous_run += 1
             st.normal_run = 0
             return self._anomalous(st, device, ts_ms=ts_ms, value=score.value, score=score,
-                                   now_ms=now_ms)
+                                   now_ms=now_ms, simulated=simulated)
         st.normal_run += 1
         st.anomalous_run = 0
         if st.held and st.normal_run >= self.resolve_after:
@@ -117,7 +122,7 @@ class AlertTracker:
         return None
 
     def _anomalous(self, st: _DeviceState, device: str, *, ts_ms: int, value: float,
-                   score: Score, now_ms: int) -> AlertChange | None:
+                   score: Score, now_ms: int, simulated: bool) -> AlertChange | None:
         if st.open is None:
             if st.held or st.anomalous_run < self.open_after:
                 return None
@@ -126,7 +131,7 @@ class AlertTracker:
                 severity=severity_for(value, score.threshold or self.threshold), state="open",
                 score=value,
                 scorer=score.scorer, model_version=score.model_version,
-                explanation=score.explanation(), updated_ms=now_ms,
+                explanation=score.explanation(), updated_ms=now_ms, simulated=simulated,
             )
             return AlertChange("opened", st.open)
         severity = severity_for(value, score.threshold or self.threshold)

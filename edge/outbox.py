@@ -217,7 +217,7 @@ class Outbox:
             "SELECT backfill_done, scenarios_done FROM sync_batches WHERE batch_seq = ?",
             (info.batch_seq,)).fetchone()
         cols = ("SELECT device, boot, seq, type, ts_ms, device_ts_ms, received_ms, metrics, "
-                "score, scorer, model_version, anomalous FROM readings ")
+                "score, scorer, model_version, anomalous, origin, note FROM readings ")
         if info.kind == "backfill":
             rows = conn.execute(cols + "JOIN sync_batch_readings s ON s.reading_rowid = "
                                 "readings.rowid WHERE s.batch_seq = ? ORDER BY s.reading_rowid",
@@ -228,8 +228,9 @@ class Outbox:
         readings = [
             Reading(device=d, boot=b, seq=s, type=t, ts_ms=ts, device_ts_ms=dts,
                     received_ms=rcv, metrics=json.loads(m), score=score, scorer=scorer,
-                    model_version=mv, anomalous=bool(anom), replay=replay)
-            for d, b, s, t, ts, dts, rcv, m, score, scorer, mv, anom in rows
+                    model_version=mv, anomalous=bool(anom), replay=replay, origin=origin,
+                    note=note)
+            for d, b, s, t, ts, dts, rcv, m, score, scorer, mv, anom, origin, note in rows
         ]
         return SyncBatch(gateway=gateway, batch_seq=info.batch_seq, created_ms=info.created_ms,
                          readings=readings, alerts=alerts, events=events, state=state,

@@ -146,10 +146,13 @@ class Pipeline:
             out.rows.append((t.device, t.boot, t.seq, t.type, ts,
                              t.ts_ms if t.synced else None, received,
                              _compact_json(t.metrics), s.value, s.scorer,
-                             s.model_version, int(s.anomalous), time_source))
+                             s.model_version, int(s.anomalous), time_source,
+                             "simulated" if t.sim else "sensor", None))
             out.scored += s.value is not None
             out.anomalous += s.anomalous
-            change = self.alerts.observe(t.device, ts, s, now)
+            # A simulated fault is scored like any reading (the demo shows the detector at
+            # work); an alert it opens carries the mark.
+            change = self.alerts.observe(t.device, ts, s, now, simulated=t.sim)
             if change is not None:
                 alert = change.alert
                 out.changed[alert.alert_id] = alert  # only an alert's latest version is stored

@@ -159,21 +159,26 @@ class Retention:
                                     [(i,) for i in ids])
 
     def _foldable(self, limit: int) -> list[int]:
-        """Oldest unsent readings whose minute has no aggregate row frozen in a pending batch."""
+        """Oldest unsent readings whose minute has no aggregate row frozen in a pending batch.
+
+        A technician's manual entries are never folded: a note has no aggregate, and they are
+        a few rows against the devices' millions.
+        """
         conn = self.store.conn
         frozen = conn.execute(
             "SELECT DISTINCT device, minute_ms FROM reading_aggregates WHERE batch_seq IN "
             "(SELECT batch_seq FROM sync_batches WHERE state = 'pending')").fetchall()
         if not frozen:  # the usual case: no aggregates being uploaded
             return [r for (r,) in conn.execute(
-                "SELECT rowid FROM readings WHERE batch_seq IS NULL ORDER BY rowid LIMIT ?",
-                (limit,))]
+                "SELECT rowid FROM readings WHERE batch_seq IS NULL AND origin != 'manual' "
+                "ORDER BY rowid LIMIT ?", (limit,))]
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS retention_frozen (device TEXT, "
                      "minute_ms INTEGER, PRIMARY KEY (device, minute_ms))")
         conn.execute("DELETE FROM temp.retention_frozen")
         conn.executemany("INSERT INTO temp.retention_frozen VALUES (?, ?)", frozen)
         return [r for (r,) in conn.execute(
-            "SELECT rowid FROM readings r WHERE batch_seq IS NULL AND NOT EXISTS (SELECT 1 "
+            "SELECT rowid FROM readings r WHERE batch_seq IS NULL AND origin != 'manual' "
+            "AND NOT EXISTS (SELECT 1 "
             "FROM temp.retention_frozen f WHERE f.device = r.device "
             "AND f.minute_ms = (r.ts_ms / 60000) * 60000) ORDER BY rowid LIMIT ?", (limit,))]
 

@@ -23,6 +23,7 @@ from edge.device_tracking import DeviceTracker
 from edge.exceptions import GatewayError
 from edge.http import EmbeddedServer, build_app, make_server
 from edge.ingest import Ingestor
+from edge.manual import ManualEntryError, record_manual
 from edge.metrics import GatewayMetrics
 from edge.model_registry import ModelRegistry, load_trusted_keys
 from edge.mqtt_session import login_options
@@ -39,7 +40,7 @@ from edge.site_ca import ensure_site_ca
 from edge.store import Store, now_ms
 from edge.sync import Uploader
 from shared.logs import bind_context
-from shared.schemas import Alert, ConfigValue, DesiredState, GatewayState
+from shared.schemas import Alert, ConfigValue, DesiredState, GatewayState, Reading
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,20 @@ class Gateway:
         if changed and self.settings.alerts.publish:
             self.publisher.submit([alert])
         return alert
+
+    def record_manual(self, device: str, metrics: Mapping[str, float], note: str | None
+                      ) -> Reading:
+        """Store a technician's measurement and/or note on a known device (queued for sync).
+
+        Raises ManualEntryError (the message says what to correct) for an unknown device, a
+        value outside its profile's range or an empty entry.
+        """
+        row = self.store.conn.execute("SELECT type FROM devices WHERE device = ?",
+                                      (device,)).fetchone()
+        if row is None or row[0] is None:
+            raise ManualEntryError(f"no device {device!r} with a known sensor type has "
+                                   "reported to this gateway")
+        return record_manual(self.store, device, str(row[0]), metrics, note)
 
     def healthy(self) -> bool:
         """Healthy while the broker session is up (the database is local and always there)."""

@@ -32,15 +32,21 @@ COUNTERS = (
     "retention_dead_letters_dropped",
     # SIMULATED scenarios for simulated devices (edge/scenarios.py)
     "scenarios_published", "scenarios_refused",
+    "manual_entries",  # measurements and notes entered on the panel (edge/manual.py)
 )
 
 ReadingKey = tuple[str, str, int]
 # device, boot, seq, type, ts_ms, device_ts_ms, received_ms, metrics JSON, score, scorer,
-# model_version, anomalous, time_source: the column order of READING_COLUMNS.
+# model_version, anomalous, time_source, origin, note: the column order of READING_COLUMNS.
 ReadingRow = tuple[str, str, int, str, int, int | None, int, str, float | None, str,
-                   str | None, int, str]
+                   str | None, int, str, str, str | None]
 READING_COLUMNS = ("device", "boot", "seq", "type", "ts_ms", "device_ts_ms", "received_ms",
-                   "metrics", "score", "scorer", "model_version", "anomalous", "time_source")
+                   "metrics", "score", "scorer", "model_version", "anomalous", "time_source",
+                   "origin", "note")
+# The alerts table's columns alert_from_row reads, in its order (``dirty`` is sync's own).
+# Every column of an Alert, in alert_from_row's order.
+ALERT_COLUMNS = ("alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
+                 "model_version, explanation, updated_ms, simulated, ack_by, ack_ms, ack_comment")
 # device, boot, first_seq, last_seq, n (distinct seqs stored), first_seen_ms, last_seen_ms,
 # device_epoch_ms, gateway_epoch_ms: one row of device_boots (see edge/health.py, edge/timing.py).
 BootRow = tuple[str, str, int, int, int, int, int, int | None, int | None]
@@ -214,8 +220,8 @@ class Store:
         """
         self.conn.executemany(
             "INSERT INTO alerts (alert_id, device, opened_ms, resolved_ms, severity, state, "
-            "score, scorer, model_version, explanation, updated_ms, ack_by, ack_ms, "
-            "ack_comment, dirty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+            "score, scorer, model_version, explanation, updated_ms, simulated, ack_by, ack_ms, "
+            "ack_comment, dirty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
             "ON CONFLICT(alert_id) DO UPDATE SET "
             "resolved_ms = excluded.resolved_ms, severity = excluded.severity, "
             "state = excluded.state, score = excluded.score, "
@@ -225,6 +231,7 @@ class Store:
             "WHERE excluded.updated_ms >= alerts.updated_ms",
             [(a.alert_id, a.device, a.opened_ms, a.resolved_ms, a.severity, a.state, a.score,
               a.scorer, a.model_version, json.dumps(a.explanation), a.updated_ms,
+              int(a.simulated),
               *((a.ack.by, a.ack.at_ms, a.ack.comment) if a.ack else (None, None, None)))
              for a in alerts])
 
@@ -303,20 +310,13 @@ class Store:
         return list(self.db.table("dead_letters").rows_where(order_by="id"))
 
 
-# Every column of an Alert, in alert_from_row's order (the first eleven name it without its
-# acknowledgement, as some listings select it).
-ALERT_COLUMNS = ("alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-                 "model_version, explanation, updated_ms, ack_by, ack_ms, ack_comment")
-
-
 def alert_from_row(row: Sequence[Any]) -> Alert:
-    """An Alert from the alerts table's ALERT_COLUMNS (or the first eleven: no ack)."""
+    """An Alert from the alerts table's ALERT_COLUMNS."""
     (alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, model_version,
-     explanation, updated_ms) = row[:11]
-    ack_by, ack_ms, ack_comment = (*row[11:14], None, None, None)[:3]
+     explanation, updated_ms, simulated, ack_by, ack_ms, ack_comment) = row
     return Alert(alert_id=alert_id, device=device, opened_ms=opened_ms, resolved_ms=resolved_ms,
                  severity=severity, state=state, score=score, scorer=scorer,
                  model_version=model_version, explanation=json.loads(explanation or "{}"),
-                 updated_ms=updated_ms,
+                 updated_ms=updated_ms, simulated=bool(simulated),
                  ack=None if ack_by is None else AlertAck(
                      by=ack_by, at_ms=ack_ms, comment=ack_comment or ""))

@@ -30,10 +30,12 @@ from shared.schemas import (
     MAX_EPOCH_MS,
     MAX_METRICS,
     MAX_MODEL_VERSION,
+    MAX_NOTE,
     MAX_PROFILE_NAME,
     MAX_READINGS,
     MAX_SEQ,
     METRIC_PATTERN,
+    ORIGINS,
     SCORERS,
     TEXT_PATTERN,
     Alert,
@@ -105,6 +107,8 @@ class ReadingColumns:
     model_version: list[str | None] = field(default_factory=list)
     anomalous: list[bool] = field(default_factory=list)
     replay: list[bool] = field(default_factory=list)
+    origin: list[str] = field(default_factory=list)
+    note: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -123,6 +127,7 @@ class ReadingColumns:
             score=[r.score for r in readings], scorer=[r.scorer for r in readings],
             model_version=[r.model_version for r in readings],
             anomalous=[r.anomalous for r in readings], replay=[r.replay for r in readings],
+            origin=[r.origin for r in readings], note=[r.note for r in readings],
         )
 
     def to_readings(self) -> list[Reading]:
@@ -136,7 +141,7 @@ class ReadingColumns:
                 received_ms=self.received_ms[i], metrics=metrics,
                 score=self.score[i], scorer=self.scorer[i],
                 model_version=self.model_version[i], anomalous=self.anomalous[i],
-                replay=self.replay[i]))
+                replay=self.replay[i], origin=self.origin[i], note=self.note[i]))
         return out
 
 
@@ -216,6 +221,8 @@ def encode_columns(c: ReadingColumns) -> dict[str, Any]:
         "mv": _dict_column(c.model_version),
         "anom": [int(a) for a in c.anomalous],
         "replay": [int(r) for r in c.replay],
+        "origin": _dict_column(c.origin),
+        "note": _dict_column(c.note),
     }
 
 
@@ -417,9 +424,9 @@ def _plus(offsets: list[int], ts: npt.NDArray[np.int64], bad: CodecError) -> lis
     return out.tolist()  # type: ignore[no-any-return]
 
 
-def _check_metric_counts(nulls: list[list[int]], n: int) -> None:
+def _check_metric_counts(nulls: list[list[int]], n: int, notes: set[int]) -> None:
     """Every reading has 1..MAX_METRICS metrics, as in the row schema (given each column's
-    null positions)."""
+    null positions), but a manual entry with a note (``notes``: their positions) may have 0."""
     # A reading lacks all only if every column has a null, and one can have too many only if
     # there are more columns than that: only then count, in C, per reading.
     if not n or (0 < len(nulls) <= MAX_METRICS and not all(nulls)):
@@ -429,8 +436,10 @@ def _check_metric_counts(nulls: list[list[int]], n: int) -> None:
         missing += np.bincount(np.concatenate([np.array(x, dtype=np.int64) for x in nulls]),
                                minlength=n)
     present = len(nulls) - missing
-    if (present == 0).any():
-        raise CodecError(f"reading {int(np.argmin(present))} has no metric", "readings.metrics")
+    empty = np.flatnonzero(present == 0).tolist()
+    bare = [i for i in empty if i not in notes]  # only readings without a metric: few
+    if bare:
+        raise CodecError(f"reading {bare[0]} has no metric", "readings.metrics")
     if (present > MAX_METRICS).any():
         raise CodecError(f"reading {int(np.argmax(present))} has more than {MAX_METRICS} "
                          "metrics", "readings.metrics")
@@ -456,7 +465,10 @@ def decode_columns(doc: object) -> ReadingColumns:
             raise CodecError("invalid metric name", f"readings.metrics.{name[:64]}")
         metrics[name], col_nulls = _floats_and_nulls(col, f"readings.metrics.{name}", n)
         nulls.append(col_nulls)
-    _check_metric_counts(nulls, n)
+    origin, note = _origins_and_notes(doc, n)
+    notes = set() if note.count(None) == n else {
+        i for i, x in enumerate(note) if x is not None}
+    _check_metric_counts(nulls, n, notes)
     flags = [_list(doc.get(k), f"readings.{k}", n) for k in ("anom", "replay")]
     if not all(set(map(type, col)) <= _INT and set(col) <= {0, 1} for col in flags):
         raise CodecError("expected 0/1 flags", "readings.anom/replay")
@@ -473,7 +485,27 @@ def decode_columns(doc: object) -> ReadingColumns:
         model_version=_strings(doc.get("mv"), "readings.mv", n, _TEXT, MAX_MODEL_VERSION,
                                nullable=True),
         anomalous=list(map(bool, flags[0])), replay=list(map(bool, flags[1])),
+        origin=origin, note=note,
     )
+
+
+def _origins_and_notes(doc: dict[str, Any], n: int) -> tuple[list[str], list[str | None]]:
+    """The origin and note columns; absent (a gateway from before origins): sensor, no note."""
+    origin: list[str] = (["sensor"] * n if "origin" not in doc else
+                         _strings(doc["origin"], "readings.origin", n, ORIGINS.__contains__,
+                                  None))
+    note: list[str | None] = ([None] * n if "note" not in doc else
+                              _strings(doc["note"], "readings.note", n, _note_text, None,
+                                       nullable=True))
+    if note.count(None) != n and any(
+            origin[i] != "manual" for i, x in enumerate(note) if x is not None):
+        raise CodecError("only a manual entry carries a note", "readings.note")
+    return origin, note
+
+
+def _note_text(s: str) -> bool:
+    """What the row schema's Note allows: 1..MAX_NOTE characters, no NUL."""
+    return 0 < len(s) <= MAX_NOTE and _TEXT(s) is not None
 
 
 def decode(raw: bytes) -> DecodedBatch:

@@ -7,7 +7,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from shared.exceptions import DecodeError
-from shared.schemas import DeviceConfig, DeviceStatus, ScenarioRequest, Telemetry
+from shared.schemas import MANUAL_BOOT, DeviceConfig, DeviceStatus, ScenarioRequest, Telemetry
 from shared.sensors import PROFILES
 
 MAX_PAYLOAD_BYTES = 16_384
@@ -55,17 +55,31 @@ def decode_telemetry(payload: bytes, topic_device: str | None = None) -> Telemet
     rejected, so a device cannot write readings for another one.
     """
     msg = _decode(Telemetry, payload, topic_device)
-    prof = PROFILES.get(msg.type)
+    if msg.boot == MANUAL_BOOT:
+        raise DecodeError(f"boot {MANUAL_BOOT!r} is reserved for manual entries on the "
+                          "gateway; draw another boot id", field="boot")
+    check_metrics(msg.type, msg.metrics)
+    return msg
+
+
+def check_metrics(sensor_type: str, metrics: dict[str, float]) -> None:
+    """Each metric belongs to the sensor profile and lies within its physical range.
+
+    The rule of every reading's values, a device's or one entered by hand on the panel;
+    DecodeError names the first metric at fault.
+    """
+    prof = PROFILES.get(sensor_type)
     if prof is None:
         raise DecodeError(
-            f"unknown sensor type {msg.type!r}; known: {', '.join(sorted(PROFILES))}",
+            f"unknown sensor type {sensor_type!r}; known: {', '.join(sorted(PROFILES))}",
             field="type",
         )
     expected = prof.metric_names
-    for name, value in msg.metrics.items():
+    for name, value in metrics.items():
         if name not in expected:
             raise DecodeError(
-                f"metric {name!r} is not part of sensor type {msg.type!r} ({', '.join(expected)})",
+                f"metric {name!r} is not part of sensor type {sensor_type!r} "
+                f"({', '.join(expected)})",
                 field=f"metrics.{name}",
             )
         metric = prof.metric(name)
@@ -75,7 +89,6 @@ def decode_telemetry(payload: bytes, topic_device: str | None = None) -> Telemet
                 f"[{metric.low:g}, {metric.high:g}] {metric.unit}",
                 field=f"metrics.{name}",
             )
-    return msg
 
 
 def decode_status(payload: bytes, topic_device: str | None = None) -> DeviceStatus:
@@ -111,5 +124,10 @@ def decode_scenario(payload: bytes, topic_device: str | None = None) -> Scenario
 
 
 def encode(msg: Telemetry | DeviceStatus | DeviceConfig | ScenarioRequest) -> bytes:
-    """Serialise a device message exactly as a device would send it (compact JSON)."""
-    return msg.model_dump_json(exclude_none=True).encode()
+    """Serialise a device message exactly as a device would send it (compact JSON).
+
+    ``sim`` is left out unless set: the firmware never sends it, and a simulated device's
+    normal samples must be byte for byte what the firmware sends.
+    """
+    leave_out = {"sim"} if isinstance(msg, Telemetry) and not msg.sim else None
+    return msg.model_dump_json(exclude_none=True, exclude=leave_out).encode()

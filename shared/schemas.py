@@ -35,6 +35,11 @@ MAX_PROFILE_NAME = 32
 MAX_MODEL_VERSION = 64
 MAX_BATCH_SEQ = 2**63 - 1
 MAX_READINGS = 50_000
+MAX_NOTE = 1000  # an inspection note: a few sentences, not a report
+# The boot id of a device's manual entries (edge/manual.py numbers them 0, 1, ... in it), so a
+# manual reading's identity (device, boot, seq) never meets a sensor's: the decoder refuses it
+# from a device, whose firmware draws 16 random hex digits at boot anyway.
+MANUAL_BOOT = "00000000000000000000000000000000"
 
 
 def anchored(pattern: str) -> str:
@@ -91,6 +96,11 @@ class Telemetry(_Wire):
     synced: bool = Field(description="true once the device clock was set by NTP")
     type: ProfileName
     metrics: Metrics = Field(description="metric name -> value, in the profile's units")
+    # Last and optional: the firmware never sends it (its bytes are the fields above, in this
+    # order); the simulator sets it while it injects a fault, and the gateway stores such a
+    # reading with origin "simulated".
+    sim: bool = Field(default=False,
+                      description="this sample carries an injected SIMULATED fault")
 
     _check_finite = field_validator("metrics")(_finite)
 
@@ -131,6 +141,13 @@ class DeviceConfig(_Wire):
 
 Scorer = Literal["onnx", "stat", "none"]
 SCORERS: frozenset[str] = frozenset(get_args(Scorer))
+# Where a reading came from: a device's sensor, a technician's manual entry on the gateway
+# panel (a measurement and/or an inspection note), or a device while a SIMULATED fault was
+# injected into it (a demo or a drill: labelled as such wherever it shows).
+Origin = Literal["sensor", "manual", "simulated"]
+ORIGINS: frozenset[str] = frozenset(get_args(Origin))
+Note = Annotated[str, Field(min_length=1, max_length=MAX_NOTE, pattern=anchored(TEXT_PATTERN),
+                            description="inspection note written with a manual entry")]
 
 
 class Reading(BaseModel):
@@ -145,15 +162,28 @@ class Reading(BaseModel):
     ts_ms: EpochMs = Field(description="best-known sampling time (device clock or re-timed)")
     device_ts_ms: EpochMs | None = Field(description="device clock as sent; null if unsynced")
     received_ms: EpochMs = Field(description="gateway clock on receipt")
-    metrics: Metrics
+    # Empty only for a manual inspection note without a measurement (checked below).
+    metrics: Annotated[dict[MetricName, float], Field(
+        max_length=MAX_METRICS, json_schema_extra=_ONLY_METRIC_KEYS)]
     score: float | None = Field(
         allow_inf_nan=False, description="anomaly score; higher is more anomalous")
     scorer: Scorer = Field(description="which detector produced the score")
     model_version: ModelVersion | None = Field(default=None, description="if a model scored")
     anomalous: bool = Field(description="score crossed the detector's threshold")
     replay: bool = Field(default=False, description="sent again by a backfill or catch-up")
+    origin: Origin = Field(default="sensor", description="sensor, manual entry or simulated")
+    note: Note | None = Field(default=None, description="inspection note (manual entries)")
 
     _check_finite = field_validator("metrics")(_finite)
+
+    @model_validator(mode="after")
+    def _has_content(self) -> Reading:
+        if not self.metrics and not (self.origin == "manual" and self.note is not None):
+            raise ValueError("a reading needs at least one metric (only a manual entry may "
+                             "carry a note alone)")
+        if self.note is not None and self.origin != "manual":
+            raise ValueError("only a manual entry carries a note")
+        return self
 
 
 Severity = Literal["low", "medium", "high"]  # of an alert; the one definition both sides use
@@ -201,6 +231,8 @@ class Alert(BaseModel):
     ack: AlertAck | None = Field(
         default=None, description="the acknowledgement made on the gateway, once made; null "
                                   "if none (an acknowledgement from the cloud is not echoed)")
+    simulated: bool = Field(default=False,
+                            description="opened on a reading with an injected SIMULATED fault")
 
 
 class DeviceEvent(BaseModel):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import queue
 import secrets
@@ -40,10 +39,9 @@ FIRMWARE = "sim-0.1"
 # paho stalls near 65,535 unacknowledged QoS 1 messages (message ids wrap): stay far below.
 DEFAULT_MAX_INFLIGHT = 1_000
 STATUS_HEADROOM = 16
-# Telemetry of a reading a SIMULATED fault altered carries "sim": true when this is on. Off
-# until shared.schemas.Telemetry accepts that optional field: today its strict model refuses
-# unknown keys, so the gateway would dead-letter every marked reading.
-MARK_SIMULATED = False
+# Telemetry of a reading a SIMULATED fault altered carries "sim": true (Telemetry.sim), so the
+# gateway stores it with origin "simulated" and labels what it opens SIMULATED.
+MARK_SIMULATED = True
 # Strength of a requested scenario (units of 10 % of the metric's span, simulator/faults.py):
 # strong enough for the detector to see, as the demo's own schedule uses.
 SCENARIO_MAGNITUDE = {"spike": 1.5, "drift": 1.5, "stuck": 1.0, "noise": 1.5}
@@ -242,11 +240,9 @@ class SimulatedDevice:
             type=self.profile.name,
             metrics=metrics,
         )
-        payload = encode(msg)
         if self.mark_simulated and self.injector.altered:
-            # Added to the JSON, not the model: see MARK_SIMULATED.
-            payload = json.dumps({**json.loads(payload), "sim": True},
-                                 separators=(",", ":")).encode()
+            msg = msg.model_copy(update={"sim": True})
+        payload = encode(msg)
         info = self.client.publish(self.topic, payload, qos=1)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             # Not queued by paho: the sample is lost, and seq is not used up.

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cloud.ingest.rollup import fold_pending
 from cloud.query import range_report
-from shared.schemas import Reading
+from shared.schemas import MANUAL_BOOT, Reading
 from tests.fixtures.cloud import Biz
 from tests.fixtures.factories import make_alert, upload
 
@@ -153,6 +153,36 @@ def test_pdf_has_the_same_content(biz: Biz) -> None:
     assert "bearing worn - replaced ?" in text
     # The charts are vector drawings on the page, not pictures: their labels are text.
     assert "mean per 2 min bucket" in text
+
+
+def test_simulated_faults_and_manual_entries_are_marked(biz: Biz) -> None:
+    """dev-3: ten readings, the last four with an injected SIMULATED fault, an alert they
+    opened, and two manual entries by a technician: counted apart (not as a boot of the
+    device's), and marked SIMULATED in the JSON, the CSV and the HTML."""
+    sim = [motor(40 + i, device="dev-3").model_copy(update={"origin": "simulated"})
+           if i >= 6 else motor(40 + i, device="dev-3") for i in range(10)]
+    manual = [Reading(device="dev-3", boot=MANUAL_BOOT, seq=k, type="motor",
+                      ts_ms=BASE + (50 + k) * MIN, device_ts_ms=None,
+                      received_ms=BASE + (50 + k) * MIN, metrics=m, score=None,
+                      scorer="none", anomalous=False, origin="manual", note=note)
+              for k, (m, note) in enumerate([({"temperature_c": 61.5}, "casing warm"),
+                                             ({}, "belt checked")])]
+    drill = make_alert("aaaa0009", device="dev-3", opened_ms=BASE + 46 * MIN).model_copy(
+        update={"simulated": True})
+    upload(biz.dsn, [drill], [*sim, *manual])
+    [dev] = biz.get("viewer", URL, device="dev-3", **RANGE).json()["devices"]
+    assert (dev["simulated"], dev["manual"]) == (4, 2)
+    assert dev["completeness"]["boots"] == 1
+    assert dev["completeness"]["readings"] == 10
+    assert [(a["alert_id"], a["simulated"]) for a in dev["alerts"]] == [("aaaa0009", True)]
+    rows = list(csv.DictReader(io.StringIO(
+        biz.get("viewer", URL, device="dev-3", format="csv", **RANGE).text)))
+    assert {(r["simulated_readings"], r["simulated_alerts"], r["manual_entries"])
+            for r in rows} == {("4", "1", "2")}
+    page = biz.get("viewer", URL, device="dev-3", format="html", **RANGE).text
+    assert "SIMULATED: 4 readings carry an injected fault" in page
+    assert "2 manual entries by a technician" in page
+    assert "high SIMULATED" in page
 
 
 def test_range_checks_and_access(biz: Biz) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from edge.validate import Incoming
 from shared import topics
 from shared.codec import decode_status, decode_telemetry, encode
 from shared.exceptions import DecodeError
-from shared.schemas import Telemetry
+from shared.schemas import MANUAL_BOOT, Telemetry
 from shared.sensors import PROFILES
 
 DEVICE = "prop-dev"
@@ -38,10 +39,11 @@ def telemetry(draw: st.DrawFn) -> Telemetry:
     metrics = {n: draw(st.floats(prof.metric(n).low, prof.metric(n).high)) for n in names}
     return Telemetry(
         v=1, device=draw(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)),
-        boot=draw(st.from_regex(r"[0-9a-f]{8,32}", fullmatch=True)),
+        boot=draw(st.from_regex(r"[0-9a-f]{8,32}", fullmatch=True).filter(
+            lambda b: b != MANUAL_BOOT)),
         seq=draw(st.integers(0, 2**32 - 1)), ts_ms=draw(st.integers(0, 2**53)),
         uptime_ms=draw(st.integers(0, 2**53)), synced=draw(st.booleans()), type=prof.name,
-        metrics=metrics,
+        metrics=metrics, sim=draw(st.booleans()),
     )
 
 
@@ -91,6 +93,20 @@ def test_a_valid_reading_with_one_field_replaced_raises_only_decode_error(
 @given(telemetry())
 def test_valid_telemetry_round_trips(msg: Telemetry) -> None:
     assert decode_telemetry(encode(msg), topic_device=msg.device) == msg
+
+
+def test_sim_is_sent_only_when_set_and_only_as_a_boolean() -> None:
+    """A normal sample encodes without ``sim`` (the firmware's bytes); a simulated one says
+    ``"sim":true``; a device sending it as a string is refused naming the field."""
+    normal = decode_telemetry(json.dumps(valid_dict(1)).encode(), topic_device=DEVICE)
+    assert normal.sim is False
+    assert b"sim" not in encode(normal)
+    injected = decode_telemetry(json.dumps({**valid_dict(2), "sim": True}).encode())
+    assert injected.sim is True
+    assert encode(injected).endswith(b',"sim":true}')
+    with pytest.raises(DecodeError) as err:
+        decode_telemetry(json.dumps({**valid_dict(3), "sim": "true"}).encode())
+    assert err.value.field == "sim"
 
 
 mutated = st.one_of(

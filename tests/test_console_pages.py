@@ -30,7 +30,7 @@ from cloud.ingest.batch import apply_batch
 from cloud.rollout import RolloutCreate, create_rollout
 from cloud.rollout.rollouts import bundle_key
 from cloud.settings import CloudSettings
-from shared.schemas import Alert, Reading, SyncBatch
+from shared.schemas import MANUAL_BOOT, Alert, Reading, SyncBatch
 from tests.fixtures.bundles import V2, make_bundles
 from tests.fixtures.console import ALERTS, SeededCloud, readings, seed
 from tests.fixtures.factories import make_alert
@@ -193,9 +193,10 @@ def test_the_csv_holds_exactly_the_drawn_readings() -> None:
          "anomalous": True, "score": None}])
     lines = explorer_data.csv_text(view).splitlines()
     assert lines == [
-        "ts,device,gateway,boot,seq,temperature_c,score,scorer,model_version,anomalous",
-        "2025-01-01T00:00:00+00:00,m-1,gw-1,b,1,41.5,0.5,stat,,false",
-        "2025-01-01T00:00:02+00:00,m-1,gw-1,b,3,42.0,,stat,,true",
+        "ts,device,gateway,boot,seq,temperature_c,score,scorer,model_version,anomalous,"
+        "origin,note",
+        "2025-01-01T00:00:00+00:00,m-1,gw-1,b,1,41.5,0.5,stat,,false,sensor,",
+        "2025-01-01T00:00:02+00:00,m-1,gw-1,b,3,42.0,,stat,,true,sensor,",
     ]
     assert view.points() == 2
     assert len(explorer_data.chart_options(view)["series"][0]["data"]) == 2
@@ -257,6 +258,42 @@ async def test_the_fleet_and_the_explorer_follow_new_uploads_without_a_reload(
         await wait_until_async(lambda: caption_text(h) != before, 15,
                                "the explorer to redraw with the new reading")
         assert caption_text(h).split(" raw readings")[0] != before.split(" raw readings")[0]
+
+
+async def test_manual_entries_and_simulated_faults_are_marked_in_explorer_and_alerts(
+        pg_dsn: str) -> None:
+    """A technician's entries (a measurement with a note, a note alone) are drawn MANUAL and
+    their notes listed; readings and an alert of an injected fault are marked SIMULATED; the
+    CSV says each reading's origin."""
+    async with console_user(pg_dsn) as h:
+        at = h.cloud.now_ms + 1000
+        sim = [r.model_copy(update={"seq": 7000 + i, "origin": "simulated"})
+               for i, r in enumerate(readings("motor-001", 3, 100, at))]
+        manual = [
+            Reading(device="motor-001", boot=MANUAL_BOOT, seq=0, type="motor", ts_ms=at + 50,
+                    device_ts_ms=None, received_ms=at + 50, metrics={"temperature_c": 61.5},
+                    score=None, scorer="none", anomalous=False, origin="manual",
+                    note="bearing housing warm"),
+            Reading(device="motor-001", boot=MANUAL_BOOT, seq=1, type="motor", ts_ms=at + 60,
+                    device_ts_ms=None, received_ms=at + 60, metrics={}, score=None,
+                    scorer="none", anomalous=False, origin="manual", note="belt checked")]
+        drill = make_alert("a1000009-0002", "motor-001", opened_ms=at).model_copy(
+            update={"simulated": True})
+        push(h.cloud.dsn, 102, [*sim, *manual], [drill])
+        await sign_in(h, "viewer")
+        await h.user.open("/explorer?device=motor-001&metric=temperature_c")
+        await h.user.should_see("2 manual entries by a technician (2 with a note) are marked "
+                                "MANUAL", retries=PATIENT)
+        await h.user.should_see("3 readings carry an injected SIMULATED fault")
+        await h.user.should_see("MANUAL · temperature_c = 61.5 · bearing housing warm")
+        await h.user.should_see("MANUAL · belt checked")
+        (chart,) = h.user.find(marker="explorer-chart").elements
+        names = {s["name"]: len(s["data"]) for s in chart.props["options"]["series"]}
+        assert (names["MANUAL measurement"], names["SIMULATED fault"]) == (1, 3)
+        await h.user.open("/alerts")
+        await h.user.should_see(marker="simulated", retries=PATIENT)
+        (badge,) = h.user.find(marker="simulated").elements
+        assert badge.text == "SIMULATED"  # type: ignore[attr-defined]
 
 
 def push(dsn: str, batch_seq: int, rows: list[Reading], alerts: list[Alert] | None = None

@@ -151,7 +151,7 @@ def test_gateway_compose_uses_only_what_balena_supports() -> None:
     # queue and its password/ACL/TLS files, which the gateway writes and the broker reads.
     assert {"/data", "/var/lib/mosquitto", "/var/lib/smaint/broker"} <= mounts
     assert services["gateway"]["depends_on"] == ["mosquitto"]
-    shared = {v for v in services["gateway"]["volumes"]} & set(services["mosquitto"]["volumes"])
+    shared = set(services["gateway"]["volumes"]) & set(services["mosquitto"]["volumes"])
     assert shared == {"broker-secrets:/var/lib/smaint/broker"}
 
 

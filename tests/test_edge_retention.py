@@ -15,6 +15,7 @@ import pytest
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
 from edge.alert_lifecycle import AlertTracker
+from edge.manual import record_manual
 from edge.pipeline import Pipeline
 from edge.retention import Retention, used_bytes
 from edge.score import RuleScorer
@@ -125,6 +126,30 @@ def test_then_unsynced_readings_become_minute_aggregates_alerts_kept(filled: Sto
                                          BASE_MS + 59_000)
     assert mean == pytest.approx(sum(temps) / 60)
     assert total == pytest.approx(sum(temps))
+
+
+def test_a_technicians_unsynced_entries_are_never_folded(tmp_path: Path) -> None:
+    """Manual entries (a note has no aggregate) stay while unsynced readings around them are
+    folded into minute aggregates."""
+    store = Store.open(tmp_path / "gw.db")
+    try:
+        pipe = Pipeline(store, RuleScorer(), AlertTracker(), "gw-retention")
+        topic = topics.telemetry(DEVICE)
+        record_manual(store, DEVICE, "motor", {"temperature_c": 55.0}, "casing warm",
+                      at_ms=BASE_MS)
+        record_manual(store, DEVICE, "motor", {}, "belt checked", at_ms=BASE_MS + 1)
+        for start in range(0, 2000, 500):
+            pipe.handle([Incoming(topic, payload(s), BASE_MS + s * 1000 + 5)
+                         for s in range(start, start + 500)])
+        budget = int(used_bytes(store) * 0.5)
+        result = Retention(store, budget, low_water=0.9).enforce()
+        assert result is not None
+        assert result.aggregated > 0
+        assert store.conn.execute(
+            "SELECT seq, note FROM readings WHERE origin = 'manual' ORDER BY seq").fetchall() == [
+            (0, "casing warm"), (1, "belt checked")]
+    finally:
+        store.close()
 
 
 # A budget nothing fits in: retention says so, on purpose.

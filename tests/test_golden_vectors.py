@@ -19,6 +19,10 @@ from shared.exceptions import DecodeError
 from shared.schemas import DeviceStatus, Telemetry
 from shared.sensors import PROFILES
 
+# Fields the firmware never sends (the simulator's marker of an injected fault): optional and
+# last, so the firmware's bytes are the other fields in schema order.
+SIMULATOR_ONLY = ("sim",)
+FIRMWARE_FIELDS = [f for f in Telemetry.model_fields if f not in SIMULATOR_ONLY]
 GOLDEN = Path(__file__).resolve().parents[1] / "shared" / "golden"
 DOC: dict[str, Any] = json.loads((GOLDEN / "telemetry.json").read_text(encoding="utf-8"))
 CONFIG_DOC: dict[str, Any] = json.loads((GOLDEN / "config.json").read_text(encoding="utf-8"))
@@ -36,6 +40,7 @@ def test_valid_vector_decodes_to_its_input(case: dict[str, Any]) -> None:
     inp = case["input"]
     got = msg.model_dump()
     assert got.pop("v") == 1
+    assert got.pop("sim") is False  # not sent: a firmware sample is never a simulated fault
     got_metrics = got.pop("metrics")
     want = {k: v for k, v in inp.items() if k != "metrics"}
     assert got == want
@@ -53,7 +58,7 @@ def test_valid_vector_bytes_are_compact_and_ordered(case: dict[str, Any]) -> Non
     assert " " not in text
     assert "\n" not in text
     parsed = json.loads(text)
-    assert list(parsed) == list(Telemetry.model_fields)
+    assert list(parsed) == FIRMWARE_FIELDS
     for name, value in parsed["metrics"].items():
         assert math.isfinite(value)
         assert float(value) == case["input"]["metrics"][name]
@@ -96,9 +101,11 @@ def test_profiles_match_shared_sensors() -> None:
 
 
 def test_vectors_cover_the_contract() -> None:
-    """Each Telemetry field is exercised by an invalid vector, each profile by a valid one."""
+    """Each firmware Telemetry field is exercised by an invalid vector, each profile by a
+    valid one (``sim`` is the simulator's: tests/test_codec.py covers it)."""
     fields = {c["field"].split(".")[0] for c in DOC["telemetry_invalid"]}
-    assert set(Telemetry.model_fields) <= fields
+    assert set(FIRMWARE_FIELDS) <= fields
+    assert list(Telemetry.model_fields)[-len(SIMULATOR_ONLY):] == list(SIMULATOR_ONLY)
     assert {c["input"]["type"] for c in DOC["telemetry_valid"]} == set(PROFILES)
 
 

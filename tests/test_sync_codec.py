@@ -19,23 +19,33 @@ from hypothesis import strategies as st
 from cloud.api.routes.sync import decode_batch
 from shared import batchcodec
 from shared.batchcodec import CodecError, DecodedBatch, ReadingColumns
-from shared.schemas import Reading, SyncBatch
+from shared.schemas import MAX_NOTE, ORIGINS, Reading, SyncBatch
 
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,8}\Z")
 boots = st.from_regex(r"\A[0-9a-f]{8}\Z")
 values = st.one_of(st.floats(-1e12, 1e12, allow_nan=False),
                    st.integers(-10**6, 10**6).map(lambda i: i / 100))
-readings = st.builds(
-    Reading,
-    device=ids, boot=boots, seq=st.integers(0, 2**32 - 1), type=st.sampled_from(["motor", "mill"]),
-    ts_ms=st.integers(0, 2**53), device_ts_ms=st.one_of(st.none(), st.integers(0, 2**53)),
-    received_ms=st.integers(0, 2**53),
-    metrics=st.dictionaries(st.sampled_from(["temperature_c", "current_a", "rpm"]), values,
-                            min_size=1),
-    score=st.one_of(st.none(), values), scorer=st.sampled_from(["stat", "onnx", "none"]),
-    model_version=st.one_of(st.none(), st.sampled_from(["v1", "if-2024.1"])),
-    anomalous=st.booleans(), replay=st.booleans(),
-)
+# An inspection note: any text without NUL, up to the schema's limit (unicode, newlines).
+notes = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]),
+                min_size=1, max_size=MAX_NOTE)
+
+
+@st.composite
+def readings(draw: st.DrawFn) -> Reading:
+    """A valid reading of any origin: a manual one may carry a note, and a note alone."""
+    origin = draw(st.sampled_from(sorted(ORIGINS)))
+    note = draw(st.one_of(st.none(), notes)) if origin == "manual" else None
+    return Reading(
+        device=draw(ids), boot=draw(boots), seq=draw(st.integers(0, 2**32 - 1)),
+        type=draw(st.sampled_from(["motor", "mill"])), ts_ms=draw(st.integers(0, 2**53)),
+        device_ts_ms=draw(st.one_of(st.none(), st.integers(0, 2**53))),
+        received_ms=draw(st.integers(0, 2**53)),
+        metrics=draw(st.dictionaries(st.sampled_from(["temperature_c", "current_a", "rpm"]),
+                                     values, min_size=0 if note else 1)),
+        score=draw(st.one_of(st.none(), values)),
+        scorer=draw(st.sampled_from(["stat", "onnx", "none"])),
+        model_version=draw(st.one_of(st.none(), st.sampled_from(["v1", "if-2024.1"]))),
+        anomalous=draw(st.booleans()), replay=draw(st.booleans()), origin=origin, note=note)
 
 
 def key(r: Reading) -> tuple[str, str, int]:
@@ -43,14 +53,28 @@ def key(r: Reading) -> tuple[str, str, int]:
     return (r.device, r.boot, r.seq)
 
 
-@given(st.lists(readings, max_size=40, unique_by=key))
+@given(st.lists(readings(), max_size=40, unique_by=key))
 @settings(max_examples=150, deadline=None)
 def test_round_trip_is_lossless(rows: list[Reading]) -> None:
+    """Every column comes back exactly, origin and inspection note included."""
     batch = SyncBatch(gateway="gw-1", batch_seq=7, created_ms=1, readings=rows)
     decoded = batchcodec.decode(batchcodec.decompress(batchcodec.encode(batch), 1 << 24))
     assert (decoded.gateway, decoded.batch_seq) == ("gw-1", 7)
     back = sorted(decoded.readings.to_readings(), key=key)
     assert back == sorted(rows, key=key)
+    assert [(r.origin, r.note) for r in back] == [(r.origin, r.note)
+                                                  for r in sorted(rows, key=key)]
+
+
+def test_a_batch_from_before_origins_decodes_as_sensor_readings() -> None:
+    """A gateway that predates origins sends no origin or note column: sensor, no note."""
+    batch = SyncBatch(gateway="gw-1", batch_seq=1, created_ms=0, readings=[Reading(
+        device="d-1", boot="0123abcd", seq=1, type="motor", ts_ms=5, device_ts_ms=None,
+        received_ms=6, metrics={"x": 1.5}, score=None, scorer="stat", anomalous=False)])
+    doc = json.loads(batchcodec.decompress(batchcodec.encode(batch), 1 << 20))
+    del doc["readings"]["origin"], doc["readings"]["note"]
+    cols = batchcodec.decode(json.dumps(doc).encode()).readings
+    assert (cols.origin, cols.note) == (["sensor"], [None])
 
 
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -97,6 +121,9 @@ def test_each_bad_column_is_named() -> None:
         (("seq",), [-1], "readings.seq"),
         (("metrics",), {"x": {"f": [float("inf")], "n": []}}, "readings.metrics.x"),
         (("scorer", "d"), ["magic"], "readings.scorer"),
+        (("origin", "d"), ["robot"], "readings.origin"),
+        (("note", "d"), ["x" * (MAX_NOTE + 1)], "readings.note"),
+        (("note", "d"), ["a note on a sensor reading"], "readings.note"),
     ]:
         bad = json.loads(json.dumps(doc))
         target = bad["readings"]
@@ -172,6 +199,15 @@ MUTATIONS: dict[str, Callable[[Row, list[Row]], None]] = {
     "metric_name_digit": lambda b, r: r[0].update(metrics={"1current": 1.0}),
     "metric_name_long": lambda b, r: r[0].update(metrics={"m" * 65: 1.0}),
     "scorer_unknown": lambda b, r: r[0].update(scorer="magic"),
+    "origin_unknown": lambda b, r: r[0].update(origin="robot"),
+    "note_on_a_sensor_reading": lambda b, r: r[0].update(origin="sensor", note="looked ok"),
+    "note_empty": lambda b, r: r[0].update(origin="manual", note=""),
+    "note_nul": lambda b, r: r[0].update(origin="manual", note="a\x00b"),
+    "note_too_long": lambda b, r: r[0].update(origin="manual", note="n" * (MAX_NOTE + 1)),
+    "note_lone_surrogate": lambda b, r: r[0].update(origin="manual", note="x\ud800"),
+    "metrics_empty_simulated": lambda b, r: r[0].update(origin="simulated", metrics={}),
+    "metrics_empty_manual_without_note": lambda b, r: r[0].update(origin="manual",
+                                                                   metrics={}),
     "aggregate_min_above_max": lambda b, r: b.update(
         aggregates=[{**GOOD_AGGREGATE, "min": 3.0}]),
     "aggregate_off_minute": lambda b, r: b.update(
@@ -194,6 +230,12 @@ VALID = {
     "aggregate_and_alert": lambda b, r: b.update(aggregates=[GOOD_AGGREGATE],
                                                  alerts=[GOOD_ALERT]),
     "readings_left_out": lambda b, r: b.pop("readings"),
+    "manual_note_alone": lambda b, r: r[0].update(origin="manual", note="belt worn, replace",
+                                                  metrics={}),
+    "manual_notes_alone_everywhere": lambda b, r: [
+        x.update(origin="manual", note=f"note {i}\nline two", metrics={})
+        for i, x in enumerate(r)],
+    "note_at_limit": lambda b, r: r[0].update(origin="manual", note="n" * MAX_NOTE),
 }
 
 plain_rows = st.fixed_dictionaries({
@@ -206,6 +248,7 @@ plain_rows = st.fixed_dictionaries({
     "score": st.one_of(st.none(), values), "scorer": st.sampled_from(["stat", "onnx", "none"]),
     "model_version": st.one_of(st.none(), st.sampled_from(["v1", "if-2024.1"])),
     "anomalous": st.booleans(), "replay": st.booleans(),
+    "origin": st.sampled_from(sorted(ORIGINS)), "note": st.none(),
 })
 
 
@@ -219,6 +262,8 @@ def _columnar_body(batch: Row) -> bytes:
         **{f: [r[f] for r in rows] for f in (
             "device", "boot", "seq", "type", "ts_ms", "device_ts_ms", "received_ms", "score",
             "scorer", "model_version", "anomalous", "replay")},
+        # Optional in the row form: a row without them is a sensor's, with no note.
+        origin=[r.get("origin", "sensor") for r in rows], note=[r.get("note") for r in rows],
         metrics={m: [r["metrics"].get(m) for r in rows] for m in names})
     doc = {**batch, "readings": batchcodec.encode_columns(cols)}
     return zstandard.ZstdCompressor().compress(json.dumps(doc).encode())

@@ -61,17 +61,18 @@ WHERE devices.state_at IS NULL OR devices.state_at <= EXCLUDED.state_at
 # Last writer wins on updated_ms: an older copy of an alert never overwrites a newer one.
 _UPSERT_ALERT = """
 INSERT INTO alerts (gateway_id, alert_id, device_id, opened_at, resolved_at, severity, state,
-                    score, scorer, model_version, explanation, updated_ms)
+                    score, scorer, model_version, explanation, updated_ms, simulated)
 VALUES (%(gw)s, %(alert_id)s, %(device)s,
         timestamptz 'epoch' + %(opened_ms)s::bigint * interval '1 ms',
         timestamptz 'epoch' + %(resolved_ms)s::bigint * interval '1 ms',
         %(severity)s, %(state)s, %(score)s, %(scorer)s, %(model_version)s,
-        %(explanation)s, %(updated_ms)s)
+        %(explanation)s, %(updated_ms)s, %(simulated)s)
 ON CONFLICT (gateway_id, alert_id) DO UPDATE SET
     device_id = EXCLUDED.device_id, opened_at = EXCLUDED.opened_at,
     resolved_at = EXCLUDED.resolved_at, severity = EXCLUDED.severity, state = EXCLUDED.state,
     score = EXCLUDED.score, scorer = EXCLUDED.scorer, model_version = EXCLUDED.model_version,
-    explanation = EXCLUDED.explanation, updated_ms = EXCLUDED.updated_ms
+    explanation = EXCLUDED.explanation, updated_ms = EXCLUDED.updated_ms,
+    simulated = EXCLUDED.simulated
 WHERE alerts.updated_ms < EXCLUDED.updated_ms
 """
 
@@ -316,7 +317,7 @@ def _upsert_alerts(conn: Conn, alerts: list[Alert], gateway_id: str) -> int:
             "opened_ms": a.opened_ms, "resolved_ms": a.resolved_ms, "severity": a.severity,
             "state": a.state, "score": a.score, "scorer": a.scorer,
             "model_version": a.model_version, "explanation": Jsonb(a.explanation),
-            "updated_ms": a.updated_ms,
+            "updated_ms": a.updated_ms, "simulated": a.simulated,
         }
         for a in _latest(alerts)
     ]

@@ -16,7 +16,7 @@ from shared.batchcodec import ReadingColumns
 
 COPY = (
     "COPY readings (seq, ts, received_at, batch_seq, anomalous, replay, device_ts, score,"
-    " metrics, device_id, boot_id, gateway_id, type, scorer, model_version)"
+    " metrics, device_id, boot_id, gateway_id, type, scorer, model_version, origin, note)"
     " FROM STDIN (FORMAT binary)"
 )
 # The fixed-width start of every row, built for all rows at once; the row goes on with its
@@ -58,7 +58,7 @@ def copy_payload(cols: ReadingColumns, gateway_id: str, batch_seq: int) -> bytes
     """``cols`` as one binary COPY stream for ``COPY``, built column-wise (no per-row calls)."""
     n = len(cols)
     head = np.zeros(n, dtype=_HEAD)
-    head["nf"] = 15
+    head["nf"] = 17
     for name, size in (("l_seq", 8), ("l_ts", 8), ("l_rcv", 8), ("l_bs", 8), ("l_an", 1),
                        ("l_rp", 1), ("l_dts", 8), ("l_sc", 8)):
         head[name] = size
@@ -85,12 +85,14 @@ def copy_payload(cols: ReadingColumns, gateway_id: str, batch_seq: int) -> bytes
                     h[:_AT["l_dts"]], NULL if d is None else h[_AT["l_dts"]:_AT["l_sc"]],
                     NULL if s is None else h[_AT["l_sc"]:_AT["l_m"]], h[_AT["l_m"]:]))
     gw = text(gateway_id)
+    # Origin and note ride along in the key: a batch has few origins, and notes are rare.
     keys = set(zip(cols.device, cols.boot, cols.type, cols.scorer, cols.model_version,
-                   strict=True))
-    texts = {k: b"".join((text(k[0]), text(k[1]), gw, text(k[2]), text(k[3]), text(k[4])))
+                   cols.origin, cols.note, strict=True))
+    texts = {k: b"".join((text(k[0]), text(k[1]), gw, text(k[2]), text(k[3]), text(k[4]),
+                          text(k[5]), text(k[6])))
              for k in keys}
     tails = map(texts.__getitem__, zip(cols.device, cols.boot, cols.type, cols.scorer,
-                                       cols.model_version, strict=True))
+                                       cols.model_version, cols.origin, cols.note, strict=True))
     return binary_copy.payload(chain.from_iterable(zip(heads, metrics, tails, strict=True)))
 
 
@@ -109,4 +111,5 @@ def take_rows(cols: ReadingColumns, idx: Sequence[int]) -> ReadingColumns:
         received_ms=take(cols.received_ms),
         metrics={m: take(v) for m, v in cols.metrics.items()}, score=take(cols.score),
         scorer=take(cols.scorer), model_version=take(cols.model_version),
-        anomalous=take(cols.anomalous), replay=take(cols.replay))
+        anomalous=take(cols.anomalous), replay=take(cols.replay), origin=take(cols.origin),
+        note=take(cols.note))

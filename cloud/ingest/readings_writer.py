@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 # A device seen in a batch: (type, earliest ts, latest ts), the type as of the latest.
 Seen = tuple[str, int, int]
 
-_COLUMNS = ("d", "b", "s", "ts", "dts", "rcv", "t", "sc", "scr", "mv", "an", "rp")
+_COLUMNS = ("d", "b", "s", "ts", "dts", "rcv", "t", "sc", "scr", "mv", "an", "rp", "og", "nt")
 _TYPES = ("text", "text", "bigint", "bigint", "bigint", "bigint", "text", "float8", "text",
-          "text", "bool", "bool")
+          "text", "bool", "bool", "text", "text")
 # Locks every mark row of the batch, inserting the missing ones, in one sorted pass; the
 # WHERE false leaves existing rows unchanged (but locked). A plain SELECT … FOR UPDATE would
 # not see, hence not lock, a boot another batch is creating at the same moment.
@@ -114,7 +114,8 @@ def _pick(cols: ReadingColumns, idx: Sequence[int]) -> dict[str, Any]:
 
     columns: tuple[list[Any], ...] = (
         cols.device, cols.boot, cols.seq, cols.ts_ms, cols.device_ts_ms, cols.received_ms,
-        cols.type, cols.score, cols.scorer, cols.model_version, cols.anomalous, cols.replay)
+        cols.type, cols.score, cols.scorer, cols.model_version, cols.anomalous, cols.replay,
+        cols.origin, cols.note)
     out: dict[str, Any] = {name: take(v) for name, v in zip(_COLUMNS, columns, strict=True)}
     for k, values in enumerate(cols.metrics.values()):
         out[f"m{k}"] = take(values)
@@ -134,11 +135,11 @@ def _insert_sql(metric_names: Sequence[str]) -> sql.Composed:
 WITH ins AS (
     INSERT INTO readings (device_id, boot_id, seq, ts, device_ts, received_at, gateway_id,
                           batch_seq, type, metrics, score, scorer, model_version, anomalous,
-                          replay)
+                          replay, origin, note)
     SELECT d, b, s, timestamptz 'epoch' + ts * interval '1 ms',
            timestamptz 'epoch' + dts * interval '1 ms',
            timestamptz 'epoch' + rcv * interval '1 ms', {gw}, {bs}, t,
-           jsonb_strip_nulls(jsonb_build_object({pairs})), sc, scr, mv, an, rp
+           jsonb_strip_nulls(jsonb_build_object({pairs})), sc, scr, mv, an, rp, og, nt
     FROM unnest({arrays}) AS u({names})
     ON CONFLICT DO NOTHING
     RETURNING device_id, boot_id, ts, metrics

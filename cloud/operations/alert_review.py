@@ -40,7 +40,7 @@ _SELECT = (
     "SELECT a.gateway_id, a.alert_id, a.device_id, a.severity, a.state, a.opened_at,"
     " a.resolved_at, a.score, a.scorer, a.model_version, a.explanation,"
     " coalesce(r.status, 'open'), r.acknowledged_by, r.acknowledged_at, r.resolved_by,"
-    " r.resolved_at, r.decision, coalesce(r.comment, '')"
+    " r.resolved_at, r.decision, coalesce(r.comment, ''), a.simulated"
     " FROM alerts a LEFT JOIN alert_reviews r USING (gateway_id, alert_id)"
 )
 
@@ -66,6 +66,7 @@ class AlertView(BaseModel):
     resolved_at: datetime | None = None
     decision: Decision | None = None
     comment: str = ""
+    simulated: bool = Field(default=False, description="opened on an injected SIMULATED fault")
 
 
 class AlertPage(BaseModel):
@@ -81,6 +82,7 @@ def _view(row: tuple[Any, ...]) -> AlertView:
         opened_at=row[5], cleared_at=row[6], score=row[7], scorer=row[8], model_version=row[9],
         explanation=row[10], state=row[11], acknowledged_by=row[12], acknowledged_at=row[13],
         resolved_by=row[14], resolved_at=row[15], decision=row[16], comment=row[17],
+        simulated=row[18],
     )
 
 
@@ -247,7 +249,7 @@ def acknowledge_on_gateway(conn: Conn, gateway: str, alert: Alert) -> bool:
 
 DECISION_COLUMNS = (
     "gateway", "alert_id", "device", "severity", "opened_at", "resolved_at", "resolved_by",
-    "decision", "comment", "score", "scorer", "model_version",
+    "decision", "comment", "score", "scorer", "model_version", "simulated",
 )
 
 
@@ -267,8 +269,8 @@ def decisions_csv(conn: Conn, since: datetime | None = None, until: datetime | N
     """Resolved alerts with their decisions (resolved in [since, until)) as CSV text."""
     rows = conn.execute(
         "SELECT a.gateway_id, a.alert_id, a.device_id, a.severity, a.opened_at, r.resolved_at,"
-        " r.resolved_by, r.decision, r.comment, a.score, a.scorer, a.model_version"
-        " FROM alert_reviews r JOIN alerts a USING (gateway_id, alert_id)"
+        " r.resolved_by, r.decision, r.comment, a.score, a.scorer, a.model_version,"
+        " a.simulated FROM alert_reviews r JOIN alerts a USING (gateway_id, alert_id)"
         " WHERE r.status = 'resolved'"
         " AND (%(since)s::timestamptz IS NULL OR r.resolved_at >= %(since)s)"
         " AND (%(until)s::timestamptz IS NULL OR r.resolved_at < %(until)s)"

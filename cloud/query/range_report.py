@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from cloud.db.pool import Conn
 from cloud.query.readings import bucketed
+from shared.schemas import MANUAL_BOOT
 from shared.sensors import PROFILES
 
 MAX_DAYS = 31
@@ -82,6 +83,7 @@ class ReportAlert(BaseModel):
     decision: str | None = Field(description="the resolver's decision, if resolved")
     reviewed_by: str | None
     comment: str
+    simulated: bool = Field(description="opened on an injected SIMULATED fault")
 
 
 class ReportOrder(BaseModel):
@@ -105,6 +107,8 @@ class DeviceSection(BaseModel):
     type: str
     gateway: str
     anomalous: int = Field(description="raw readings the scorer flagged anomalous")
+    simulated: int = Field(description="raw readings carrying an injected SIMULATED fault")
+    manual: int = Field(description="a technician's manual entries (measurements, notes)")
     completeness: Completeness
     metrics: list[MetricSummary]
     series: list[MetricSeries]
@@ -171,9 +175,10 @@ def build(conn: Conn, since: datetime, until: datetime, device: str | None) -> R
     for device_id, kind, gateway in registry:
         found = summaries.get(device_id, {})
         ordered = _profile_order(kind, found)
-        complete, anomalous = completeness.get(device_id, (_EMPTY, 0))
+        complete, anomalous, simulated, manual = completeness.get(device_id, (_EMPTY, 0, 0, 0))
         sections.append(DeviceSection(
             device=device_id, type=kind, gateway=gateway, anomalous=anomalous,
+            simulated=simulated, manual=manual,
             completeness=complete,
             metrics=[found[m] for m in ordered],
             series=[MetricSeries(metric=m, width_s=width, points=series[(device_id, m)])
@@ -229,18 +234,20 @@ def _summaries(conn: Conn, since: datetime, until: datetime,
 _EMPTY = Completeness(readings=0, expected=0, missing=0, boots=0, aggregated=0, share=1.0)
 
 
-def _completeness(conn: Conn, p: dict[str, object]) -> dict[str, tuple[Completeness, int]]:
-    """Per device: stored vs spanned seqs per boot, and the anomalous count, in the range.
+def _completeness(conn: Conn, p: dict[str, object]
+                  ) -> dict[str, tuple[Completeness, int, int, int]]:
+    """Per device: stored vs spanned seqs per boot, and the anomalous, SIMULATED and manual
+    counts, in the range.
 
     Gaps at the very ends of the range cannot be seen (nothing says the device counted
     there); a gap inside a boot's span is a reading lost before the cloud, not uploaded yet,
-    or folded into an aggregate by its gateway.
+    or folded into an aggregate by its gateway. A technician's manual entries (their own
+    boot, shared.schemas.MANUAL_BOOT) are counted apart: the device did not count them.
     """
-    # Where readings carry their origin (simulated or measured), count it in this query and
-    # add it to DeviceSection: the single place a "simulated" marker belongs.
     per_boot = conn.execute(
         "SELECT device_id, count(*)::bigint, count(*) FILTER (WHERE anomalous)::bigint,"
-        " (max(seq) - min(seq) + 1)::bigint FROM readings"
+        " (max(seq) - min(seq) + 1)::bigint,"
+        " count(*) FILTER (WHERE origin = 'simulated')::bigint, boot_id FROM readings"
         " WHERE device_id = ANY(%(ids)s) AND ts >= %(lo)s AND ts < %(hi)s"
         " GROUP BY device_id, boot_id", p,
     ).fetchall()
@@ -250,19 +257,23 @@ def _completeness(conn: Conn, p: dict[str, object]) -> dict[str, tuple[Completen
         " AND minute >= %(lo)s AND minute < %(hi)s GROUP BY 1, 2) m GROUP BY 1", p,
     ).fetchall())
     tally: dict[str, list[int]] = {}
-    for device_id, n, bad, span in per_boot:
-        t = tally.setdefault(device_id, [0, 0, 0, 0])
+    for device_id, n, bad, span, simulated, boot in per_boot:
+        t = tally.setdefault(device_id, [0, 0, 0, 0, 0, 0])
+        if boot == MANUAL_BOOT:
+            t[5] += n
+            continue
         t[0] += n
         t[1] += bad
         t[2] += span
         t[3] += 1
+        t[4] += simulated
     out = {}
     for device_id in set(tally) | set(folded):
-        n, bad, span, boots = tally.get(device_id, [0, 0, 0, 0])
+        n, bad, span, boots, simulated, manual = tally.get(device_id, [0, 0, 0, 0, 0, 0])
         out[device_id] = (Completeness(
             readings=n, expected=span, missing=span - n, boots=boots,
             aggregated=folded.get(device_id, 0), share=round(n / span, 6) if span else 1.0,
-        ), bad)
+        ), bad, simulated, manual)
     return out
 
 
@@ -271,7 +282,7 @@ def _alerts(conn: Conn, p: dict[str, object]) -> dict[str, list[ReportAlert]]:
     rows = conn.execute(
         "SELECT a.device_id, a.gateway_id, a.alert_id, a.opened_at, a.severity, a.score,"
         " a.state, coalesce(r.status, 'open'), r.decision,"
-        " coalesce(r.resolved_by, r.acknowledged_by), coalesce(r.comment, '')"
+        " coalesce(r.resolved_by, r.acknowledged_by), coalesce(r.comment, ''), a.simulated"
         " FROM alerts a LEFT JOIN alert_reviews r USING (gateway_id, alert_id)"
         " WHERE a.device_id = ANY(%(ids)s) AND a.opened_at >= %(lo)s AND a.opened_at < %(hi)s"
         " ORDER BY a.opened_at, a.gateway_id, a.alert_id", p,
@@ -280,7 +291,8 @@ def _alerts(conn: Conn, p: dict[str, object]) -> dict[str, list[ReportAlert]]:
     for r in rows:
         out.setdefault(r[0], []).append(ReportAlert(
             gateway=r[1], alert_id=r[2], opened_at=r[3], severity=r[4], score=r[5],
-            gateway_state=r[6], review=r[7], decision=r[8], reviewed_by=r[9], comment=r[10]))
+            gateway_state=r[6], review=r[7], decision=r[8], reviewed_by=r[9], comment=r[10],
+            simulated=r[11]))
     return out
 
 

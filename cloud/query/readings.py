@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.db.pool import Conn
 from cloud.exceptions import BadCursorError
-from shared.schemas import GatewayId, Reading
+from shared.schemas import GatewayId, Origin, Reading
 from shared.times import as_utc
 
 MAX_PAGE = 5000
@@ -98,8 +98,10 @@ def readings_page(
     until: datetime | None = None,
     limit: int = 1000,
     after: str | None = None,
+    origin: Origin | None = None,
 ) -> ReadingsPage:
-    """Readings of ``device`` with since <= ts < until, after the cursor, at most ``limit``."""
+    """Readings of ``device`` with since <= ts < until, after the cursor, at most ``limit``;
+    only those of ``origin`` if given."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be within 1..{MAX_PAGE}")
     # Only the conditions in use are written out, so every query shape gets a plan that
@@ -121,10 +123,14 @@ def readings_page(
             " %(a_boot)s, %(a_seq)s)"
         ))
         params.update(a_ts=ts_us, a_boot=boot, a_seq=seq)
+    if origin is not None:
+        # Manual entries are few: the partial index readings_manual serves them.
+        where.append(sql.SQL("origin = %(origin)s"))
+        params["origin"] = origin
     query = sql.SQL(
         "SELECT device_id, boot_id, seq, type, {ts}, {dts}, {rts}, metrics, score, scorer,"
         " model_version, anomalous, replay, gateway_id,"
-        " (extract(epoch FROM ts) * 1000000)::bigint"
+        " (extract(epoch FROM ts) * 1000000)::bigint, origin, note"
         " FROM readings WHERE {where} ORDER BY ts, boot_id, seq LIMIT %(limit)s"
     ).format(
         ts=_ms("ts"), dts=_ms("device_ts"), rts=_ms("received_at"),
@@ -139,7 +145,7 @@ def readings_page(
         StoredReading.model_construct(
             device=r[0], boot=r[1], seq=r[2], type=r[3], ts_ms=r[4], device_ts_ms=r[5],
             received_ms=r[6], metrics=r[7], score=r[8], scorer=r[9], model_version=r[10],
-            anomalous=r[11], replay=r[12], gateway=r[13],
+            anomalous=r[11], replay=r[12], gateway=r[13], origin=r[15], note=r[16],
         )
         for r in rows
     ]

@@ -24,6 +24,7 @@ CSV_COLUMNS = (
     "device", "type", "gateway", "metric", "unit", "values", "min", "mean", "max",
     "readings", "expected", "missing", "aggregated", "completeness", "anomalous", "alerts",
     "high_alerts", "confirmed_failures", "false_positives", "orders_not_done",
+    "simulated_readings", "simulated_alerts", "manual_entries",
 )
 DECISIONS = {"confirmed_failure": "confirmed failure", "false_positive": "false positive",
              "needs_inspection": "needs inspection"}
@@ -57,6 +58,7 @@ def _counts(d: DeviceSection) -> dict[str, int]:
         "confirmed_failures": decisions.count("confirmed_failure"),
         "false_positives": decisions.count("false_positive"),
         "orders_not_done": sum(o.status != "done" for o in d.orders),
+        "simulated_alerts": sum(a.simulated for a in d.alerts),
     }
 
 
@@ -70,11 +72,17 @@ def _completeness_text(d: DeviceSection) -> str:
                 f"missing. {d.anomalous} scored anomalous.")
     if c.aggregated:
         text += f" {c.aggregated} readings were folded into minute aggregates by the gateway."
+    if d.simulated:
+        text += (f" SIMULATED: {d.simulated} readings carry an injected fault (a drill or a "
+                 "demo, not the machine).")
+    if d.manual:
+        text += f" {d.manual} manual entr{'y' if d.manual == 1 else 'ies'} by a technician."
     return text
 
 
 def _review(d: DeviceSection) -> list[list[str]]:
-    return [[_stamp(a.opened_at), a.severity, f"{a.score:.3f}", f"{a.gateway}/{a.alert_id}",
+    return [[_stamp(a.opened_at), f"{a.severity} SIMULATED" if a.simulated else a.severity,
+             f"{a.score:.3f}", f"{a.gateway}/{a.alert_id}",
              a.review, DECISIONS.get(a.decision or "", ""), a.reviewed_by or "", a.comment]
             for a in d.alerts]
 
@@ -125,7 +133,8 @@ def to_csv(report: RangeReport) -> str:
         c, n = d.completeness, _counts(d)
         tail = [c.readings, c.expected, c.missing, c.aggregated, round(c.share, 6),
                 d.anomalous, n["alerts"], n["high_alerts"], n["confirmed_failures"],
-                n["false_positives"], n["orders_not_done"]]
+                n["false_positives"], n["orders_not_done"], d.simulated,
+                n["simulated_alerts"], d.manual]
         # Ids match the wire pattern and metric names [a-z0-9_]: no formula characters.
         rows: list[list[object]] = [
             [m.metric, m.unit, m.values, m.min, round(m.mean, 6), m.max] for m in d.metrics]

@@ -108,9 +108,12 @@ def load_profile(conn: Conn, profile: str, since: datetime, until: datetime) -> 
     """Readings of ``profile`` in ``[since, until)``: one series per device, gaps as NaN."""
     metrics = get_profile(profile).metric_names
     columns = ", ".join("(metrics->>%s)::float8" for _ in metrics)
-    # The metric values are extracted in SQL: no jsonb document is parsed in Python.
+    # The metric values are extracted in SQL: no jsonb document is parsed in Python. Only the
+    # sensors' stream: a technician's manual entry is not a sample of it, and a SIMULATED
+    # fault is not the machine's behaviour.
     sql = (f"SELECT device_id, (extract(epoch FROM ts) * 1000)::bigint, {columns} FROM readings"
-           " WHERE type = %s AND ts >= %s AND ts < %s ORDER BY device_id, ts, boot_id, seq")
+           " WHERE type = %s AND ts >= %s AND ts < %s AND origin = 'sensor'"
+           " ORDER BY device_id, ts, boot_id, seq")
     devices: dict[str, list[tuple[object, ...]]] = {}
     with conn.transaction(), conn.cursor(name="training_window") as cur:
         cur.itersize = _FETCH

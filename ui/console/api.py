@@ -157,13 +157,15 @@ class UserApi:
                                    since=iso(since), until=iso(until), width_s=width_s))
 
     async def readings(self, device: str, since: datetime, until: datetime,
-                       most: int) -> tuple[list[dict[str, Any]], bool]:
-        """Raw readings in [since, until), at most ``most``; (readings, more exist)."""
+                       most: int, origin: str | None = None
+                       ) -> tuple[list[dict[str, Any]], bool]:
+        """Raw readings in [since, until) (of ``origin`` only, if given), at most ``most``;
+        (readings, more exist)."""
         found: list[dict[str, Any]] = []
         after: str | None = None
         while True:
             page = await self.get("/api/v1/readings", device=device, since=iso(since),
-                                  until=iso(until), after=after,
+                                  until=iso(until), after=after, origin=origin,
                                   limit=min(MAX_RAW_PAGE, most + 1 - len(found)))
             found.extend(page["readings"])
             after = page["next"]

@@ -18,7 +18,10 @@ from ui.console.api import UserApi
 
 RAW_LIMIT = 5000
 TARGET_BUCKETS = 500
+MANUAL_LIMIT = 500  # manual entries (measurements, notes) fetched per view
 _RED = "#c62828"
+_MANUAL = "#1565c0"  # a technician's manual entry
+_SIMULATED = "#8e24aa"  # a reading with an injected SIMULATED fault
 
 
 def bucket_width(span: timedelta) -> int:
@@ -41,6 +44,8 @@ class View:
     width_s: int = 0
     source: str = ""
     counted: int = 0  # readings of the metric in the range, from the rollups
+    # A technician's manual entries in the range (drawn on either kind of chart, notes listed).
+    manual: list[dict[str, Any]] = field(default_factory=list)
 
     def points(self) -> int:
         """Points drawn (readings carrying the metric, or buckets)."""
@@ -64,14 +69,16 @@ async def load(api: UserApi, device: str, metric: str, since: datetime,
     width = bucket_width(until - since)
     series = await api.buckets(device, metric, since, until, width)
     counted = sum(int(b["count"]) for b in series["buckets"])
+    manual, _ = await api.readings(device, since, until, MANUAL_LIMIT, origin="manual")
     buckets = View(device, metric, since, until, "buckets", buckets=series["buckets"],
-                   width_s=width, source=series["source"], counted=counted)
+                   width_s=width, source=series["source"], counted=counted, manual=manual)
     if counted > RAW_LIMIT:
         return buckets
     readings, more = await api.readings(device, since, until, RAW_LIMIT)
     if more:  # the rollups lag ingest by a second or two: trust the readings themselves
         return buckets
-    return View(device, metric, since, until, "raw", readings=readings, counted=counted)
+    return View(device, metric, since, until, "raw", readings=readings, counted=counted,
+                manual=manual)
 
 
 def zoomed(view: View, event: dict[str, Any]) -> tuple[datetime, datetime] | None:
@@ -95,15 +102,34 @@ def zoomed(view: View, event: dict[str, Any]) -> tuple[datetime, datetime] | Non
 def describe(view: View) -> str:
     """What the chart shows, in words."""
     span = f"{view.since:%Y-%m-%d %H:%M:%S} to {view.until:%Y-%m-%d %H:%M:%S} UTC"
+    marks = ""
+    if view.manual:
+        notes = sum(1 for r in view.manual if r.get("note"))
+        marks += (f" {len(view.manual):,} manual entr{'y' if len(view.manual) == 1 else 'ies'}"
+                  f" by a technician ({notes} with a note) are marked MANUAL.")
     if view.kind == "raw":
+        simulated = sum(1 for r in view.readings if r.get("origin") == "simulated")
+        if simulated:
+            marks += (f" {simulated:,} readings carry an injected SIMULATED fault (a drill or "
+                      "a demo, not the machine): marked SIMULATED.")
         return (f"{view.points():,} raw readings of {view.metric} from {span}: every stored "
-                "reading, drawn as it is.")
+                f"reading, drawn as it is.{marks}")
     minutes = view.width_s / 60
     width = f"{minutes:g}-minute" if minutes < 120 else f"{minutes / 60:g}-hour"
     return (f"{len(view.buckets):,} {width} buckets (min, mean, max) of {view.counted:,} "
             f"readings of {view.metric} from {span}, from the {view.source} rollup. Zoom in "
             f"(drag on the slider, the wheel, or the zoom tool) to reach raw readings: they "
-            f"are drawn once the range holds at most {RAW_LIMIT:,}.")
+            f"are drawn once the range holds at most {RAW_LIMIT:,}, SIMULATED ones marked.{marks}")
+
+
+def notes(view: View) -> list[str]:
+    """The manual entries of the view, newest first: time, values entered and note."""
+    out = []
+    for r in sorted(view.manual, key=lambda r: r["ts_ms"], reverse=True):
+        values = ", ".join(f"{k} = {v:g}" for k, v in r["metrics"].items())
+        said = " · ".join(x for x in (values, r.get("note") or "") if x)
+        out.append(f"{_at(r['ts_ms']):%Y-%m-%d %H:%M:%S} UTC · MANUAL · {said}")
+    return out
 
 
 def chart_options(view: View) -> dict[str, Any]:
@@ -111,7 +137,9 @@ def chart_options(view: View) -> dict[str, Any]:
     series: list[dict[str, Any]]
     axes: list[dict[str, Any]] = [{"type": "value", "scale": True, "name": view.metric}]
     if view.kind == "raw":
-        rows = [r for r in view.readings if view.metric in r["metrics"]]
+        # Manual entries are not samples of the device's stream: drawn as points of their own.
+        rows = [r for r in view.readings
+                if view.metric in r["metrics"] and r.get("origin") != "manual"]
         series = [
             {"name": view.metric, "type": "line", "showSymbol": False,
              "data": [[r["ts_ms"], r["metrics"][view.metric]] for r in rows]},
@@ -119,6 +147,12 @@ def chart_options(view: View) -> dict[str, Any]:
              "itemStyle": {"color": _RED},
              "data": [[r["ts_ms"], r["metrics"][view.metric]] for r in rows if r["anomalous"]]},
         ]
+        simulated = [[r["ts_ms"], r["metrics"][view.metric]] for r in rows
+                     if r.get("origin") == "simulated"]
+        if simulated:
+            series.append({"name": "SIMULATED fault", "type": "scatter", "symbol": "triangle",
+                           "symbolSize": 7, "itemStyle": {"color": _SIMULATED},
+                           "data": simulated})
         scored = [[r["ts_ms"], r["score"]] for r in rows if r["score"] is not None]
         if scored:
             axes.append({"type": "value", "name": "anomaly score", "position": "right",
@@ -139,6 +173,11 @@ def chart_options(view: View) -> dict[str, Any]:
             {"name": "mean", "type": "line", "showSymbol": False,
              "data": [[t, b["avg"]] for t, b in zip(times, view.buckets, strict=True)]},
         ]
+    entered = [[r["ts_ms"], r["metrics"][view.metric]] for r in view.manual
+               if view.metric in r["metrics"]]
+    if entered:
+        series.append({"name": "MANUAL measurement", "type": "scatter", "symbol": "diamond",
+                       "symbolSize": 12, "itemStyle": {"color": _MANUAL}, "data": entered})
     return {
         "animation": False,
         "legend": {"top": 0},
@@ -159,13 +198,14 @@ def csv_text(view: View) -> str:
     w = csv.writer(out, lineterminator="\r\n")
     if view.kind == "raw":
         w.writerow(["ts", "device", "gateway", "boot", "seq", view.metric, "score", "scorer",
-                    "model_version", "anomalous"])
+                    "model_version", "anomalous", "origin", "note"])
         for r in view.readings:
             if view.metric in r["metrics"]:
                 w.writerow([_at(r["ts_ms"]).isoformat(), r["device"], r["gateway"], r["boot"],
                             r["seq"], r["metrics"][view.metric],
                             "" if r["score"] is None else r["score"], r["scorer"] or "",
-                            r["model_version"] or "", str(r["anomalous"]).lower()])
+                            r["model_version"] or "", str(r["anomalous"]).lower(),
+                            r.get("origin", "sensor"), r.get("note") or ""])
     else:
         w.writerow(["bucket_start", "device", "metric", "width_s", "min", "mean", "max",
                     "count"])

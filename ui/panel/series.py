@@ -10,6 +10,8 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from shared.schemas import MANUAL_BOOT
+
 HOUR_MS = 3_600_000
 # The live chart keeps one reading per half second (at most 7,200 an hour) and draws at most
 # MAX_DRAWN points, each the reading with the highest score of its slice: spikes stay visible.
@@ -29,6 +31,8 @@ class Point:
     scorer: str
     model_version: str | None
     anomalous: bool
+    origin: str = "sensor"  # sensor, manual (a technician's entry) or simulated
+    note: str | None = None
 
     @property
     def scored_by(self) -> str:
@@ -37,14 +41,15 @@ class Point:
             self.scorer, self.scorer)
 
 
-_COLUMNS = "boot, seq, ts_ms, metrics, score, scorer, model_version, anomalous"
+_COLUMNS = "boot, seq, ts_ms, metrics, score, scorer, model_version, anomalous, origin, note"
 
 
 def _point(row: tuple[object, ...]) -> Point:
-    boot, seq, ts, metrics, score, scorer, version, anomalous = row
+    boot, seq, ts, metrics, score, scorer, version, anomalous, origin, note = row
     return Point(str(boot), int(str(seq)), int(str(ts)), json.loads(str(metrics)),
                  None if score is None else float(str(score)), str(scorer),
-                 None if version is None else str(version), bool(anomalous))
+                 None if version is None else str(version), bool(anomalous), str(origin),
+                 None if note is None else str(note))
 
 
 def latest(conn: sqlite3.Connection, device: str, boot: str | None, n: int) -> list[Point]:
@@ -86,6 +91,11 @@ def since(conn: sqlite3.Connection, device: str, since_ms: int) -> list[Point]:
             f"SELECT {_COLUMNS} FROM readings WHERE device = ? AND boot = ? AND seq >= ? "
             "AND ts_ms >= ? ORDER BY seq", (device, boot, start, since_ms))
         out.extend(_point(r) for r in rows)
+    # Manual entries: their own boot, not in device_boots; few, so a walk of its key range.
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM readings WHERE device = ? AND boot = ? AND ts_ms >= ? "
+        "ORDER BY seq", (device, MANUAL_BOOT, since_ms))
+    out.extend(_point(r) for r in rows)
     return out
 
 
@@ -112,11 +122,14 @@ class LiveHour:
     device: str
     buckets: dict[int, Point] = field(default_factory=dict)
     rowid: int = 0
+    # A technician's entries, kept apart: they are not samples of the device's stream.
+    manual: dict[int, Point] = field(default_factory=dict)  # by seq
 
     def load(self, conn: sqlite3.Connection, now_ms: int) -> None:
         """Fill from the store: the readings of the last hour."""
         self.rowid = newest_rowid(conn)
         self.buckets.clear()
+        self.manual.clear()
         self._add(since(conn, self.device, now_ms - HOUR_MS))
 
     def refresh(self, conn: sqlite3.Connection, now_ms: int) -> bool:
@@ -130,10 +143,20 @@ class LiveHour:
         old = [b for b in self.buckets if b < cutoff]
         for b in old:
             del self.buckets[b]
-        return bool(new or old)
+        stale = [s for s, p in self.manual.items() if p.ts_ms // BUCKET_MS < cutoff]
+        for s in stale:
+            del self.manual[s]
+        return bool(new or old or stale)
+
+    def entries(self) -> list[Point]:
+        """The manual entries of the hour, in time order."""
+        return sorted(self.manual.values(), key=lambda p: (p.ts_ms, p.seq))
 
     def _add(self, points: list[Point]) -> None:
         for p in points:
+            if p.origin == "manual":
+                self.manual[p.seq] = p
+                continue
             b = p.ts_ms // BUCKET_MS
             held = self.buckets.get(b)
             if held is None or _rank(p) >= _rank(held):

@@ -64,8 +64,7 @@ def device(gw: Gateway, device_id: str) -> dict[str, Any] | None:
 def device_alerts(gw: Gateway, device_id: str, since_ms: int) -> list[Alert]:
     """The device's alerts open at any time since ``since_ms``."""
     rows = gw.store.conn.execute(
-        "SELECT alert_id, device, opened_ms, resolved_ms, severity, state, score, scorer, "
-        "model_version, explanation, updated_ms FROM alerts WHERE device = ? AND "
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE device = ? AND "
         "(resolved_ms IS NULL OR resolved_ms >= ?) ORDER BY opened_ms", (device_id, since_ms))
     return [alert_from_row(r) for r in rows]
 

@@ -24,6 +24,7 @@ from cloud.query.readings import (
     readings_page,
 )
 from cloud.query.readings import stats as query_stats
+from shared.schemas import Origin
 from shared.topics import ID_PATTERN
 
 ID_RE = re.compile(ID_PATTERN)
@@ -43,10 +44,13 @@ def get_readings(
     after: Annotated[
         str | None, Query(max_length=100, description="the `next` cursor of the previous page")
     ] = None,
+    origin: Annotated[Origin | None, Query(
+        description="only readings of this origin (manual: a technician's entries)")] = None,
 ) -> ReadingsPage:
     """Readings ordered by (ts, boot, seq); follow ``next`` until it is null."""
     with pool.connection() as conn:
-        return readings_page(conn, device, since=since, until=until, limit=limit, after=after)
+        return readings_page(conn, device, since=since, until=until, limit=limit, after=after,
+                             origin=origin)
 
 
 @router.get("/readings/buckets", response_model=BucketSeries,

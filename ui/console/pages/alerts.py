@@ -140,6 +140,9 @@ class Inbox:
         with ui.card().classes("w-full q-pa-sm").mark(f"alert-{ref}"):
             with ui.row().classes("items-center w-full gap-3"):
                 ui.badge(alert["severity"], color=SEVERITY_COLORS[alert["severity"]])
+                if alert.get("simulated"):
+                    # Opened on an injected fault (a drill or a demo), not on the machine.
+                    ui.badge("SIMULATED", color="purple-7").mark("simulated")
                 ui.label(f"{alert['device']}").classes("text-subtitle1 text-weight-medium")
                 ui.label(f"gateway {alert['gateway']} · alert {alert['alert_id']} · opened "
                          f"{timefmt.stamp(alert['opened_at'])} UTC · condition "

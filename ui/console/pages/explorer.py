@@ -127,6 +127,8 @@ class Explorer:
         self.custom_row.set_visibility(False)
         self.caption = ui.label().classes("text-body2").mark("chart-caption")
         self.chart_box = ui.element("div").classes("w-full")
+        # A technician's entries on the gateway panel, with their notes, for the range shown.
+        self.notes_box = ui.column().classes("w-full gap-1").mark("manual-notes")
         ui.label("Drawn from the cloud API: /api/v1/readings/buckets (rollups) and "
                  "/api/v1/readings (raw). Latest-data ranges update themselves.").classes(
             "text-caption text-grey-7")
@@ -168,6 +170,10 @@ class Explorer:
             chart.on("chart:datazoom", self._zoom_event)
         expose_markers(self.client)
         self.caption.set_text(explorer_data.describe(view))
+        self.notes_box.clear()
+        with self.notes_box:
+            for line in explorer_data.notes(view):
+                ui.label(line).classes("text-body2").mark("manual-note")
         self.back.set_enabled(bool(self.history))
 
     async def _follow(self) -> None:

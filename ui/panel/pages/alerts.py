@@ -95,6 +95,9 @@ def _card(row: snapshot.AlertRow, ask: Callable[[str, str], None]) -> None:
         with ui.row().classes("items-center w-full"):
             ui.badge(a.severity, color=_SEVERITY_COLOR[a.severity])
             ui.badge(a.state, color=_STATE_COLOR[a.state]).mark("alert-state")
+            if a.simulated:
+                # Opened on an injected fault (a drill or a demo), not on the machine.
+                ui.badge("SIMULATED", color="purple-7").mark("alert-simulated")
             ui.link(a.device, f"/devices/{a.device}").classes("text-subtitle1")
             ui.label(f"opened {units.clock(a.opened_ms)}").classes("text-body2")
             if a.resolved_ms is not None:

@@ -1,22 +1,29 @@
 """One device: its state and a live chart of the last hour (values, anomaly score, alerts,
-and the model version that scored each reading)."""
+and the model version that scored each reading), readings with an injected fault marked
+SIMULATED, and a form to record a manual measurement or inspection note (edge/manual.py)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nicegui import ui
 from starlette.responses import RedirectResponse
 
+from edge.manual import ManualEntryError
 from edge.store import now_ms
-from shared.schemas import Alert
-from shared.sensors import PROFILES
+from shared.schemas import MAX_NOTE, Alert
+from shared.sensors import PROFILES, SensorProfile
 from ui.panel import scenario, snapshot, units
 from ui.panel.context import Panel
-from ui.panel.frame import frame, guard
+from ui.panel.frame import frame, guard, still_signed_in
 from ui.panel.series import BUCKET_MS, HOUR_MS, MAX_DRAWN, LiveHour, Point
 
+log = logging.getLogger(__name__)
 _ALERT_COLORS = {"high": "#c62828", "medium": "#ef6c00", "low": "#f9a825"}
+_MANUAL = "#1565c0"  # a technician's manual entry
+_SIMULATED = "#8e24aa"  # a reading with an injected SIMULATED fault
 
 
 _SCORE_FLOOR = 0.01
@@ -28,8 +35,9 @@ def _on_log(score: float) -> float:
 
 
 def chart_options(points: list[Point], alerts: list[Alert], shown: list[str],
-                  now: int) -> dict[str, Any]:
-    """ECharts options: the chosen metrics above, the anomaly score per scorer below."""
+                  now: int, entries: Sequence[Point] = ()) -> dict[str, Any]:
+    """ECharts options: the chosen metrics above, the anomaly score per scorer below;
+    manual ``entries`` and SIMULATED readings marked apart."""
     # The axis spans the hour, or less while the device has not been reporting for that long.
     start = max(now - HOUR_MS, min((p.ts_ms for p in points), default=now - HOUR_MS))
     series: list[dict[str, Any]] = []
@@ -38,6 +46,18 @@ def chart_options(points: list[Point], alerts: list[Alert], shown: list[str],
             "name": metric, "type": "line", "showSymbol": False, "xAxisIndex": 0,
             "yAxisIndex": 0,
             "data": [[p.ts_ms, p.metrics[metric]] for p in points if metric in p.metrics]})
+        simulated = [[p.ts_ms, p.metrics[metric]] for p in points
+                     if p.origin == "simulated" and metric in p.metrics]
+        if simulated:
+            series.append({"name": f"{metric} SIMULATED fault", "type": "scatter",
+                           "symbol": "triangle", "symbolSize": 7, "xAxisIndex": 0,
+                           "yAxisIndex": 0, "itemStyle": {"color": _SIMULATED},
+                           "data": simulated})
+        entered = [[p.ts_ms, p.metrics[metric]] for p in entries if metric in p.metrics]
+        if entered:
+            series.append({"name": f"{metric} MANUAL", "type": "scatter", "symbol": "diamond",
+                           "symbolSize": 12, "xAxisIndex": 0, "yAxisIndex": 0,
+                           "itemStyle": {"color": _MANUAL}, "data": entered})
     by_scorer: dict[str, list[list[float]]] = {}
     for p in points:
         if p.score is not None:
@@ -55,7 +75,8 @@ def chart_options(points: list[Point], alerts: list[Alert], shown: list[str],
         "xAxisIndex": 1, "yAxisIndex": 1,
         "data": [{"value": [max(a.opened_ms, start), _on_log(a.score)],
                   "itemStyle": {"color": _ALERT_COLORS[a.severity]},
-                  "name": f"{a.severity} alert, {a.state}"} for a in alerts],
+                  "name": f"{'SIMULATED ' if a.simulated else ''}{a.severity} alert, "
+                          f"{a.state}"} for a in alerts],
         "markArea": {"silent": True, "itemStyle": {"color": "rgba(198,40,40,0.08)"},
                      "data": [[{"xAxis": max(a.opened_ms, start)},
                                {"xAxis": a.resolved_ms or now}] for a in alerts]},
@@ -89,6 +110,91 @@ def _facts(panel: Panel, device_id: str) -> str:
             f" · {gw.health.rate(device_id):.2f} readings/s · {gaps} seq gaps")
 
 
+def entry_line(p: Point) -> str:
+    """One manual entry as listed under the chart: time, values entered, note."""
+    values = ", ".join(f"{k} = {v:g}" for k, v in p.metrics.items())
+    said = " · ".join(x for x in (values, p.note or "") if x)
+    return f"{units.clock(p.ts_ms)} · MANUAL · {said}"
+
+
+def record_entry(panel: Panel, device_id: str, values: dict[str, float | None],
+                 note: str | None) -> str:
+    """Store a technician's entry through the gateway; what to tell them.
+
+    Raises ManualEntryError (the message says what to correct).
+    """
+    entered = {k: v for k, v in values.items() if v is not None}
+    reading = panel.gateway.record_manual(device_id, entered, note)
+    log.info("panel: manual entry %d of %s recorded", reading.seq, device_id)
+    what = [f"{len(entered)} value{'' if len(entered) == 1 else 's'}"] if entered else []
+    if reading.note:
+        what.append("a note")
+    return (f"Recorded {' and '.join(what)} for {device_id}, marked manual; it syncs "
+            "with the readings.")
+
+
+class OriginMarks:
+    """Under the chart: how many readings drawn are SIMULATED, and the manual entries."""
+
+    def __init__(self) -> None:
+        self.simulated = ui.label().classes("text-body2 text-purple-8").mark(
+            "simulated-readings")
+        ui.label("Manual entries of the last hour").classes("text-subtitle1")
+        self.entries = ui.column().classes("gap-1").mark("manual-entries")
+
+    def show(self, drawn: Sequence[Point], entries: Sequence[Point]) -> None:
+        """Say what is simulated among the ``drawn`` points; list the ``entries``."""
+        n = sum(p.origin == "simulated" for p in drawn)
+        self.simulated.set_text(
+            f"SIMULATED: {n} of the points drawn carry an injected fault (a drill or a demo, "
+            "not the machine)." if n else "")
+        self.entries.clear()
+        with self.entries:
+            for p in reversed(entries):
+                ui.label(entry_line(p)).classes("text-body2").mark("manual-entry")
+            if not entries:
+                ui.label("No manual entry in the last hour.").classes("text-body2 text-grey-7")
+
+
+class ManualForm:
+    """Record a measurement (in the profile's units) and/or an inspection note."""
+
+    def __init__(self, panel: Panel, device_id: str, prof: SensorProfile | None,
+                 done: Callable[[], object]) -> None:
+        self.panel, self.device_id, self.done = panel, device_id, done
+        with ui.card().classes("w-full").mark("manual-form"):
+            ui.label("Record a manual measurement or inspection note").classes("text-h6")
+            ui.label("Stored like a reading, marked manual, and synced to the cloud. It does "
+                     "not feed the anomaly detector: a hand-held reading is not a sample of "
+                     "the device's stream.").classes("text-caption text-grey-7")
+            self.values: dict[str, ui.number] = {}
+            with ui.row().classes("gap-4"):
+                for m in prof.metrics if prof else ():
+                    self.values[m.name] = ui.number(
+                        f"{m.name} ({m.unit})", placeholder=f"{m.low:g} … {m.high:g}").classes(
+                        "w-48").mark(f"manual-{m.name}")
+            self.note = ui.textarea("Inspection note", placeholder="What you saw or did").props(
+                f"maxlength={MAX_NOTE} autogrow").classes("w-full").mark("manual-note")
+            ui.button("Record", icon="edit_note", on_click=self.record).mark("manual-record")
+
+    def record(self) -> None:
+        """Store the entry; say what happened; clear the form if stored."""
+        if not still_signed_in(self.panel):
+            return
+        values = {k: (None if n.value is None else float(n.value))
+                  for k, n in self.values.items()}
+        try:
+            said = record_entry(self.panel, self.device_id, values, self.note.value)
+        except ManualEntryError as exc:
+            ui.notify(f"Not recorded: {exc}", type="warning")
+            return
+        ui.notify(said, type="positive")
+        for n in self.values.values():
+            n.value = None
+        self.note.value = ""
+        self.done()
+
+
 def register(panel: Panel) -> None:
     """Add the device page at /devices/<device>."""
 
@@ -120,15 +226,18 @@ def register(panel: Panel) -> None:
                 "text-caption text-grey-7")
             chart = ui.echart({}).classes("w-full h-[32rem]").mark("device-chart")
             scorers = ui.label().classes("text-body2").mark("scored-by")
+            marks = OriginMarks()
 
             def redraw() -> None:
                 now = now_ms()
                 points = live.drawn()
                 alerts = snapshot.device_alerts(gw, device_id, now - HOUR_MS)
                 chart.options.clear()
+                entries = live.entries()
                 chart.options.update(chart_options(points, alerts, list(shown.value or []),
-                                                   now))
+                                                   now, entries))
                 chart.update()
+                marks.show(points, entries)
                 if points:
                     last = points[-1]
                     newest.set_text(f"{len(points):,} points drawn; newest reading "
@@ -153,4 +262,10 @@ def register(panel: Panel) -> None:
             redraw()
             ui.timer(panel.refresh_s, tick)
             scenario.controls(panel, device_id)  # SIMULATION ONLY: absent on a real plant
+
+            def recorded() -> None:
+                live.refresh(gw.store.conn, now_ms())
+                redraw()
+
+            ManualForm(panel, device_id, prof, recorded)
         return None
