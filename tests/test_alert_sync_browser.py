@@ -64,7 +64,7 @@ def screens(broker: PrivateMosquitto, pg_cluster: PrivatePostgres, tmp_path: Pat
         port = free_port()
         gw = ServiceProcess(["-m", "smaint", "gateway", "run"], env={
             "SMAINT_GATEWAY_GATEWAY_ID": "gw-1",
-            "SMAINT_GATEWAY_MQTT__PORT": str(broker.port),
+            **broker.gateway_env(),
             "SMAINT_GATEWAY_STORAGE__PATH": str(tmp_path / "gateway.db"),
             "SMAINT_GATEWAY_HTTP__PORT": str(port),
             "SMAINT_GATEWAY_PANEL__PASSWORD_HASH": hash_password(PASSWORD),
@@ -77,7 +77,7 @@ def screens(broker: PrivateMosquitto, pg_cluster: PrivatePostgres, tmp_path: Pat
             "SMAINT_GATEWAY_SYNC__INTERVAL_S": "0.5",
         }, log=tmp_path / "gateway.log", port=port, name="gateway with panel")
         fleet = Fleet(broker.host, broker.port, n_devices=1, rate_hz=10, profile="motor",
-                      seed=11, id_prefix="as-")
+                      seed=11, id_prefix="as-", login=broker.fixture_device_login)
         try:
             gw.start(timeout_s=60)
             base = f"http://127.0.0.1:{port}"
