@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
+from edge.api_token import resolve_api_token
 from edge.degraded import StorageHealth
 from edge.desired_config import ConfigApplier, DeviceConfigPublisher, Knob
 from edge.device_tracking import DeviceTracker
@@ -245,10 +246,10 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
     gw = gateway if gateway is not None else Gateway(settings)
     s = settings
     api = build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
-                    degraded=lambda: gw.storage.reason,
+                    api_token=resolve_api_token(s), degraded=lambda: gw.storage.reason,
                     devices=lambda: gw.health.report(gw.store))
     if compose_http is None:
-        server = make_server(api, s.http.host, s.http.port)
+        server = make_server(api.asgi, s.http.host, s.http.port)
     else:
         server = make_server(compose_http(gw, api), s.http.host, s.http.port, lifespan=True)
     log.info("starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",

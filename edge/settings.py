@@ -197,6 +197,16 @@ class HttpSettings(_Section):
 
     host: str = Field(default="127.0.0.1", description="local status/metrics server host")
     port: int = Field(default=8080, ge=0, le=65535, description="local status server port")
+    api_token: str = Field(
+        default="",
+        description="bearer token that state-changing /api requests (alert ack) must carry; "
+                    "empty: the token in api_token_file, made at first start",
+    )
+    api_token_file: str = Field(
+        default="",
+        description="file holding the local API token (mode 0600); empty: 'api-token' next "
+                    "to the database",
+    )
 
 
 class PanelSettings(_Section):
@@ -250,6 +260,13 @@ class GatewaySettings(BaseSettings):
         if self.scoring.models_dir:
             return Path(self.scoring.models_dir)
         return Path(self.storage.path).resolve().parent / "models"
+
+    @property
+    def api_token_path(self) -> Path:
+        """Where the local API token is kept (api_token_file or 'api-token' beside the db)."""
+        if self.http.api_token_file:
+            return Path(self.http.api_token_file)
+        return Path(self.storage.path).resolve().parent / "api-token"
 
     @property
     def panel_password_path(self) -> Path:
