@@ -8,6 +8,7 @@ never runs silently on a default.
 from __future__ import annotations
 
 import os
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cloud.artifacts.config import ArtifactStoreConfig
 from cloud.drift.config import DriftConfig
+from cloud.ingest.limits import EARLIEST, IngestLimits
 from cloud.training.config import TrainingConfig
 from shared.config import LoggingSettings, check_environment
 
@@ -51,6 +53,26 @@ class ApiSettings(_Section):
         default=600, ge=0,
         description="requests per user key (or failed-auth address) and minute; 0 = off",
     )
+
+
+class IngestSettings(_Section):
+    """What the cloud stores from sync batches: the plausible time window, partition budget."""
+
+    earliest: date = Field(
+        default=EARLIEST,
+        description="readings stamped before this day (UTC) are dead-lettered, not stored")
+    max_future_s: float = Field(
+        default=600.0, ge=0, le=7 * 86_400,
+        description="readings stamped more than this ahead of the cloud clock are dead-lettered")
+    max_new_partitions: int = Field(
+        default=4, ge=1, le=1000,
+        description="daily partitions one upload may create; past it the upload is refused "
+                    "with 429 after making that many, and its retry makes the next ones")
+
+    def limits(self) -> IngestLimits:
+        """These settings as ingest uses them."""
+        return IngestLimits(earliest=self.earliest, max_future_s=self.max_future_s,
+                            max_new_partitions=self.max_new_partitions)
 
 
 class JobSettings(_Section):
@@ -120,6 +142,7 @@ class CloudSettings(BaseSettings):
     )
     db: DbSettings = Field(default_factory=DbSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

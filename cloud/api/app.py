@@ -20,6 +20,7 @@ from cloud.api.metrics import CloudMetrics
 from cloud.api.routes import (
     alerts,
     backfill,
+    dead_letters,
     drift,
     gateway_config,
     health,
@@ -141,6 +142,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(health.router)
     app.include_router(training_routes.router)
     for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
-                   drift, gateway_config, system):
+                   drift, gateway_config, system, dead_letters):
         app.include_router(module.router)
     return app
