@@ -103,9 +103,11 @@ def _serve(settings: CloudSettings, compose: Compose | None) -> int:
     app = create_app(settings)
     served = compose(app, settings) if compose is not None else app
     # log_config=None keeps our handler; our middleware writes the access log with the id.
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from any local peer; the app
+    # reads it itself, from the proxies SMAINT_CLOUD_API__TRUSTED_PROXIES names only.
     uvicorn.run(
         served, host=settings.api.host, port=settings.api.port,
-        log_config=None, access_log=False,
+        log_config=None, access_log=False, proxy_headers=False,
     )
     return 0
 
