@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -76,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     uadd = user.add_parser("add", parents=[dsn], help="create a user, print its first API key")
     uadd.add_argument("name")
     uadd.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
+    uadd.add_argument("--password", action="store_true",
+                      help="also set a console password (asked for, or read from stdin)")
+    upass = user.add_parser("passwd", parents=[dsn],
+                            help="set a user's console password (argon2id)")
+    upass.add_argument("name")
+    for p_ in (uadd, upass):
+        p_.add_argument("--stdin", action="store_true",
+                        help="read the password from stdin's first line instead of a prompt")
     ukey = user.add_parser("key", parents=[dsn], help="issue another API key, print it")
     ukey.add_argument("name")
     urevoke = user.add_parser("revoke-key", parents=[dsn], help="revoke one API key")
@@ -152,10 +161,29 @@ def _run(args: argparse.Namespace, settings: CloudSettings, compose: Compose | N
     return 0
 
 
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("console password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
 def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
+    from cloud.access.passwords import hash_password, set_password  # noqa: PLC0415
     from cloud.access.users import create_user, issue_key, list_users, revoke_key  # noqa: PLC0415
 
+    password = None
+    if args.action == "passwd" or (args.action == "add" and args.password):
+        password = _read_password(args.stdin)
+        hash_password(password)  # refuse a too-short one before anything is created
     with psycopg.connect(settings.db.dsn, connect_timeout=10) as conn:
+        if args.action == "passwd":
+            assert password is not None  # noqa: S101 - read above for passwd
+            set_password(conn, args.name, password)
+            print(f"console password of user {args.name} set")
+            return 0
         if args.action in {"add", "key"}:
             issued = (
                 create_user(conn, args.name, args.role) if args.action == "add"
@@ -163,6 +191,9 @@ def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
             )
             print(f"user {issued.user} ({issued.role}): API key {issued.key_id} (shown once):",
                   file=sys.stderr)
+            if password is not None:
+                set_password(conn, issued.user, password)
+                print(f"console password of user {issued.user} set", file=sys.stderr)
             print(issued.key)  # alone on stdout's last line, for scripts
         elif args.action == "revoke-key":
             revoke_key(conn, args.name, args.key_id)

@@ -31,6 +31,7 @@ from cloud.api.routes import (
     orders,
     readings,
     reports,
+    sessions,
     sync,
     system,
 )
@@ -155,6 +156,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(health.router)
     app.include_router(training_routes.router)
     for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
-                   drift, gateway_config, system, dead_letters):
+                   drift, gateway_config, system, dead_letters, sessions):
         app.include_router(module.router)
     return app

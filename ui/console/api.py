@@ -78,7 +78,7 @@ class UserApi:
                                      timeout=_TIMEOUT_S) as client:
             resp = await client.request(
                 method, path, params=params, json=body,
-                headers={"Authorization": f"Bearer {self._key}"})
+                headers={"Authorization": f"Bearer {self._key}"} if self._key else None)
         if resp.is_success:
             return resp
         what = f"{method} {path}"
@@ -100,6 +100,15 @@ class UserApi:
         return (await self.request(method, path, body=body)).json()
 
     # -- reads ------------------------------------------------------------------------------
+
+    async def sign_in(self, name: str, password: str) -> dict[str, Any]:
+        """A session key for ``name`` (``POST /api/v1/sessions``; call on a key-less client)."""
+        return dict(await self.send("POST", "/api/v1/sessions",
+                                    {"name": name, "password": password}))
+
+    async def sign_out(self) -> None:
+        """Revoke the session key this client carries."""
+        await self.request("DELETE", "/api/v1/sessions/current")
 
     async def me(self) -> dict[str, Any]:
         """Who the key belongs to: name, role, key_id."""

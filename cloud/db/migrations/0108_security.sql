@@ -17,3 +17,9 @@ CREATE INDEX ingest_dead_letters_gateway ON ingest_dead_letters (gateway_id, dea
 
 -- How many of a batch's readings went to ingest_dead_letters (so its re-sent ack adds up).
 ALTER TABLE sync_batches ADD COLUMN n_dead_lettered integer NOT NULL DEFAULT 0;
+
+-- Console passwords (argon2id, cloud/access/passwords.py); NULL: this user signs in with an
+-- API key only.
+ALTER TABLE users ADD COLUMN password_hash text;
+-- Keys made by a password sign-in end by themselves; other keys have no expiry.
+ALTER TABLE api_keys ADD COLUMN expires_at timestamptz;
