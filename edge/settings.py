@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -149,7 +149,9 @@ class ScoringSettings(_Section):
         description="base64 Ed25519 public keys whose model bundles are trusted (JSON list)",
     )
     trusted_keys_file: str = Field(
-        default="", description="file of trusted base64 public keys, one per line"
+        default="",
+        description="file of trusted base64 public keys, one per line; must lie outside "
+                    "models_dir (whoever can drop a bundle there must not drop a key too)",
     )
     model_poll_s: float = Field(
         default=2.0, gt=0, le=3600, description="how often models_dir is checked for new bundles"
@@ -260,6 +262,18 @@ class GatewaySettings(BaseSettings):
         if self.scoring.models_dir:
             return Path(self.scoring.models_dir)
         return Path(self.storage.path).resolve().parent / "models"
+
+    @model_validator(mode="after")
+    def _keys_apart_from_bundles(self) -> GatewaySettings:
+        keys = self.scoring.trusted_keys_file
+        if keys:
+            models = self.models_path.resolve()
+            if Path(keys).resolve().is_relative_to(models):
+                raise ValueError(
+                    f"scoring.trusted_keys_file ({keys}) lies inside the models directory "
+                    f"({models}), which holds the bundles it verifies: keep it elsewhere, "
+                    "writable by the operator only")
+        return self
 
     @property
     def api_token_path(self) -> Path:
