@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("gateway_id")
     revoke = gw.add_parser("revoke", parents=[dsn], help="revoke a gateway's token")
     revoke.add_argument("gateway_id")
+    enrol = gw.add_parser("enrol", parents=[dsn],
+                          help="print a one-time code the gateway exchanges for its token")
+    enrol.add_argument("gateway_id")
+    enrol.add_argument("--ttl-hours", type=float, default=24.0,
+                       help="the code expires after this (default 24)")
+    rotate = gw.add_parser("rotate", parents=[dsn],
+                           help="ask a gateway to fetch a new token at its next upload")
+    rotate.add_argument("gateway_id")
 
     backfill = sub.add_parser(
         "backfill", parents=[dsn], help="ask a gateway to upload a time range again")
@@ -132,7 +140,12 @@ def _train_initial(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, settings: CloudSettings, compose: Compose | None) -> int:
-    from cloud.access.gateway_tokens import create_gateway, revoke_gateway  # noqa: PLC0415
+    from cloud.access.gateway_tokens import (  # noqa: PLC0415
+        create_gateway,
+        issue_enrolment,
+        request_rotation,
+        revoke_gateway,
+    )
     from cloud.db.migrate import migrate  # noqa: PLC0415
 
     if args.command == "serve":
@@ -155,6 +168,14 @@ def _run(args: argparse.Namespace, settings: CloudSettings, compose: Compose | N
             token = create_gateway(conn, args.gateway_id)
             print(f"gateway {args.gateway_id} registered; its token (shown once):", file=sys.stderr)
             print(token)  # alone on stdout's last line, for scripts
+        elif args.action == "enrol":
+            code = issue_enrolment(conn, args.gateway_id, args.ttl_hours * 3600, actor="cli")
+            print(f"enrolment code for gateway {args.gateway_id} (once, within "
+                  f"{args.ttl_hours:g} h; SMAINT_GATEWAY_SYNC__ENROL_CODE):", file=sys.stderr)
+            print(code)
+        elif args.action == "rotate":
+            request_rotation(conn, args.gateway_id, actor="cli")
+            print(f"gateway {args.gateway_id} fetches a new token at its next upload")
         else:
             revoke_gateway(conn, args.gateway_id)
             print(f"gateway {args.gateway_id} revoked")

@@ -64,6 +64,12 @@ class ApiSettings(_Section):
         description="addresses or networks of reverse proxies whose X-Forwarded-For is "
                     "believed; from anyone else it is ignored",
     )
+    token_overlap_s: float = Field(
+        default=86_400.0, ge=60, le=30 * 86_400,
+        description="after a gateway rotates its token the old one stays valid this long")
+    enrolment_ttl_s: float = Field(
+        default=86_400.0, ge=60, le=30 * 86_400,
+        description="how long a gateway enrolment code may be exchanged for a token")
     cors_origins: list[str] = Field(
         default_factory=list,
         description="origins (https://host[:port]) whose pages may call the API from a "

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
 from edge.api_token import resolve_api_token
+from edge.cloud_token import CloudToken
 from edge.degraded import StorageHealth
 from edge.desired_config import ConfigApplier, DeviceConfigPublisher, Knob
 from edge.device_tracking import DeviceTracker
@@ -52,7 +53,8 @@ class Gateway:
         self.models = ModelRegistry(
             s.models_path, load_trusted_keys(s.scoring.trusted_keys, s.scoring.trusted_keys_file))
         self.models.refresh()  # models present at start score the very first readings
-        self.downloader = BundleDownloader(s.sync.cloud_url, s.sync.token,
+        self.cloud_token = CloudToken(s)
+        self.downloader = BundleDownloader(s.sync.cloud_url, lambda: self.cloud_token.value,
                                            s.models_path / ".ota" / "download")
         self.rollout = ModelRollout(self.models, self.downloader,
                                     shadow_readings=s.rollout.shadow_readings,
@@ -79,7 +81,8 @@ class Gateway:
                                  health=self.health)
         self.ingestor = Ingestor(s, self.pipeline, self.metrics, storage=self.storage,
                                  retention=self.retention)
-        self.uploader = Uploader(s, self.outbox, state=self.actual_state,
+        self.uploader = Uploader(s, self.outbox, token=self.cloud_token,
+                                 state=self.actual_state,
                                  on_desired=self.on_desired)
         self.device_config = DeviceConfigPublisher(
             s.mqtt.host, s.mqtt.port, s.gateway_id,

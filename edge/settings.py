@@ -97,7 +97,19 @@ class SyncSettings(_Section):
 
     cloud_url: str = Field(default="http://127.0.0.1:8000", description="cloud API base URL")
     token: str = Field(
-        default="", description="bearer token the cloud issued to this gateway; empty: no sync"
+        default="",
+        description="bearer token the cloud issued to this gateway (never rotated by the "
+                    "gateway); empty: the token file, or enrol with enrol_code",
+    )
+    enrol_code: str = Field(
+        default="",
+        description="one-time code from `smaint cloud gateway enrol ID`: exchanged at first "
+                    "contact for the token, which is then kept in token_file",
+    )
+    token_file: str = Field(
+        default="",
+        description="file the enrolled (and rotated) token is kept in, mode 0600; empty: "
+                    "'cloud-token' next to the database",
     )
     interval_s: float = Field(
         default=1.0, gt=0, le=3600, description="pause between uploads once the outbox is empty"
@@ -274,6 +286,13 @@ class GatewaySettings(BaseSettings):
                     f"({models}), which holds the bundles it verifies: keep it elsewhere, "
                     "writable by the operator only")
         return self
+
+    @property
+    def cloud_token_path(self) -> Path:
+        """Where an enrolled cloud token is kept (sync.token_file or beside the db)."""
+        if self.sync.token_file:
+            return Path(self.sync.token_file)
+        return Path(self.storage.path).resolve().parent / "cloud-token"
 
     @property
     def api_token_path(self) -> Path:

@@ -373,5 +373,8 @@ class SyncAck(BaseModel):
     alerts_upserted: int = 0
     readings_dead_lettered: int = Field(
         default=0, description="rows outside the cloud's plausible time window, not stored")
+    rotate_token: bool = Field(
+        default=False, description="fetch a new token (POST /api/v1/sync/token); the one in "
+                                   "use stays valid for an overlap period")
     desired: DesiredState | None = Field(
         default=None, description="what the gateway should run; null from older clouds")

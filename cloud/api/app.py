@@ -24,6 +24,7 @@ from cloud.api.routes import (
     backfill,
     dead_letters,
     drift,
+    gateway_access,
     gateway_config,
     health,
     models,
@@ -156,6 +157,6 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(health.router)
     app.include_router(training_routes.router)
     for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
-                   drift, gateway_config, system, dead_letters, sessions):
+                   drift, gateway_config, system, dead_letters, sessions, gateway_access):
         app.include_router(module.router)
     return app

@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 
 from cloud.access import ratelimit
 from cloud.access.client_address import Network, client_address
-from cloud.access.gateway_tokens import authenticate
+from cloud.access.gateway_tokens import GatewayIdentity, identify
 from cloud.access.users import Principal, Role, authenticate_key
 from cloud.api.metrics import CloudMetrics
 from cloud.exceptions import AuthError, ForbiddenRoleError, RateLimitedError
@@ -77,24 +77,32 @@ def count_failure(state: AppState, address: str) -> None:
         raise RateLimitedError(f"authfail:{address}", retry)
 
 
-def require_gateway(
+def require_gateway_identity(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)], pool: Pool
-) -> str:
-    """The gateway id the request's bearer token belongs to; AuthError (401) otherwise."""
+) -> GatewayIdentity:
+    """Whom the request's bearer token belongs to; AuthError (401) otherwise, counted per
+    client address (429 past the limit)."""
     state, address = get_state(request), client_address_of(request)
     refuse_if_throttled(state, address)
     try:
         if creds is None:
             raise AuthError("missing 'Authorization: Bearer <gateway token>' header")
         with pool.connection() as conn:
-            return authenticate(conn, creds.credentials)
+            return identify(conn, creds.credentials)
     except AuthError:
         count_failure(state, address)
         raise
 
 
+def require_gateway(
+    identity: Annotated[GatewayIdentity, Depends(require_gateway_identity)]) -> str:
+    """The gateway id the request's bearer token belongs to; AuthError (401) otherwise."""
+    return identity.gateway_id
+
+
 GatewayAuth = Annotated[str, Depends(require_gateway)]
+GatewayIdentityAuth = Annotated[GatewayIdentity, Depends(require_gateway_identity)]
 
 
 # User API keys are a separate scheme from gateway tokens: a gateway token opens no user

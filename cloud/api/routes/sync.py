@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
+from cloud.access.gateway_tokens import rotation_requested
 from cloud.api.deps import GatewayAuth, State
 from cloud.exceptions import BodyError, BodyTooLargeError, UnsupportedEncodingError
 from cloud.ingest.batch import apply_batch
@@ -102,7 +103,10 @@ def _decode_and_apply(
 ) -> SyncAck:
     batch = decode_batch(raw, encoding, limit, content_type)
     with pool.connection() as conn:
-        return apply_batch(conn, batch, gateway_id, limits)
+        ack = apply_batch(conn, batch, gateway_id, limits)
+        ack.rotate_token = rotation_requested(conn, gateway_id)
+        conn.rollback()  # the read above opened a transaction; nothing to keep
+    return ack
 
 
 @router.post(

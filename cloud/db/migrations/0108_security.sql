@@ -23,3 +23,21 @@ ALTER TABLE sync_batches ADD COLUMN n_dead_lettered integer NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN password_hash text;
 -- Keys made by a password sign-in end by themselves; other keys have no expiry.
 ALTER TABLE api_keys ADD COLUMN expires_at timestamptz;
+
+-- Gateway token rotation without downtime: the token before the current one stays valid
+-- until previous_valid_until; rotate_requested is carried to the gateway in its sync answer.
+ALTER TABLE gateways
+    ADD COLUMN previous_token_sha256 bytea UNIQUE,
+    ADD COLUMN previous_valid_until timestamptz,
+    ADD COLUMN rotate_requested boolean NOT NULL DEFAULT false;
+
+-- One-time enrolment codes: an admin issues one for a gateway id; the gateway's first
+-- contact exchanges it for its token. Only the code's SHA-256 is kept.
+CREATE TABLE gateway_enrolments (
+    code_sha256 bytea PRIMARY KEY,
+    gateway_id  text NOT NULL CHECK (gateway_id ~ '^[a-z0-9][a-z0-9_-]{0,63}$'),
+    created_by  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    used_at     timestamptz
+);
