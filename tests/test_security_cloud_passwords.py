@@ -122,3 +122,23 @@ def test_security_cli_sets_console_passwords(pg_dsn: str, monkeypatch: pytest.Mo
         actions = [r[0] for r in conn.execute(
             "SELECT action FROM audit_log WHERE entity_id = 'carol' ORDER BY audit_id")]
     assert actions == ["user.create", "user.password_set", "user.password_set"]
+
+
+async def test_security_console_sign_ins_count_per_browser_behind_a_proxy(pg_dsn: str) -> None:
+    """The console calls the API in process with the page request's X-Forwarded-For: behind
+    a trusted proxy each browser has its own budget of failed sign-ins."""
+    from ui.console.api import ApiError, CloudApi  # noqa: PLC0415
+
+    with _behind_proxy(pg_dsn, failures=2) as client:
+        api = CloudApi(client.app)
+
+        async def attempt(browser: str, name: str = "ghost") -> int:
+            try:
+                await api.as_user("", "127.0.0.1", browser).sign_in(name, "guess")
+            except ApiError as exc:
+                return exc.status
+            return 201
+
+        tries = [await attempt("203.0.113.20", f"ghost-{i}") for i in range(4)]
+        assert tries == [401, 401, 429, 429]
+        assert await attempt("203.0.113.21") == 401  # another browser: its own budget

@@ -52,9 +52,16 @@ def session_of(console: Console) -> Session:
     return session
 
 
+def api_as(console: Console, key: str) -> UserApi:
+    """The API as the holder of ``key`` ("" for none), from this browser's address (and the
+    X-Forwarded-For its page request carried, which the API believes from a trusted proxy)."""
+    client = ui.context.client
+    return console.api.as_user(key, client.ip, client.request.headers.get("x-forwarded-for"))
+
+
 def api_of(console: Console, session: Session) -> UserApi:
     """The API as the session's user, from this browser's address."""
-    return console.api.as_user(session.key, ui.context.client.ip)
+    return api_as(console, session.key)
 
 
 async def call(console: Console, action: Callable[[UserApi], Awaitable[T]],

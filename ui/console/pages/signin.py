@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse
 
 from ui.console.api import ApiError, SignedOutError
 from ui.console.context import Console
-from ui.console.frame import NAV, browser_id, expose_markers
+from ui.console.frame import NAV, api_as, browser_id, expose_markers
 
 log = logging.getLogger(__name__)
 _PATHS = {path for _, path, _ in NAV}
@@ -72,7 +72,7 @@ def register(console: Console) -> None:
         async def with_password() -> None:
             name = (name_field.value or "").strip()
             password = password_field.value or ""
-            anonymous = console.api.as_user("", ui.context.client.ip)
+            anonymous = api_as(console, "")
             try:
                 issued = await anonymous.sign_in(name, password)
             except SignedOutError as exc:
@@ -91,7 +91,7 @@ def register(console: Console) -> None:
 
         async def sign_in(key: str, *, password: bool) -> None:
             browser = browser_id()
-            api = console.api.as_user(key, ui.context.client.ip)
+            api = api_as(console, key)
             try:
                 me = await api.me()
             except SignedOutError as exc:
