@@ -271,12 +271,17 @@ class GatewayProcess:
         self.stages = workdir / "stages.jsonl"
         main = workdir / "gateway_main.py"
         main.write_text(GATEWAY_MAIN)
+        # The gateway refuses trusted keys inside its models directory: a copy of its own.
+        trust = workdir / "trust"
+        trust.mkdir(exist_ok=True)
+        keys = trust / "trusted_keys.txt"
+        keys.write_text((models / "trusted_keys.txt").read_text())
         env = {"SMAINT_GATEWAY_GATEWAY_ID": GATEWAY_ID,
                **gateway_mqtt,
                "SMAINT_GATEWAY_STORAGE__PATH": str(self.db),
                "SMAINT_GATEWAY_HTTP__PORT": str(self.http_port),
                "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(models),
-               "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(models / "trusted_keys.txt"),
+               "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS_FILE": str(keys),
                "SMAINT_GATEWAY_SYNC__TOKEN": ""}
         # --profile: the same gateway under cProfile (slower; for finding the hot path only).
         prof = ["-m", "cProfile", "-o", str(profile)] if profile else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -63,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("gateway_id")
     revoke = gw.add_parser("revoke", parents=[dsn], help="revoke a gateway's token")
     revoke.add_argument("gateway_id")
+    enrol = gw.add_parser("enrol", parents=[dsn],
+                          help="print a one-time code the gateway exchanges for its token")
+    enrol.add_argument("gateway_id")
+    enrol.add_argument("--ttl-hours", type=float, default=24.0,
+                       help="the code expires after this (default 24)")
+    rotate = gw.add_parser("rotate", parents=[dsn],
+                           help="ask a gateway to fetch a new token at its next upload")
+    rotate.add_argument("gateway_id")
 
     backfill = sub.add_parser(
         "backfill", parents=[dsn], help="ask a gateway to upload a time range again")
@@ -88,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     uadd = user.add_parser("add", parents=[dsn], help="create a user, print its first API key")
     uadd.add_argument("name")
     uadd.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
+    uadd.add_argument("--password", action="store_true",
+                      help="also set a console password (asked for, or read from stdin)")
+    upass = user.add_parser("passwd", parents=[dsn],
+                            help="set a user's console password (argon2id)")
+    upass.add_argument("name")
+    for p_ in (uadd, upass):
+        p_.add_argument("--stdin", action="store_true",
+                        help="read the password from stdin's first line instead of a prompt")
     ukey = user.add_parser("key", parents=[dsn], help="issue another API key, print it")
     ukey.add_argument("name")
     urevoke = user.add_parser("revoke-key", parents=[dsn], help="revoke one API key")
@@ -115,9 +132,11 @@ def _serve(settings: CloudSettings, compose: Compose | None) -> int:
     app = create_app(settings)
     served = compose(app, settings) if compose is not None else app
     # log_config=None keeps our handler; our middleware writes the access log with the id.
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from any local peer; the app
+    # reads it itself, from the proxies SMAINT_CLOUD_API__TRUSTED_PROXIES names only.
     uvicorn.run(
         served, host=settings.api.host, port=settings.api.port,
-        log_config=None, access_log=False,
+        log_config=None, access_log=False, proxy_headers=False,
     )
     return 0
 
@@ -133,7 +152,12 @@ def _train_initial(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, settings: CloudSettings, compose: Compose | None) -> int:
-    from cloud.access.gateway_tokens import create_gateway, revoke_gateway  # noqa: PLC0415
+    from cloud.access.gateway_tokens import (  # noqa: PLC0415
+        create_gateway,
+        issue_enrolment,
+        request_rotation,
+        revoke_gateway,
+    )
     from cloud.db.migrate import migrate  # noqa: PLC0415
 
     if args.command == "serve":
@@ -158,6 +182,14 @@ def _run(args: argparse.Namespace, settings: CloudSettings, compose: Compose | N
             token = create_gateway(conn, args.gateway_id)
             print(f"gateway {args.gateway_id} registered; its token (shown once):", file=sys.stderr)
             print(token)  # alone on stdout's last line, for scripts
+        elif args.action == "enrol":
+            code = issue_enrolment(conn, args.gateway_id, args.ttl_hours * 3600, actor="cli")
+            print(f"enrolment code for gateway {args.gateway_id} (once, within "
+                  f"{args.ttl_hours:g} h; SMAINT_GATEWAY_SYNC__ENROL_CODE):", file=sys.stderr)
+            print(code)
+        elif args.action == "rotate":
+            request_rotation(conn, args.gateway_id, actor="cli")
+            print(f"gateway {args.gateway_id} fetches a new token at its next upload")
         else:
             revoke_gateway(conn, args.gateway_id)
             print(f"gateway {args.gateway_id} revoked")
@@ -192,10 +224,29 @@ def _backup_or_restore(args: argparse.Namespace, settings: CloudSettings) -> int
     return 0
 
 
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("console password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
 def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
+    from cloud.access.passwords import hash_password, set_password  # noqa: PLC0415
     from cloud.access.users import create_user, issue_key, list_users, revoke_key  # noqa: PLC0415
 
+    password = None
+    if args.action == "passwd" or (args.action == "add" and args.password):
+        password = _read_password(args.stdin)
+        hash_password(password)  # refuse a too-short one before anything is created
     with psycopg.connect(settings.db.dsn, connect_timeout=10) as conn:
+        if args.action == "passwd":
+            assert password is not None  # noqa: S101 - read above for passwd
+            set_password(conn, args.name, password)
+            print(f"console password of user {args.name} set")
+            return 0
         if args.action in {"add", "key"}:
             issued = (
                 create_user(conn, args.name, args.role) if args.action == "add"
@@ -203,6 +254,9 @@ def _user(args: argparse.Namespace, settings: CloudSettings) -> int:
             )
             print(f"user {issued.user} ({issued.role}): API key {issued.key_id} (shown once):",
                   file=sys.stderr)
+            if password is not None:
+                set_password(conn, issued.user, password)
+                print(f"console password of user {issued.user} set", file=sys.stderr)
             print(issued.key)  # alone on stdout's last line, for scripts
         elif args.action == "revoke-key":
             revoke_key(conn, args.name, args.key_id)

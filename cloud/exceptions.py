@@ -109,6 +109,20 @@ class RateLimitedError(CloudError):
         self.retry_after_s = retry_after_s
 
 
+class PartitionBudgetError(RateLimitedError):
+    """A batch needs more new daily partitions than one upload may create (HTTP 429).
+
+    The first few were made; the retry (Retry-After) makes the next ones.
+    """
+
+    def __init__(self, needed: int, made: int) -> None:
+        CloudError.__init__(
+            self, f"batch needs {needed} new daily partitions, {made} made now "
+                  "(ingest.max_new_partitions); retry in 1 s")
+        self.principal = "partitions"
+        self.retry_after_s = 1
+
+
 class NotFoundError(CloudError):
     """A user, key, alert or order named by a request does not exist (HTTP 404)."""
 

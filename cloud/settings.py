@@ -8,13 +8,16 @@ never runs silently on a default.
 from __future__ import annotations
 
 import os
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cloud.access.client_address import parse_networks
 from cloud.artifacts.config import ArtifactStoreConfig
 from cloud.drift.config import DriftConfig
+from cloud.ingest.limits import EARLIEST, IngestLimits
 from cloud.training.config import TrainingConfig
 from shared.config import LoggingSettings, check_environment
 
@@ -49,8 +52,49 @@ class ApiSettings(_Section):
     )
     rate_limit_per_minute: int = Field(
         default=600, ge=0,
-        description="requests per user key (or failed-auth address) and minute; 0 = off",
+        description="requests per user key and minute; 0 = off",
     )
+    auth_failures_per_minute: int = Field(
+        default=20, ge=0,
+        description="failed authentications (gateway token, API key, console password) per "
+                    "client address and minute, then 429; 0 = off",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of reverse proxies whose X-Forwarded-For is "
+                    "believed; from anyone else it is ignored",
+    )
+    token_overlap_s: float = Field(
+        default=86_400.0, ge=60, le=30 * 86_400,
+        description="after a gateway rotates its token the old one stays valid this long")
+    enrolment_ttl_s: float = Field(
+        default=86_400.0, ge=60, le=30 * 86_400,
+        description="how long a gateway enrolment code may be exchanged for a token")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (https://host[:port]) whose pages may call the API from a "
+                    "browser; empty: none (CORS closed)",
+    )
+
+
+class IngestSettings(_Section):
+    """What the cloud stores from sync batches: the plausible time window, partition budget."""
+
+    earliest: date = Field(
+        default=EARLIEST,
+        description="readings stamped before this day (UTC) are dead-lettered, not stored")
+    max_future_s: float = Field(
+        default=600.0, ge=0, le=7 * 86_400,
+        description="readings stamped more than this ahead of the cloud clock are dead-lettered")
+    max_new_partitions: int = Field(
+        default=4, ge=1, le=1000,
+        description="daily partitions one upload may create; past it the upload is refused "
+                    "with 429 after making that many, and its retry makes the next ones")
+
+    def limits(self) -> IngestLimits:
+        """These settings as ingest uses them."""
+        return IngestLimits(earliest=self.earliest, max_future_s=self.max_future_s,
+                            max_new_partitions=self.max_new_partitions)
 
 
 class JobSettings(_Section):
@@ -129,8 +173,14 @@ class CloudSettings(BaseSettings):
     env: Literal["development", "production"] = Field(
         default="development", description="production refuses demo defaults"
     )
+    public_url: str = Field(
+        default="",
+        description="the address users and gateways reach the cloud at (https://… behind a "
+                    "TLS-terminating reverse proxy); production requires https",
+    )
     db: DbSettings = Field(default_factory=DbSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -153,18 +203,68 @@ class CloudSettings(BaseSettings):
         check_environment(settings_cls, ENV_PREFIX, os.environ)
         return (init_settings, env_settings)
 
+    @property
+    def served_over_https(self) -> bool:
+        """True when the cloud says TLS terminates in front of it (public_url is https)."""
+        return self.public_url.lower().startswith("https://")
+
     @model_validator(mode="after")
     def _check(self) -> CloudSettings:
+        parse_networks(self.api.trusted_proxies)  # a typo stops the start, naming the entry
         if self.db.pool_max < self.db.pool_min:
             raise ValueError(
                 f"db.pool_max ({self.db.pool_max}) is below db.pool_min ({self.db.pool_min})")
-        if self.env == "production" and self.db.dsn == DEMO_DSN:
-            raise ValueError("SMAINT_CLOUD_DB__DSN must be set explicitly in production")
+        if self.env == "production":
+            problems = production_problems(self)
+            if problems:
+                raise ValueError("production mode refuses to start: " + "; ".join(problems))
         if self.notify.webhook_urls and self.notify.webhook_secret is None:
             raise ValueError("SMAINT_CLOUD_NOTIFY__WEBHOOK_SECRET must be set to send webhooks")
         if self.notify.smtp_host and not self.notify.smtp_to:
             raise ValueError("SMAINT_CLOUD_NOTIFY__SMTP_TO must name at least one recipient")
         return self
+
+
+# Values that mean "nobody chose a secret here" (compared lower-case).
+PLACEHOLDERS = frozenset({
+    "changeme", "change-me", "change_me", "secret", "password", "passwd", "admin", "test",
+    "demo", "example", "placeholder", "postgres", "minioadmin", "todo", "xxx", "default"})
+MIN_SECRET_CHARS = 12
+
+
+def _dsn_password(dsn: str) -> str | None:
+    for part in dsn.split():
+        key, _, value = part.partition("=")
+        if key == "password":
+            return value.strip("'")
+    return None
+
+
+def production_problems(s: CloudSettings) -> list[str]:
+    """Why these settings must not run in production (empty: nothing found)."""
+    problems: list[str] = []
+    if s.db.dsn == DEMO_DSN:
+        problems.append("SMAINT_CLOUD_DB__DSN must be set explicitly")
+    password = _dsn_password(s.db.dsn)
+    if password is not None and password.lower() in PLACEHOLDERS:
+        problems.append("the database password in SMAINT_CLOUD_DB__DSN is a placeholder")
+    if not s.served_over_https:
+        problems.append("SMAINT_CLOUD_PUBLIC_URL must be the https:// address of the TLS-"
+                        "terminating reverse proxy in front of the cloud (see "
+                        "docs/security-gateway-cloud.md)")
+    secrets = {"SMAINT_CLOUD_NOTIFY__WEBHOOK_SECRET": s.notify.webhook_secret,
+               "SMAINT_CLOUD_NOTIFY__SMTP_PASSWORD": s.notify.smtp_password,
+               "SMAINT_CLOUD_ARTIFACTS__S3_SECRET_ACCESS_KEY": s.artifacts.s3_secret_access_key}
+    for name, secret in secrets.items():
+        if secret is None:
+            continue
+        value = secret.get_secret_value()
+        if value.lower() in PLACEHOLDERS or len(value) < MIN_SECRET_CHARS:
+            problems.append(f"{name} is a placeholder or shorter than {MIN_SECRET_CHARS} "
+                            "characters")
+    if "*" in s.api.cors_origins:
+        problems.append("SMAINT_CLOUD_API__CORS_ORIGINS must name origins, not '*'")
+    return problems
 
 
 def load_settings(**overrides: object) -> CloudSettings:

@@ -229,8 +229,9 @@ class Demo:
 
     @property
     def trusted_keys(self) -> Path:
-        """The gateway's trusted public keys, apart from the bundles they verify."""
-        return self.workdir / "trusted_keys.txt"
+        """The gateway's trusted public keys: a directory of their own, apart from the
+        bundles they verify (models/, bundles/) and from the signing key."""
+        return self.workdir / "trust" / "trusted_keys.txt"
 
     def _start_training(self) -> None:
         # The signing key and the gateway's trust in it exist before the gateway starts; the
@@ -241,6 +242,7 @@ class Demo:
         key_file = self.workdir / "signing.key"
         public = generate_key(key_file)
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.trusted_keys.parent.mkdir(parents=True, exist_ok=True)
         self.trusted_keys.write_text(public_key_text(public) + "\n")
         self.trainer = ServiceProcess(
             ["-m", "cloud", "train-initial", "--out", str(self.workdir / "bundles"),

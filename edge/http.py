@@ -1,4 +1,8 @@
-"""The gateway's local HTTP server: health, Prometheus metrics and a JSON status page."""
+"""The gateway's local HTTP server: health, Prometheus metrics, a JSON status page, alert acks.
+
+State-changing routes need the local API token and a JSON body (edge.api_token); the whole
+app refuses cross-origin browser requests (shared.origin), with or without the panel.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from edge.alert_lifecycle import AlertNotFoundError, AlertResolvedError
+from edge.api_token import bearer_matches
 from edge.metrics import GatewayMetrics
+from shared.origin import SameOriginOnly
 from shared.schemas import MAX_ACTOR, MAX_ALERT_COMMENT, TEXT_PATTERN, Alert, anchored
 
 
@@ -31,12 +37,38 @@ class AckRequest(BaseModel):
                          pattern=anchored(TEXT_PATTERN))
 
 
+class GatewayApp(Starlette):
+    """The gateway's own routes; served as :attr:`asgi` (behind the origin check) when alone."""
+
+    @property
+    def asgi(self) -> ASGIApp:
+        """This app behind the same-origin check, as served without the panel."""
+        return SameOriginOnly(self)
+
+
+def refuse_unless_authorized(request: Request, api_token: str) -> Response | None:
+    """401 without the API token, 415 unless the body is declared JSON; None when allowed."""
+    if not bearer_matches(request.headers.get("authorization"), api_token):
+        return JSONResponse(
+            {"detail": "send 'Authorization: Bearer <token>' with the gateway's local API "
+                       "token (SMAINT_GATEWAY_HTTP__API_TOKEN, or the api-token file beside "
+                       "its database)"},
+            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        return JSONResponse({"detail": "send the request as Content-Type: application/json"},
+                            status_code=415)
+    return None
+
+
 def build_app(status: Callable[[], Mapping[str, Any]], metrics: GatewayMetrics,
               healthy: Callable[[], bool],
-              ack_alert: Callable[[str, str, str], Alert] | None = None, *,
+              ack_alert: Callable[[str, str, str], Alert] | None = None, *, api_token: str,
               degraded: Callable[[], str | None] = lambda: None,
-              devices: Callable[[], list[dict[str, Any]]] = list) -> Starlette:
+              devices: Callable[[], list[dict[str, Any]]] = list) -> GatewayApp:
     """The ASGI app; ``status``, ``healthy``, ``degraded`` and ``devices`` are read per request.
+
+    ``api_token`` is what state-changing requests must carry as a bearer token.
 
     ``degraded`` gives the reason the gateway runs degraded (e.g. its disk refuses writes), or
     None; /healthz then answers 503 with that reason.
@@ -59,6 +91,9 @@ def build_app(status: Callable[[], Mapping[str, Any]], metrics: GatewayMetrics,
         return JSONResponse(dict(status()))
 
     async def api_ack_alert(request: Request) -> Response:
+        refused = refuse_unless_authorized(request, api_token)
+        if refused is not None:
+            return refused
         if ack_alert is None:
             return JSONResponse({"detail": "alerts are not handled here"}, status_code=404)
         raw = await request.body()
@@ -76,7 +111,7 @@ def build_app(status: Callable[[], Mapping[str, Any]], metrics: GatewayMetrics,
             return JSONResponse({"detail": str(exc)}, status_code=409)
         return JSONResponse(alert.model_dump(mode="json"))
 
-    return Starlette(routes=[
+    return GatewayApp(routes=[
         Route("/healthz", healthz),
         Route("/metrics", prometheus),
         Route("/api/status", api_status),

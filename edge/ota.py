@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,11 +38,12 @@ class DownloadError(GatewayError):
 class BundleDownloader:
     """GETs bundles from ``{cloud_url}/api/v1/models/<profile>/<version>/bundle``."""
 
-    def __init__(self, cloud_url: str, token: str, directory: Path, *,
+    def __init__(self, cloud_url: str, token: str | Callable[[], str], directory: Path, *,
                  client: httpx.AsyncClient | None = None, attempts: int = 5,
                  timeout_s: float = 30.0, retry_s: float = 0.5) -> None:
         self.cloud_url = cloud_url.rstrip("/")
-        self.token = token
+        # A callable: the gateway's token may be enrolled or rotated while it runs.
+        self._token = token if callable(token) else (lambda: token)
         self.directory = directory
         self.attempts = attempts
         self.retry_s = retry_s
@@ -89,7 +91,7 @@ class BundleDownloader:
     async def _try(self, profile: str, version: str, part: Path) -> bytes:
         url = self.cloud_url + BUNDLE_PATH.format(profile=profile, version=version)
         have, etag = await asyncio.to_thread(_partial, part)
-        headers = {"Authorization": f"Bearer {self.token}"}
+        headers = {"Authorization": f"Bearer {self._token()}"}
         if have and etag:
             headers["Range"] = f"bytes={have}-"
             headers["If-Range"] = etag

@@ -16,7 +16,9 @@ from starlette.types import ASGIApp
 
 from edge.alert_decisions import CloudDecisions
 from edge.alert_lifecycle import AlertPublisher, AlertTracker, acknowledge_alert
+from edge.api_token import resolve_api_token
 from edge.broker_stats import SYS_TOPICS, BrokerStats
+from edge.cloud_token import CloudToken
 from edge.degraded import StorageHealth
 from edge.desired_config import ConfigApplier, DeviceConfigPublisher, Knob
 from edge.device_tracking import DeviceTracker
@@ -57,7 +59,8 @@ class Gateway:
         self.models = ModelRegistry(
             s.models_path, load_trusted_keys(s.scoring.trusted_keys, s.scoring.trusted_keys_file))
         self.models.refresh()  # models present at start score the very first readings
-        self.downloader = BundleDownloader(s.sync.cloud_url, s.sync.token,
+        self.cloud_token = CloudToken(s)
+        self.downloader = BundleDownloader(s.sync.cloud_url, lambda: self.cloud_token.value,
                                            s.models_path / ".ota" / "download")
         self.rollout = ModelRollout(self.models, self.downloader,
                                     shadow_readings=s.rollout.shadow_readings,
@@ -92,7 +95,8 @@ class Gateway:
                                  health=self.health)
         self.ingestor = Ingestor(s, self.pipeline, self.metrics, storage=self.storage,
                                  retention=self.retention)
-        self.uploader = Uploader(s, self.outbox, state=self.actual_state,
+        self.uploader = Uploader(s, self.outbox, token=self.cloud_token,
+                                 state=self.actual_state,
                                  on_desired=self.on_desired)
         self.device_config = DeviceConfigPublisher(
             s.mqtt.host, s.mqtt.port, s.gateway_id,
@@ -287,10 +291,10 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event | None = No
     # The site CA exists from the first start on (the panel offers its certificate).
     ensure_site_ca(s.ca_dir, s.gateway_id)
     api = build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert,
-                    degraded=lambda: gw.storage.reason,
+                    api_token=resolve_api_token(s), degraded=lambda: gw.storage.reason,
                     devices=lambda: gw.health.report(gw.store))
     if compose_http is None:
-        server = make_server(api, s.http.host, s.http.port)
+        server = make_server(api.asgi, s.http.host, s.http.port)
     else:
         server = make_server(compose_http(gw, api), s.http.host, s.http.port, lifespan=True)
     log.info("starting: broker %s:%d, db %s, cloud %s, status http://%s:%d/api/status",

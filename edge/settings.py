@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -121,7 +121,19 @@ class SyncSettings(_Section):
 
     cloud_url: str = Field(default="http://127.0.0.1:8000", description="cloud API base URL")
     token: str = Field(
-        default="", description="bearer token the cloud issued to this gateway; empty: no sync"
+        default="",
+        description="bearer token the cloud issued to this gateway (never rotated by the "
+                    "gateway); empty: the token file, or enrol with enrol_code",
+    )
+    enrol_code: str = Field(
+        default="",
+        description="one-time code from `smaint cloud gateway enrol ID`: exchanged at first "
+                    "contact for the token, which is then kept in token_file",
+    )
+    token_file: str = Field(
+        default="",
+        description="file the enrolled (and rotated) token is kept in, mode 0600; empty: "
+                    "'cloud-token' next to the database",
     )
     interval_s: float = Field(
         default=1.0, gt=0, le=3600, description="pause between uploads once the outbox is empty"
@@ -173,7 +185,9 @@ class ScoringSettings(_Section):
         description="base64 Ed25519 public keys whose model bundles are trusted (JSON list)",
     )
     trusted_keys_file: str = Field(
-        default="", description="file of trusted base64 public keys, one per line"
+        default="",
+        description="file of trusted base64 public keys, one per line; must lie outside "
+                    "models_dir (whoever can drop a bundle there must not drop a key too)",
     )
     model_poll_s: float = Field(
         default=2.0, gt=0, le=3600, description="how often models_dir is checked for new bundles"
@@ -221,6 +235,16 @@ class HttpSettings(_Section):
 
     host: str = Field(default="127.0.0.1", description="local status/metrics server host")
     port: int = Field(default=8080, ge=0, le=65535, description="local status server port")
+    api_token: str = Field(
+        default="",
+        description="bearer token that state-changing /api requests (alert ack) must carry; "
+                    "empty: the token in api_token_file, made at first start",
+    )
+    api_token_file: str = Field(
+        default="",
+        description="file holding the local API token (mode 0600); empty: 'api-token' next "
+                    "to the database",
+    )
 
 
 class PanelSettings(_Section):
@@ -316,6 +340,32 @@ class GatewaySettings(BaseSettings):
         if self.scoring.models_dir:
             return Path(self.scoring.models_dir)
         return Path(self.storage.path).resolve().parent / "models"
+
+    @model_validator(mode="after")
+    def _keys_apart_from_bundles(self) -> GatewaySettings:
+        keys = self.scoring.trusted_keys_file
+        if keys:
+            models = self.models_path.resolve()
+            if Path(keys).resolve().is_relative_to(models):
+                raise ValueError(
+                    f"scoring.trusted_keys_file ({keys}) lies inside the models directory "
+                    f"({models}), which holds the bundles it verifies: keep it elsewhere, "
+                    "writable by the operator only")
+        return self
+
+    @property
+    def cloud_token_path(self) -> Path:
+        """Where an enrolled cloud token is kept (sync.token_file or beside the db)."""
+        if self.sync.token_file:
+            return Path(self.sync.token_file)
+        return Path(self.storage.path).resolve().parent / "cloud-token"
+
+    @property
+    def api_token_path(self) -> Path:
+        """Where the local API token is kept (api_token_file or 'api-token' beside the db)."""
+        if self.http.api_token_file:
+            return Path(self.http.api_token_file)
+        return Path(self.storage.path).resolve().parent / "api-token"
 
     @property
     def panel_password_path(self) -> Path:

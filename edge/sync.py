@@ -30,6 +30,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from edge.cloud_token import CloudToken, TokenError
 from edge.exceptions import SyncRetryableError
 from edge.outbox import BatchInfo, Outbox
 from edge.settings import GatewaySettings
@@ -74,10 +75,11 @@ class Uploader:
     """Drains the outbox to ``{cloud_url}/api/v1/sync/batches``."""
 
     def __init__(self, settings: GatewaySettings, outbox: Outbox,
-                 client: httpx.AsyncClient | None = None,
+                 client: httpx.AsyncClient | None = None, *, token: CloudToken | None = None,
                  state: Callable[[], GatewayState] | None = None,
                  on_desired: Callable[[DesiredState], None] | None = None) -> None:
         self.settings = settings
+        self.token = token or CloudToken(settings)
         # Hands each ack's desired state on (edge.rollout: the models the cloud wants).
         self._on_desired = on_desired
         # The actual state reported with each upload (models run, config applied).
@@ -93,8 +95,8 @@ class Uploader:
 
     @property
     def enabled(self) -> bool:
-        """Uploads need a token; without one readings stay in the outbox."""
-        return bool(self.settings.sync.token)
+        """Uploads need a token (or a code to enrol for one); else readings stay local."""
+        return self.token.configured
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -111,10 +113,12 @@ class Uploader:
         """Upload until ``stop``: back to back while there is a backlog, else every interval."""
         s = self.settings
         if not self.enabled:
-            log.warning("no cloud token (SMAINT_GATEWAY_SYNC__TOKEN): readings are "
-                        "kept locally and not synced")
+            log.warning("no cloud token (SMAINT_GATEWAY_SYNC__TOKEN, or __ENROL_CODE to enrol):"
+                        " readings are kept locally and not synced")
         while not stop.is_set():
-            result = await self.sync_once() if self.enabled else SyncResult("disabled")
+            result = await self._enrol() if self.enabled and not self.token.value else None
+            if result is None:
+                result = await self.sync_once() if self.enabled else SyncResult("disabled")
             if result.outcome in {"acked", "rejected"}:
                 continue
             pause = s.sync.auth_backoff_s if result.outcome == "auth" else self.interval_s
@@ -148,6 +152,28 @@ class Uploader:
             return SyncResult("failed", info.batch_seq, exc.reason)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
+    async def _enrol(self) -> SyncResult | None:
+        """First contact with an enrolment code: None once a token is stored."""
+        try:
+            await self.token.enrol(self._http())
+        except TokenError as exc:
+            self.last_error = str(exc)
+            log.error("%s; uploads paused %.0f s", exc, self.settings.sync.auth_backoff_s)
+            return SyncResult("auth", None, str(exc))
+        return None
+
+    async def _rotate(self) -> None:
+        """Fetch the new token the cloud asked for; a failure is retried at the next ack."""
+        if not self.token.rotatable:
+            log.warning("the cloud asks for a new token, but this gateway's token is "
+                        "provisioned (SMAINT_GATEWAY_SYNC__TOKEN): issue one with `smaint cloud "
+                        "gateway add` or enrol with a code")
+            return
+        try:
+            await self.token.rotate(self._http())
+        except TokenError as exc:
+            log.warning("%s; trying again after the next upload", exc)
+
     def _wait(self, state: RetryCallState) -> float:
         """The server's Retry-After if it gave one, else jittered exponential back-off."""
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -169,7 +195,7 @@ class Uploader:
         s = self.settings
         url = s.sync.cloud_url.rstrip("/") + SYNC_PATH
         columnar = s.sync.encoding == "columnar-zstd"
-        headers = {"Authorization": f"Bearer {s.sync.token}",
+        headers = {"Authorization": f"Bearer {self.token.value}",
                    "Content-Type": batchcodec.MEDIA_TYPE if columnar else "application/json",
                    "Content-Encoding": "zstd" if columnar else "gzip"}
         try:
@@ -217,6 +243,8 @@ class Uploader:
         self.outbox.mark_acked(info, now_ms(), ack.desired, body_bytes=len(body))
         if ack.desired is not None and self._on_desired is not None:
             self._on_desired(ack.desired)
+        if ack.rotate_token:
+            await self._rotate()
         self.last_ack_ms = now_ms()
         self.last_error = None
         log.info("%s batch %d acked: %d readings (%d new, %d duplicate), %d alerts, "

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import accumulate
 from typing import Any
 
@@ -129,6 +129,17 @@ class ReadingColumns:
             anomalous=[r.anomalous for r in readings], replay=[r.replay for r in readings],
             origin=[r.origin for r in readings], note=[r.note for r in readings],
         )
+
+    def select(self, rows: Sequence[int]) -> ReadingColumns:
+        """The readings at positions ``rows``, in that order (every column, metrics too)."""
+        out = ReadingColumns()
+        for f in fields(self):
+            col = getattr(self, f.name)
+            if isinstance(col, dict):
+                setattr(out, f.name, {k: [v[i] for i in rows] for k, v in col.items()})
+            else:
+                setattr(out, f.name, [col[i] for i in rows])
+        return out
 
     def to_readings(self) -> list[Reading]:
         """Rows again, validated one by one (tests, small batches)."""

@@ -307,6 +307,8 @@ class RolloutReport(BaseModel):
 
 
 ConfigValue = int | float
+# A desired-config setting's name as a gateway reports it back (known or not: it says why not).
+ConfigName = Annotated[str, Field(max_length=64)]
 
 # The gateway settings the cloud may change at run time (desired config): name -> type and
 # range. The cloud refuses other names; the gateway checks again before applying. Strict: a
@@ -347,17 +349,17 @@ class GatewayState(BaseModel):
 
     config_version: int | None = Field(
         default=None, ge=0, description="version of the desired config the gateway applied")
-    models: dict[str, ModelVersion] = Field(
+    models: dict[ProfileName, ModelVersion] = Field(
         default_factory=dict, max_length=32, description="sensor profile -> model version run")
     software: str | None = Field(default=None, max_length=64, description="gateway version")
     backlog: int = Field(default=0, ge=0, description="readings stored but not yet synced")
     rollout: list[RolloutReport] = Field(
         default_factory=list, max_length=32,
         description="model rollouts in progress or last finished, one per profile")
-    config: dict[str, ConfigValue] | None = Field(
+    config: dict[ConfigName, ConfigValue] | None = Field(
         default=None, max_length=32,
         description="desired config values applied (config_version's), name -> value")
-    config_refused: dict[str, Annotated[str, Field(max_length=500)]] = Field(
+    config_refused: dict[ConfigName, Annotated[str, Field(max_length=500)]] = Field(
         default_factory=dict, max_length=32,
         description="desired config values not applied, name -> reason")
     alert_decision: int = Field(
@@ -500,5 +502,10 @@ class SyncAck(BaseModel):
     readings_inserted: int = Field(description="rows new to the cloud")
     readings_duplicate: int = Field(description="rows the cloud already had")
     alerts_upserted: int = 0
+    readings_dead_lettered: int = Field(
+        default=0, description="rows outside the cloud's plausible time window, not stored")
+    rotate_token: bool = Field(
+        default=False, description="fetch a new token (POST /api/v1/sync/token); the one in "
+                                   "use stays valid for an overlap period")
     desired: DesiredState | None = Field(
         default=None, description="what the gateway should run; null from older clouds")

@@ -375,13 +375,15 @@ def test_decisions_the_database_refused_come_again(gw: Gateway, tmp_path: Path) 
 async def test_the_http_ack_says_who_and_why_and_refuses_bad_bodies(gw: Gateway) -> None:
     feed(gw, "motor-1", 40, spike_at=36)
     (alert,) = gw.store.open_alerts()
-    app = build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert)
+    app = build_app(gw.status, gw.metrics, gw.healthy, gw.ack_alert, api_token="t0ken")
     url = f"/api/alerts/{alert.alert_id}/ack"
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+    headers = {"Authorization": "Bearer t0ken"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), headers=headers,
                                  base_url="http://gw") as api:
         for bad in ('{"by": ""}', '{"comment": "' + "a" * 2001 + '"}', '{"who": "x"}',
                     "not json", '{"by": "a\\u0000b"}'):
-            assert (await api.post(url, content=bad)).status_code == 422, bad
+            assert (await api.post(url, content=bad, headers={
+                "Content-Type": "application/json"})).status_code == 422, bad
         assert gw.store.alert(alert.alert_id) == alert  # nothing changed by those
         resp = await api.post(url, json={"by": "scada", "comment": "seen from the control room"})
     assert resp.status_code == 200, resp.text

@@ -315,7 +315,8 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMAINT_CLOUD_ENV", "production")
     with pytest.raises(ValidationError, match="SMAINT_CLOUD_DB__DSN"):
         load_settings()  # the demo's passwordless DSN is refused in production
-    prod = load_settings(db={"dsn": "host=db user=smaint password=s3cret dbname=smaint"})
+    prod = load_settings(db={"dsn": "host=db user=smaint password=s3cret dbname=smaint"},
+                         public_url="https://cloud.example")
     assert create_app(prod).docs_url is None
     with pytest.raises(ValidationError, match="pool_max"):
         load_settings(db={"dsn": "host=db", "pool_min": 5, "pool_max": 2})

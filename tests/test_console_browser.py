@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -19,7 +20,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 
+from cloud.access.passwords import set_password
 from tests.fixtures.browser import (
+    WAIT_S,
     body_text,
     check_page,
     connected,
@@ -395,3 +398,36 @@ def test_the_root_is_the_console_and_cross_site_requests_are_refused(
     url = f"{seeded_cloud.base}/api/v1/alerts/gw-1/{ALERTS[0][0]}/acknowledge"
     assert httpx.post(url, json={}, headers={**key, **evil}, timeout=10).status_code == 403
     assert httpx.get(f"{seeded_cloud.base}/healthz", headers=evil, timeout=10).status_code == 200
+
+
+def test_signing_in_with_a_password_and_out_ends_the_session_key(
+        seeded_cloud: SeededCloud, driver: webdriver.Chrome) -> None:
+    with psycopg.connect(seeded_cloud.dsn) as conn:
+        set_password(conn, "viewer", "a console password")
+    driver.get(f"{seeded_cloud.base}/login")
+    until(lambda drv: "/login" in drv.current_url or marked(drv, "whoami"), "a page", driver)
+    if "/login" not in driver.current_url:
+        one_marked(driver, "sign-out").click()
+        until(lambda drv: "/login" in drv.current_url and marked(drv, "password"),
+              "the sign-in page", driver)
+    connected(driver)
+    field(driver, "user-name").send_keys("viewer")
+    field(driver, "password").send_keys("not it")
+    one_marked(driver, "sign-in-password").click()
+    text_shown(driver, "wrong user name or password")
+    field(driver, "password").send_keys("a console password")
+    one_marked(driver, "sign-in-password").click()
+    until(lambda drv: marked(drv, "whoami"), "the signed-in header", driver)
+    assert one_marked(driver, "whoami").text == "viewer (viewer)"
+    check_page(driver, seeded_cloud.base)  # no CSP violation or other console error
+
+    def session_keys() -> list[tuple[bool]]:
+        with psycopg.connect(seeded_cloud.dsn) as conn:
+            return [(r[0] is not None,) for r in conn.execute(
+                "SELECT k.revoked_at FROM api_keys k JOIN users u USING (user_id)"
+                " WHERE u.name = 'viewer' AND k.expires_at IS NOT NULL")]
+
+    assert session_keys() == [(False,)]
+    one_marked(driver, "sign-out").click()
+    until(lambda drv: "/login" in drv.current_url, "the sign-in page", driver)
+    wait_until(lambda: session_keys() == [(True,)], WAIT_S, "the session key revoked")

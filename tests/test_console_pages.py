@@ -224,7 +224,9 @@ def test_docs_are_served_with_local_assets_in_development_only(pg_dsn: str, env:
     from fastapi.testclient import TestClient  # noqa: PLC0415
 
     dsn = {"dsn": pg_dsn}
-    app = create_app(CloudSettings(env=env, db=dsn, jobs={"worker_enabled": False}))
+    public_url = "https://cloud.example" if env == "production" else ""
+    app = create_app(CloudSettings(env=env, db=dsn, jobs={"worker_enabled": False},
+                                   public_url=public_url))
     with TestClient(app) as client:
         page = client.get("/docs")
         if env == "production":

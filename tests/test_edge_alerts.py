@@ -98,7 +98,7 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
                 assert stored_alert(db, opened.alert_id)[0] == "open"
 
                 url = f"{gw.base_url}/api/alerts/{opened.alert_id}/ack"
-                resp = await gw.http.post(url)
+                resp = await gw.http.post(url, headers=gw.api_headers)
                 assert resp.status_code == 200
                 acked = Alert.model_validate(resp.json())
                 assert acked.state == "acknowledged"
@@ -107,12 +107,14 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
                 assert published == acked
                 # Stored and flagged for the next upload (dirty), whatever sync did before.
                 assert stored_alert(db, opened.alert_id) == ("acknowledged", acked.updated_ms, 1)
-                again = await gw.http.post(url)  # a double click changes nothing
+                # A double click changes nothing.
+                again = await gw.http.post(url, headers=gw.api_headers)
                 assert Alert.model_validate(again.json()) == acked
                 metrics = (await gw.http.get(f"{gw.base_url}/metrics")).text
                 assert "smaint_gateway_alerts_acknowledged_total 1.0" in metrics
                 assert "smaint_gateway_alert_publish_dropped_total 0.0" in metrics
-                missing = await gw.http.post(f"{gw.base_url}/api/alerts/0000dead/ack")
+                missing = await gw.http.post(f"{gw.base_url}/api/alerts/0000dead/ack",
+                                             headers=gw.api_headers)
                 assert missing.status_code == 404
 
                 await asyncio.to_thread(send, range(15, 19))
@@ -121,7 +123,7 @@ async def test_alert_versions_are_published_and_an_open_alert_is_acknowledged_lo
                 assert resolved.state == "resolved"
                 assert resolved.resolved_ms is not None
                 assert resolved.resolved_ms >= resolved.opened_ms
-                late = await gw.http.post(url)
+                late = await gw.http.post(url, headers=gw.api_headers)
                 assert late.status_code == 409
                 status = await gw.wait_status(lambda s: s["stored"] >= 19)
         assert status["alerts"] == 1

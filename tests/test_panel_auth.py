@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from ui.origin import SameOriginOnly, same_origin
+from shared.origin import SameOriginOnly, same_origin
 from ui.panel import cli
 from ui.panel.auth import PanelAuth, PanelAuthError, check_hash, hash_password, verify_password
 

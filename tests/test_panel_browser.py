@@ -274,9 +274,12 @@ def test_an_alert_is_acknowledged_with_a_comment_in_the_browser(
 def test_cross_site_requests_are_refused_and_the_gateway_api_still_answers(stack: Stack) -> None:
     evil = {"Origin": "http://evil.example"}
     url = f"{stack.base}/api/alerts/0123abcd-0000/ack"
-    assert httpx.post(url, headers=evil, timeout=5).status_code == 403
-    assert httpx.post(url, timeout=5).status_code == 404  # no browser origin: the API answers
-    assert httpx.post(url, headers={"Origin": stack.base}, timeout=5).status_code == 404
+    token = (stack.db.parent / "api-token").read_text().strip()
+    api = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    assert httpx.post(url, headers={**api, **evil}, timeout=5).status_code == 403
+    assert httpx.post(url, headers=api, timeout=5).status_code == 404  # a script: it answers
+    assert httpx.post(url, headers={**api, "Origin": stack.base}, timeout=5).status_code == 404
+    assert httpx.post(url, timeout=5).status_code == 401  # no token: refused
     poll = f"{stack.base}/_nicegui_ws/socket.io/?EIO=4&transport=polling"
     assert httpx.post(poll, headers=evil, content=b"40", timeout=5).status_code == 403
     assert httpx.get(f"{stack.base}/healthz", headers=evil, timeout=5).text == "ok"

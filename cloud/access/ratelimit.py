@@ -40,6 +40,21 @@ def hit(conn: Conn, principal: str, limit: int, window_s: int = WINDOW_S) -> int
     return max(1, math.ceil(left_s))
 
 
+def blocked(conn: Conn, principal: str, limit: int, window_s: int = WINDOW_S) -> int | None:
+    """Seconds until ``principal`` may try again if it is over ``limit`` now, else None.
+
+    Reads the current window without counting: a throttled address is refused before its
+    credential is even checked, so it cannot go on guessing.
+    """
+    row = conn.execute(
+        "SELECT extract(epoch FROM window_start) + %(w)s - extract(epoch FROM now())"
+        " FROM rate_limit_windows WHERE principal = %(p)s AND hits > %(limit)s"
+        " AND window_start = to_timestamp(floor(extract(epoch FROM now()) / %(w)s) * %(w)s)",
+        {"p": principal, "w": window_s, "limit": limit},
+    ).fetchone()
+    return None if row is None else max(1, math.ceil(float(row[0])))
+
+
 def prune(conn: Conn) -> int:
     """Delete windows that ended long ago; returns how many rows went."""
     cur = conn.execute(

@@ -55,6 +55,8 @@ class ApiKeyInfo(BaseModel):
     prefix: str = Field(description="the key's first characters")
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="a console sign-in's key ends then; others never")
     last_used_at: datetime | None = Field(default=None, description="to the minute")
 
 
@@ -80,11 +82,12 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def _new_key(conn: Conn, user_id: int) -> tuple[int, str]:
+def _new_key(conn: Conn, user_id: int, expires_in_s: float | None = None) -> tuple[int, str]:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = conn.execute(
-        "INSERT INTO api_keys (user_id, key_sha256, prefix) VALUES (%s, %s, %s) RETURNING key_id",
-        (user_id, _digest(key), key[: len(KEY_PREFIX) + 4]),
+        "INSERT INTO api_keys (user_id, key_sha256, prefix, expires_at) VALUES (%s, %s, %s,"
+        " now() + make_interval(secs => %s)) RETURNING key_id",
+        (user_id, _digest(key), key[: len(KEY_PREFIX) + 4], expires_in_s),
     ).fetchone()
     assert row is not None  # noqa: S101 - INSERT ... RETURNING always returns the row
     return int(row[0]), key
@@ -117,13 +120,25 @@ def _user_row(conn: Conn, name: str) -> tuple[int, Role]:
     return int(row[0]), row[1]
 
 
-def issue_key(conn: Conn, name: str, actor: str = "cli") -> IssuedKey:
-    """Give user ``name`` one more API key (rotation: issue, switch, revoke the old one)."""
+def user_id_of(conn: Conn, name: str) -> int:
+    """User ``name``'s id; NotFoundError if there is none."""
+    return _user_row(conn, name)[0]
+
+
+def issue_key(conn: Conn, name: str, actor: str = "cli", expires_in_s: float | None = None
+              ) -> IssuedKey:
+    """Give user ``name`` one more API key (rotation: issue, switch, revoke the old one).
+
+    ``expires_in_s``: a key that ends by itself (a console sign-in's); None: until revoked.
+    """
     with conn.transaction():
         user_id, role = _user_row(conn, name)
-        key_id, key = _new_key(conn, user_id)
-        audit.record(conn, actor, "user.key_issue", "user", name,
-                     before=None, after={"key_id": key_id})
+        key_id, key = _new_key(conn, user_id, expires_in_s)
+        after: dict[str, object] = {"key_id": key_id}
+        if expires_in_s is not None:
+            after["expires_in_s"] = expires_in_s
+        audit.record(conn, actor, "user.sign_in" if expires_in_s is not None else
+                     "user.key_issue", "user", name, before=None, after=after)
     log.info("issued API key %d to user %s", key_id, name)
     return IssuedKey(user=name, role=role, key_id=key_id, key=key)
 
@@ -160,13 +175,13 @@ def list_users(conn: Conn) -> list[User]:
         "SELECT user_id, name, role, created_at FROM users ORDER BY name"
     ):
         users[user_id] = User(name=name, role=role, created_at=created)
-    for user_id, key_id, prefix, created, revoked, used in conn.execute(
-        "SELECT user_id, key_id, prefix, created_at, revoked_at, last_used_at FROM api_keys"
-        " ORDER BY key_id"
+    for user_id, key_id, prefix, created, revoked, used, expires in conn.execute(
+        "SELECT user_id, key_id, prefix, created_at, revoked_at, last_used_at, expires_at"
+        " FROM api_keys ORDER BY key_id"
     ):
         users[user_id].keys.append(ApiKeyInfo(
             key_id=key_id, prefix=prefix, created_at=created, revoked_at=revoked,
-            last_used_at=used,
+            last_used_at=used, expires_at=expires,
         ))
     return list(users.values())
 
@@ -177,14 +192,17 @@ def authenticate_key(conn: Conn, key: str) -> Principal:
         raise AuthError("invalid API key")
     digest = _digest(key)
     row = conn.execute(
-        "SELECT k.key_id, k.key_sha256, k.revoked_at, u.user_id, u.name, u.role"
-        " FROM api_keys k JOIN users u USING (user_id) WHERE k.key_sha256 = %s",
+        "SELECT k.key_id, k.key_sha256, k.revoked_at, u.user_id, u.name, u.role,"
+        " k.expires_at < now() FROM api_keys k JOIN users u USING (user_id)"
+        " WHERE k.key_sha256 = %s",
         (digest,),
     ).fetchone()
     if row is None or not hmac.compare_digest(bytes(row[1]), digest):
         raise AuthError("invalid API key")
     if row[2] is not None:
         raise AuthError(f"this API key of user {row[4]!r} was revoked")
+    if row[6]:
+        raise AuthError(f"this session of user {row[4]!r} expired; sign in again")
     # Written at most once a minute per key: a write per request would cost more than the
     # request, for a field people read to spot unused keys.
     conn.execute(

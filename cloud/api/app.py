@@ -10,17 +10,21 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import PoolTimeout
 
+from cloud.access.client_address import parse_networks
 from cloud.api.correlation import RequestContextMiddleware
 from cloud.api.deps import AppState
 from cloud.api.metrics import CloudMetrics
 from cloud.api.routes import (
     alerts,
     backfill,
+    dead_letters,
     drift,
+    gateway_access,
     gateway_config,
     health,
     models,
@@ -29,11 +33,13 @@ from cloud.api.routes import (
     readings,
     reports,
     scenarios,
+    sessions,
     sync,
     system,
 )
 from cloud.api.routes import training as training_routes
 from cloud.api.routes import users as user_routes
+from cloud.api.security_headers import SecurityHeaders
 from cloud.background.jobs import Worker
 from cloud.background.notify import handlers as notify_handlers
 from cloud.db.migrate import migrate
@@ -101,7 +107,8 @@ def _fastapi(settings: CloudSettings, lifespan: Lifespan) -> FastAPI:
 
 def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastAPI:
     """The cloud API; start-up migrates the schema (unless told not to) and opens the pool."""
-    state = AppState(settings=settings, metrics=CloudMetrics())
+    state = AppState(settings=settings, metrics=CloudMetrics(),
+                     trusted_proxies=parse_networks(settings.api.trusted_proxies))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,6 +139,15 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app = _fastapi(settings, lifespan)
     app.state.cloud = state
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
+    if settings.api.cors_origins:
+        # Closed by default (no CORS headers: browsers keep other sites' pages out); opened
+        # only to the origins named, for bearer-key calls (no cookies).
+        app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-Correlation-ID"],
+                           allow_credentials=False, max_age=600)
+    # Outermost: every response, the console's pages and errors included, gets the headers.
+    app.add_middleware(SecurityHeaders, hsts=settings.served_over_https)
     app.add_exception_handler(CloudError, _cloud_error)
     app.add_exception_handler(RateLimitedError, _rate_limited)
     app.add_exception_handler(psycopg.OperationalError, _db_unavailable)
@@ -142,6 +158,7 @@ def create_app(settings: CloudSettings, *, run_migrations: bool = True) -> FastA
     app.include_router(health.router)
     app.include_router(training_routes.router)
     for module in (alerts, orders, user_routes, notifications, reports, backfill, models,
-                   drift, gateway_config, system, scenarios):
+                   drift, gateway_config, system, scenarios, dead_letters, sessions,
+                   gateway_access):
         app.include_router(module.router)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -11,7 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
 from cloud.access import ratelimit
-from cloud.access.gateway_tokens import authenticate
+from cloud.access.client_address import Network, client_address
+from cloud.access.gateway_tokens import GatewayIdentity, identify
 from cloud.access.users import Principal, Role, authenticate_key
 from cloud.api.metrics import CloudMetrics
 from cloud.exceptions import AuthError, ForbiddenRoleError, RateLimitedError
@@ -25,6 +26,7 @@ class AppState:
     settings: CloudSettings
     metrics: CloudMetrics
     pool: ConnectionPool | None = None
+    trusted_proxies: list[Network] = field(default_factory=list)
 
     def db(self) -> ConnectionPool:
         """The open pool; RuntimeError outside the app's lifespan."""
@@ -50,17 +52,57 @@ Pool = Annotated[ConnectionPool, Depends(get_pool)]
 _bearer = HTTPBearer(auto_error=False, description="gateway token from `smaint cloud gateway add`")
 
 
-def require_gateway(
+def refuse_if_throttled(state: AppState, address: str) -> None:
+    """RateLimitedError (429) while ``address`` is over its failed-authentication limit."""
+    limit = state.settings.api.auth_failures_per_minute
+    if not limit:
+        return
+    with state.db().connection() as conn, conn.transaction():
+        retry = ratelimit.blocked(conn, f"authfail:{address}", limit)
+    if retry is not None:
+        raise RateLimitedError(f"authfail:{address}", retry)
+
+
+def count_failure(state: AppState, address: str) -> None:
+    """Count one failed authentication from ``address``; RateLimitedError (429) past the limit.
+
+    Gateway tokens, API keys and console passwords share the count: guessing any is bounded.
+    """
+    limit = state.settings.api.auth_failures_per_minute
+    if not limit:
+        return
+    with state.db().connection() as conn, conn.transaction():
+        retry = ratelimit.hit(conn, f"authfail:{address}", limit)
+    if retry is not None:
+        raise RateLimitedError(f"authfail:{address}", retry)
+
+
+def require_gateway_identity(
+    request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)], pool: Pool
-) -> str:
+) -> GatewayIdentity:
+    """Whom the request's bearer token belongs to; AuthError (401) otherwise, counted per
+    client address (429 past the limit)."""
+    state, address = get_state(request), client_address_of(request)
+    refuse_if_throttled(state, address)
+    try:
+        if creds is None:
+            raise AuthError("missing 'Authorization: Bearer <gateway token>' header")
+        with pool.connection() as conn:
+            return identify(conn, creds.credentials)
+    except AuthError:
+        count_failure(state, address)
+        raise
+
+
+def require_gateway(
+    identity: Annotated[GatewayIdentity, Depends(require_gateway_identity)]) -> str:
     """The gateway id the request's bearer token belongs to; AuthError (401) otherwise."""
-    if creds is None:
-        raise AuthError("missing 'Authorization: Bearer <gateway token>' header")
-    with pool.connection() as conn:
-        return authenticate(conn, creds.credentials)
+    return identity.gateway_id
 
 
 GatewayAuth = Annotated[str, Depends(require_gateway)]
+GatewayIdentityAuth = Annotated[GatewayIdentity, Depends(require_gateway_identity)]
 
 
 # User API keys are a separate scheme from gateway tokens: a gateway token opens no user
@@ -71,29 +113,29 @@ _user_bearer = HTTPBearer(
 )
 
 
-def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_address_of(request: Request) -> str:
+    """The request's client address (X-Forwarded-For only from a trusted proxy)."""
+    state = get_state(request)
+    return client_address(request.client.host if request.client else None,
+                          request.headers.get("x-forwarded-for"), state.trusted_proxies)
 
 
 def _authenticate_user(
     state: AppState, creds: HTTPAuthorizationCredentials | None, address: str
 ) -> Principal:
     limit = state.settings.api.rate_limit_per_minute
-    with state.db().connection() as conn:
-        try:
-            with conn.transaction():
-                if creds is None:
-                    raise AuthError("missing 'Authorization: Bearer <API key>' header")
-                principal = authenticate_key(conn, creds.credentials)
-        except AuthError:
-            # Failed attempts count per client address, which bounds key guessing.
-            with conn.transaction():
-                retry = ratelimit.hit(conn, f"authfail:{address}", limit) if limit else None
-            if retry is not None:
-                raise RateLimitedError(f"authfail:{address}", retry) from None
-            raise
-        with conn.transaction():
-            retry = ratelimit.hit(conn, f"user:{principal.user_id}", limit) if limit else None
+    refuse_if_throttled(state, address)
+    try:
+        with state.db().connection() as conn, conn.transaction():
+            if creds is None:
+                raise AuthError("missing 'Authorization: Bearer <API key>' header")
+            principal = authenticate_key(conn, creds.credentials)
+    except AuthError:
+        # Failed attempts count per client address, which bounds key guessing.
+        count_failure(state, address)
+        raise
+    with state.db().connection() as conn, conn.transaction():
+        retry = ratelimit.hit(conn, f"user:{principal.user_id}", limit) if limit else None
     if retry is not None:
         raise RateLimitedError(f"user {principal.name}", retry)
     return principal
@@ -110,7 +152,7 @@ def require_role(role: Role) -> Callable[..., Principal]:
         request: Request,
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_bearer)],
     ) -> Principal:
-        principal = _authenticate_user(get_state(request), creds, _client_address(request))
+        principal = _authenticate_user(get_state(request), creds, client_address_of(request))
         if not principal.has_role(role):
             raise ForbiddenRoleError(principal.name, principal.role, role)
         return principal

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cloud.db.pool import Conn
+from cloud.ingest import plausibility
 
 
 class CloudMetrics:
@@ -65,6 +66,13 @@ class CloudMetrics:
             registry=self.registry,
         )
 
+        self.dead_letters = Gauge(
+            "smaint_cloud_ingest_dead_letters",
+            "Readings not stored because their timestamp was implausible, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+
     def refresh_queues(self, conn: Conn) -> None:
         """Read the job table, delivery log and pending rollup deltas into the gauges."""
         self.jobs.clear()
@@ -77,3 +85,6 @@ class CloudMetrics:
             self.deliveries.labels(channel, str(ok).lower()).set(n)
         row = conn.execute("SELECT count(*) FROM rollup_pending").fetchone()
         self.rollup_pending.set(row[0] if row else 0)
+        self.dead_letters.clear()
+        for reason, n in plausibility.counts(conn):
+            self.dead_letters.labels(reason).set(n)

@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from psycopg.errors import UniqueViolation
@@ -23,13 +24,17 @@ from cloud.exceptions import (
     GatewayNotFoundError,
     IngestError,
     InvalidBatchError,
+    PartitionBudgetError,
 )
+from cloud.ingest import plausibility
 from cloud.ingest.aggregates import devices_seen, upsert_aggregates
+from cloud.ingest.limits import IngestLimits
+from cloud.ingest.plausibility import DeadLetter
 from cloud.ingest.readings_writer import insert_readings
 from cloud.operations import alert_sync, scenarios
 from cloud.operations.alert_review import acknowledge_on_gateway
 from cloud.rollout.progress import desired_models, record_report
-from shared.batchcodec import DecodedBatch
+from shared.batchcodec import DecodedBatch, ReadingColumns
 from shared.schemas import (
     Alert,
     BackfillRequest,
@@ -47,6 +52,7 @@ _MAX_DAYS = 1000  # distinct days one batch may touch (each may need a partition
 _PARTITION_LOCK = 0x736D61696E75  # advisory lock serialising partition creation
 _known_days: dict[tuple[str, str, str], set[int]] = {}
 _known_lock = threading.Lock()
+DEFAULT_LIMITS = IngestLimits()
 
 _UPSERT_EVENT = """
 INSERT INTO devices (device_id, type, gateway_id, first_seen_at, last_seen_at, state, state_at,
@@ -128,8 +134,23 @@ def _check_aggregates(aggregates: Sequence[ReadingAggregate]) -> None:
             raise InvalidBatchError(f"aggregates[{i}].type holds a NUL character")
 
 
-def ensure_partitions(conn: Conn, ts_ms: Sequence[int]) -> None:
-    """Create the daily partitions ``ts_ms`` needs, in a short transaction of its own."""
+# The days among the given ones (days since the epoch) that still lack a partition; none if
+# readings is not natively partitioned (a TimescaleDB hypertable makes its own chunks).
+_MISSING_DAYS = """
+SELECT coalesce(array_agg(d ORDER BY d), '{}') FROM unnest(%s::int[]) d
+WHERE (SELECT relkind FROM pg_class WHERE oid = 'readings'::regclass) = 'p'
+  AND date '1970-01-01' + d >= date '2000-01-01' AND date '1970-01-01' + d < date '2100-01-01'
+  AND to_regclass('readings_' || to_char(date '1970-01-01' + d, 'YYYYMMDD')) IS NULL
+"""
+
+
+def ensure_partitions(conn: Conn, ts_ms: Sequence[int], max_new: int | None = None) -> None:
+    """Create the daily partitions ``ts_ms`` needs, in a short transaction of its own.
+
+    At most ``max_new`` (None: no limit) are created per call: past that the oldest
+    ``max_new`` are made and PartitionBudgetError (429, retry soon) refuses the batch, so that
+    a retry makes the next few and no single upload creates more than a few.
+    """
     if not ts_ms:
         return
     key = (conn.info.host, str(conn.info.port), conn.info.dbname)
@@ -144,15 +165,27 @@ def ensure_partitions(conn: Conn, ts_ms: Sequence[int]) -> None:
     # transaction must not hold while it writes.
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-        conn.execute(
-            "SELECT readings_ensure_partitions(array_agg(date '1970-01-01' + d))"
-            " FROM unnest(%s::int[]) d", (sorted(missing),))
+        row = conn.execute(_MISSING_DAYS, (sorted(missing),)).fetchone()
+        absent: list[int] = list(row[0]) if row else []
+        make = absent if max_new is None else absent[:max_new]
+        if make:
+            conn.execute(
+                "SELECT readings_ensure_partitions(array_agg(date '1970-01-01' + d))"
+                " FROM unnest(%s::int[]) d", (make,))
     with _known_lock:
-        _known_days.setdefault(key, set()).update(missing)
+        _known_days.setdefault(key, set()).update(missing - set(absent) | set(make))
+    if len(make) < len(absent):
+        log.warning("a batch needs %d new daily partitions; made %d (ingest."
+                    "max_new_partitions), the retry makes more", len(absent), len(make))
+        raise PartitionBudgetError(len(absent), len(make))
 
 
-def apply_batch(conn: Conn, batch: SyncBatch | DecodedBatch, gateway_id: str) -> SyncAck:
-    """Apply ``batch`` uploaded by ``gateway_id`` in one transaction; the ack follows commit."""
+def apply_batch(conn: Conn, batch: SyncBatch | DecodedBatch, gateway_id: str,
+                limits: IngestLimits = DEFAULT_LIMITS) -> SyncAck:
+    """Apply ``batch`` uploaded by ``gateway_id`` in one transaction; the ack follows commit.
+
+    Readings outside ``limits``' plausible window are dead-lettered, not stored.
+    """
     if batch.gateway != gateway_id:
         raise ForbiddenGatewayError(gateway_id, batch.gateway)
     if isinstance(batch, SyncBatch):
@@ -164,16 +197,21 @@ def apply_batch(conn: Conn, batch: SyncBatch | DecodedBatch, gateway_id: str) ->
     if conn.info.transaction_status != TransactionStatus.IDLE:
         # A surrounding transaction would turn our commit into a savepoint: the ack would lie.
         raise IngestError("apply_batch needs a connection outside a transaction")
-    ensure_partitions(conn, batch.readings.ts_ms)
     n = len(batch.readings)
+    refused = plausibility.screen(batch.readings, limits)
+    if refused:
+        log.warning("batch %s/%d: %d of %d readings outside the plausible window, dead-lettered"
+                    " (first: %s)", gateway_id, batch.batch_seq, len(refused), n,
+                    refused[0].reason)
+    ensure_partitions(conn, _kept(batch.readings, refused).ts_ms, limits.max_new_partitions)
     try:
-        ack = _transaction(conn, batch, gateway_id, checked=False)
+        ack = _transaction(conn, batch, gateway_id, checked=False, refused=refused)
     except UniqueViolation:
         # The COPY met a stored row: the marks disagree with the table (a restore that kept
         # rows above a mark, say). Everything rolled back; redo with every row checked.
         log.warning("batch %s/%d met stored rows above their mark; applying it with conflict"
                     " checks", gateway_id, batch.batch_seq)
-        ack = _transaction(conn, batch, gateway_id, checked=True)
+        ack = _transaction(conn, batch, gateway_id, checked=True, refused=refused)
     # Logged only now: the transaction block has committed.
     log.info(
         "%s batch %s/%d: %d readings (%d new, %d duplicate), %d alerts upserted",
@@ -204,16 +242,29 @@ def desired_state(conn: Conn, gateway_id: str) -> DesiredState:
                         backfill=backfill, scenarios=scen)
 
 
-def _transaction(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool) -> SyncAck:
+def _kept(cols: ReadingColumns, refused: list[DeadLetter]) -> ReadingColumns:
+    """The readings of ``cols`` not refused (``cols`` itself when none was)."""
+    if not refused:
+        return cols
+    out = {d.index for d in refused}
+    return cols.select([i for i in range(len(cols)) if i not in out])
+
+
+def _transaction(conn: Conn, batch: DecodedBatch, gateway_id: str, *, checked: bool,
+                 refused: list[DeadLetter]) -> SyncAck:
     """The batch's one transaction: ledger row first, then its content, then the answer."""
     with conn.transaction():
         fresh = conn.execute(
-            "INSERT INTO sync_batches (gateway_id, batch_seq, n_readings, n_alerts)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING true",
-            (gateway_id, batch.batch_seq, len(batch.readings), len(batch.alerts)),
+            "INSERT INTO sync_batches (gateway_id, batch_seq, n_readings, n_alerts,"
+            " n_dead_lettered) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+            " RETURNING true",
+            (gateway_id, batch.batch_seq, len(batch.readings), len(batch.alerts), len(refused)),
             prepare=True).fetchone()
         if fresh:
-            ack = _apply(conn, batch, gateway_id, checked=checked)
+            plausibility.store(conn, batch.readings, refused, gateway_id, batch.batch_seq)
+            kept = _kept(batch.readings, refused)
+            ack = _apply(conn, replace(batch, readings=kept), gateway_id, checked=checked)
+            ack.readings_dead_lettered = len(refused)
         else:
             ack = _stored_ack(conn, batch, gateway_id)
             ack.desired = desired_state(conn, gateway_id)
@@ -279,13 +330,13 @@ def _ts(ms: int) -> datetime:
 def _stored_ack(conn: Conn, batch: DecodedBatch, gateway_id: str) -> SyncAck:
     """The ack of a batch applied before, rebuilt from what its first application recorded."""
     row = conn.execute(
-        "SELECT n_readings, n_inserted, n_alerts FROM sync_batches"
+        "SELECT n_readings, n_inserted, n_alerts, n_dead_lettered FROM sync_batches"
         " WHERE gateway_id = %s AND batch_seq = %s",
         (gateway_id, batch.batch_seq),
     ).fetchone()
     if row is None:  # only if someone deleted it in between
         raise IngestError(f"batch {gateway_id}/{batch.batch_seq} vanished while acknowledged")
-    n_readings, n_inserted, n_alerts = row
+    n_readings, n_inserted, n_alerts, n_dead = row
     if n_readings != len(batch.readings):
         log.warning(
             "batch %s/%d re-sent with %d readings, first applied with %d; keeping the first",
@@ -293,8 +344,8 @@ def _stored_ack(conn: Conn, batch: DecodedBatch, gateway_id: str) -> SyncAck:
         )
     return SyncAck(
         gateway=gateway_id, batch_seq=batch.batch_seq, first_time=False,
-        readings_inserted=n_inserted, readings_duplicate=n_readings - n_inserted,
-        alerts_upserted=n_alerts,
+        readings_inserted=n_inserted, readings_duplicate=n_readings - n_inserted - n_dead,
+        alerts_upserted=n_alerts, readings_dead_lettered=n_dead,
     )
 
 

@@ -58,17 +58,22 @@ class CloudApi:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    def as_user(self, key: str, address: str) -> UserApi:
-        """Calls carrying ``key``; ``address`` (the browser's) is what the API rate-limits
-        failed sign-ins by."""
-        return UserApi(self.app, key, address or "unknown")
+    def as_user(self, key: str, address: str, forwarded_for: str | None = None) -> UserApi:
+        """Calls carrying ``key``; ``address`` (the browser's peer) is what the API
+        rate-limits failed sign-ins by, or the ``X-Forwarded-For`` the page request carried
+        when that peer is a proxy the API trusts (SMAINT_CLOUD_API__TRUSTED_PROXIES)."""
+        return UserApi(self.app, key, address or "unknown", forwarded_for)
 
 
 class UserApi:
     """The API as one user: each method is one route, each error an :class:`ApiError`."""
 
-    def __init__(self, app: ASGIApp, key: str, address: str) -> None:
-        self._app, self._key, self._address = app, key, address
+    def __init__(self, app: ASGIApp, key: str, address: str,
+                 forwarded_for: str | None = None) -> None:
+        self._app, self._address = app, address
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if forwarded_for:
+            self._headers["X-Forwarded-For"] = forwarded_for
 
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                       body: object = None) -> httpx.Response:
@@ -78,7 +83,7 @@ class UserApi:
                                      timeout=_TIMEOUT_S) as client:
             resp = await client.request(
                 method, path, params=params, json=body,
-                headers={"Authorization": f"Bearer {self._key}"})
+                headers=self._headers)
         if resp.is_success:
             return resp
         what = f"{method} {path}"
@@ -100,6 +105,15 @@ class UserApi:
         return (await self.request(method, path, body=body)).json()
 
     # -- reads ------------------------------------------------------------------------------
+
+    async def sign_in(self, name: str, password: str) -> dict[str, Any]:
+        """A session key for ``name`` (``POST /api/v1/sessions``; call on a key-less client)."""
+        return dict(await self.send("POST", "/api/v1/sessions",
+                                    {"name": name, "password": password}))
+
+    async def sign_out(self) -> None:
+        """Revoke the session key this client carries."""
+        await self.request("DELETE", "/api/v1/sessions/current")
 
     async def me(self) -> dict[str, Any]:
         """Who the key belongs to: name, role, key_id."""

@@ -3,6 +3,7 @@ the signed-in user, sign-out), the sign-in guard, and how API refusals are shown
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from ui.console.context import Console
 from ui.console.sessions import Session
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # (label, path, Material icon): the left navigation, in this order.
 NAV = (
@@ -51,9 +53,16 @@ def session_of(console: Console) -> Session:
     return session
 
 
+def api_as(console: Console, key: str) -> UserApi:
+    """The API as the holder of ``key`` ("" for none), from this browser's address (and the
+    X-Forwarded-For its page request carried, which the API believes from a trusted proxy)."""
+    client = ui.context.client
+    return console.api.as_user(key, client.ip, client.request.headers.get("x-forwarded-for"))
+
+
 def api_of(console: Console, session: Session) -> UserApi:
     """The API as the session's user, from this browser's address."""
-    return console.api.as_user(session.key, ui.context.client.ip)
+    return api_as(console, session.key)
 
 
 async def call(console: Console, action: Callable[[UserApi], Awaitable[T]],
@@ -153,8 +162,15 @@ def frame(console: Console, session: Session, title: str) -> Iterator[None]:
     expose_markers(ui.context.client)
 
 
-def _sign_out(console: Console) -> None:
-    console.sessions.end(browser_id())
+async def _sign_out(console: Console) -> None:
+    browser = browser_id()
+    session = console.sessions.get(browser)
+    console.sessions.end(browser)
+    if session is not None and session.password:
+        try:
+            await api_of(console, session).sign_out()  # the session key ends now, not later
+        except ApiError as exc:
+            log.warning("console: sign-out of %s: %s", session.name, exc.detail)
     ui.navigate.to("/login")
 
 

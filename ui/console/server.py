@@ -15,12 +15,12 @@ from fastapi import FastAPI
 from nicegui import ui
 from starlette.types import ASGIApp
 
+from shared.origin import SameOriginOnly
 from ui.console.api import CloudApi
 from ui.console.config import ConsoleConfig
 from ui.console.context import Console
 from ui.console.pages import register
 from ui.console.sessions import Sessions
-from ui.origin import SameOriginOnly
 
 log = logging.getLogger(__name__)
 

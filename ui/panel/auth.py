@@ -14,11 +14,12 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edge.private_file import write_private
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +70,6 @@ def verify_password(password: str, encoded: str) -> bool:
     got = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=len(digest),
                          maxmem=n * r * 129 + 1024 * 1024)
     return hmac.compare_digest(got, digest)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by this user only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass

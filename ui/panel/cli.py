@@ -6,8 +6,9 @@ import argparse
 import getpass
 import sys
 
+from edge.private_file import write_private
 from edge.settings import load_settings
-from ui.panel.auth import MIN_PASSWORD, hash_password, write_private
+from ui.panel.auth import MIN_PASSWORD, hash_password
 
 
 def _read_password(from_stdin: bool) -> str:

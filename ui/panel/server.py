@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 
 from edge.service import Gateway, run_gateway
 from edge.settings import GatewaySettings
-from ui.origin import SameOriginOnly
+from shared.origin import SameOriginOnly
 from ui.panel.auth import PanelAuth
 from ui.panel.context import Panel
 

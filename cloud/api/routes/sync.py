@@ -16,9 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
+from cloud.access.gateway_tokens import rotation_requested
 from cloud.api.deps import GatewayAuth, State
 from cloud.exceptions import BodyError, BodyTooLargeError, UnsupportedEncodingError
 from cloud.ingest.batch import apply_batch
+from cloud.ingest.limits import IngestLimits
 from shared import batchcodec
 from shared.batchcodec import DecodedBatch
 from shared.schemas import SyncAck, SyncBatch
@@ -97,11 +99,14 @@ def decode_batch(raw: bytes, content_encoding: str, limit: int,
 
 def _decode_and_apply(
     pool: ConnectionPool, raw: bytes, encoding: str, limit: int, gateway_id: str, *,
-    content_type: str,
+    content_type: str, limits: IngestLimits,
 ) -> SyncAck:
     batch = decode_batch(raw, encoding, limit, content_type)
     with pool.connection() as conn:
-        return apply_batch(conn, batch, gateway_id)
+        ack = apply_batch(conn, batch, gateway_id, limits)
+        ack.rotate_token = rotation_requested(conn, gateway_id)
+        conn.rollback()  # the read above opened a transaction; nothing to keep
+    return ack
 
 
 @router.post(
@@ -114,6 +119,8 @@ def _decode_and_apply(
         413: {"description": "body larger than max_body_bytes (raw or decompressed)"},
         415: {"description": "Content-Encoding other than zstd, gzip or identity"},
         422: {"description": "body is not a valid SyncBatch (permanent: do not retry)"},
+        429: {"description": "too many requests, or too many new daily partitions at once "
+                             "(retry after Retry-After)"},
         503: {"description": "database unavailable (retry later)"},
     },
 )
@@ -126,6 +133,7 @@ async def post_batch(request: Request, gateway_id: GatewayAuth, state: State) ->
         _decode_and_apply, state.db(), raw, request.headers.get("content-encoding", ""),
         limit, gateway_id,
         content_type=request.headers.get("content-type", "application/json"),
+        limits=state.settings.ingest.limits(),
     )
     state.metrics.batches.labels(str(ack.first_time).lower()).inc()
     if ack.first_time:

@@ -1,12 +1,14 @@
 """Refuse cross-site requests that could act as a signed-in user: only the server's own Origin.
 
-Both screens (the gateway panel, the cloud console) carry their actions over NiceGUI's
+Used by the gateway's own HTTP server (with or without its panel) and by both screens. Both
+screens (the gateway panel, the cloud console) carry their actions over NiceGUI's
 Socket.IO connection (a WebSocket, or POSTs when it falls back to long polling), whose server
 accepts any origin: a page on another site could open one with the user's cookie, or POST to
 an API route. Browsers send ``Origin`` with every WebSocket handshake and every non-GET
-request, so those are checked here, in front of the whole HTTP server. Requests without an
-Origin (curl, gateways, scripts) carry no browser cookie and pass: API routes authenticate
-by bearer key.
+request, so those are checked here, in front of the whole HTTP server; a request without an
+Origin that a browser marks ``Sec-Fetch-Site: cross-site`` is refused too. Requests without
+either (curl, gateways, scripts) carry no browser cookie and pass: API routes authenticate
+by bearer token.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ class SameOriginOnly:
         if kind == "websocket" or (kind == "http" and scope["method"] not in _SAFE):
             origin = _header(scope, b"origin")
             host = _header(scope, b"host") or ""
-            if origin is not None and not same_origin(origin, host):
+            fetch_site = _header(scope, b"sec-fetch-site")
+            if (origin is not None and not same_origin(origin, host)) or (
+                    origin is None and fetch_site == "cross-site"):
                 log.warning("refused a cross-origin %s %s from %s", kind,
-                            scope.get("path", ""), origin)
+                            scope.get("path", ""), origin or "a cross-site page")
                 if kind == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
