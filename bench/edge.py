@@ -468,7 +468,7 @@ class PanelTab:
             d.get(f"{self.base}/login")
             wait.until(lambda drv: drv.execute_script("return window.did_handshake === true"))
             d.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(self.password)
-            d.find_element(By.CSS_SELECTOR, "[data-marker~=sign-in]").click()
+            d.find_element(By.XPATH, "//button[.//span[normalize-space()='Sign in']]").click()
             wait.until(lambda drv: "/login" not in drv.current_url)
             # The device appears once the drain reached its first reading: ask until it has.
             wait.until(self._device_page_drawn, "the device page never drew")
@@ -489,7 +489,8 @@ class PanelTab:
         """The chart's "points drawn; newest reading ..." line as the tab shows it now."""
         from selenium.webdriver.common.by import By  # noqa: PLC0415
 
-        return str(self.driver.find_element(By.CSS_SELECTOR, "[data-marker~=chart-newest]").text)
+        return str(self.driver.find_element(
+            By.XPATH, "//*[contains(text(), 'points drawn; newest reading')]").text)
 
     def ready(self) -> None:
         """Wait until the tab shows the device's chart; raise what went wrong if it did not."""
