@@ -136,6 +136,9 @@ def test_demo_ctrl_c_drains_and_exits_0_with_nothing_lost() -> None:
     assert summary["cloud_stored"] == summary["gateway_stored"] == summary["published"], output
     assert summary["duplicates"] == 0
     assert sum("legend" in line for line in seen) == 1  # explained once, not per line
+    # ... the two counters that otherwise look wrong: received > published, scored < stored.
+    assert re.search(r"legend +received counts device status messages", output), output
+    assert "scored lags stored by each device's warm-up" in output
     # Both screens are up and their addresses printed, each with a way in.
     assert any(re.search(r"console +http://127\.0\.0\.1:\d+/ \(sign in with the admin key \S+\)",
                          line) for line in seen), output
