@@ -238,8 +238,12 @@ def test_the_panel_crawl_finds_no_error_empty_placeholder_or_dead_button(
         stack: Stack, driver: webdriver.Chrome, browser_downloads: Path,  # noqa: F811
         tmp_path: Path) -> None:
     other = "pb-motor-002"  # an open alert, so the Alerts page has its action to click
-    stack.fleet.inject(other, "spike", samples=6, magnitude=6)
     with sqlite3.connect(f"file:{stack.db}?mode=ro", uri=True) as conn:
+        # Past its warm-up first: a spike among the first readings is stored unscored.
+        wait_until(lambda: conn.execute("SELECT count(*) FROM readings WHERE device = ? AND "
+                                        "score IS NOT NULL", (other,)).fetchone()[0] > 0,
+                   20, "the second device scored")
+        stack.fleet.inject(other, "spike", samples=6, magnitude=6)
         wait_until(lambda: conn.execute("SELECT count(*) FROM alerts WHERE device = ? AND "
                                         "state = 'open'", (other,)).fetchone()[0] > 0,
                    20, "an open alert on the second device")
