@@ -162,7 +162,9 @@ class Demo:
         admin = self._cloud_cli(dsn, "user", "add", "demo-admin", "--role", "admin")
         self.admin_key = admin.splitlines()[-1].strip()
         cloud_started = datetime.now(UTC)
-        step("cloud db", f"postgresql://127.0.0.1:{self.pg.port}/smaint (schema migrated)")
+        # The user named: libpq's default is the OS user's name, a role this cluster lacks.
+        step("cloud db", f"postgresql://postgres@127.0.0.1:{self.pg.port}/smaint "
+                         "(schema migrated; the --dsn of `smaint cloud ...` commands)")
 
         # `smaint cloud serve`: the API with its web console when the ui extra is installed.
         self._start("cloud", ["-m", "smaint", "cloud", "serve"], {
@@ -331,8 +333,9 @@ class Demo:
             if proc.returncode is not None:
                 raise RuntimeError(f"{proc.name} exited with {proc.returncode}:\n{proc.tail()}")
 
-    def stop(self) -> None:
-        """Stop the fleet, then every process, then broker and database."""
+    def stop(self, keep: bool = False) -> None:
+        """Stop the fleet, then every process, then broker and database (``keep``: its
+        cluster stays on disk, linked from the work dir, and how to start it is printed)."""
         if self.trainer is not None and self.trainer.returncode is None:
             self.trainer.kill()
         if self.loop is not None:
@@ -352,8 +355,26 @@ class Demo:
             self.broker.stop()
             self.broker = None
         if self.pg is not None:
-            self.pg.cleanup()
+            if keep:
+                self.pg.stop()
+                keep_cluster(self.pg, self.workdir)
+            else:
+                self.pg.cleanup()
             self.pg = None
+
+
+def keep_cluster(pg: PrivatePostgres, workdir: Path) -> None:
+    """Link the stopped cluster from the work dir and say how to start it again."""
+    # The cluster lives in its own temp dir: the postgres user cannot enter the work dir, so
+    # the command names the cluster's own path, not the link.
+    kept = ", ".join(sorted(p.name for p in workdir.iterdir()))
+    (workdir / "postgres").symlink_to(pg.workdir, target_is_directory=True)
+    start = [*pg.as_user, str(pg.bin / "pg_ctl"), "-D", str(pg.datadir), "-o",
+             f"'-p {pg.port} -k {pg.workdir} -c listen_addresses=127.0.0.1'", "-l",
+             str(pg.workdir / "postgres.log"), "start"]
+    step("kept", f"work dir {workdir} ({kept}); the cloud's PostgreSQL cluster {pg.workdir}, "
+         f"linked as postgres/ (stopped; start it with: {' '.join(start)}; "
+         f"then --dsn postgresql://postgres@127.0.0.1:{pg.port}/smaint)")
 
 
 def step(stage: str, text: str) -> None:
@@ -403,6 +424,7 @@ def run(seconds: float, devices: int, rate_hz: float, keep: bool,
                 retrain_after_s=retrain_after_s)
     started = time.monotonic()
     ok = True
+    result: dict[str, Any] | None = None
     with _interruptible() as interrupts:
         stop = interrupts.run_over
         try:
@@ -430,14 +452,16 @@ def run(seconds: float, devices: int, rate_hz: float, keep: bool,
             if demo.loop is not None:
                 summary["model_loop"] = demo.loop.summary()
             ok = summary["cloud_stored"] == summary["published"] and summary["duplicates"] == 0
-            print(json.dumps(summary), flush=True)
+            result = summary
         except (RuntimeError, ServiceNotReadyError) as exc:
             print(f"demo failed: {exc}", file=sys.stderr)
             ok = False
         finally:
-            demo.stop()
+            demo.stop(keep)
             if not keep:
                 shutil.rmtree(workdir, ignore_errors=True)
+    if result is not None:  # the last line, after what --keep kept
+        print(json.dumps(result), flush=True)
     return 0 if ok else 1
 
 
@@ -484,7 +508,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", "0")))
     parser.add_argument("--devices", type=int, default=int(os.environ.get("DEMO_DEVICES", "12")))
     parser.add_argument("--rate", type=float, default=float(os.environ.get("DEMO_RATE", "5")))
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
+    parser.add_argument(
+        "--keep", action="store_true",
+        help="keep the work dir (logs, databases): the gateway's SQLite, models, the MLflow "
+             "store and the cloud's PostgreSQL cluster (stopped, linked as postgres/); the "
+             "demo prints where, and how to start the cluster again")
     parser.add_argument("--no-models", dest="train_models", action="store_false",
                         help="skip training the first models (the statistical detector scores)")
     parser.add_argument(

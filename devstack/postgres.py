@@ -47,9 +47,10 @@ class PrivatePostgres:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.datadir = self.workdir / "data"
         self.port = port or free_port()
-        self._as_user: list[str] = []
+        # The prefix that runs a command as the cluster's owner (runuser when we are root).
+        self.as_user: list[str] = []
         if os.geteuid() == 0:
-            self._as_user = ["runuser", "-u", "postgres", "--"]
+            self.as_user = ["runuser", "-u", "postgres", "--"]
             pw = pwd.getpwnam("postgres")
             os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
             # mkdtemp makes 0700 dirs under /tmp; the postgres user must be able to enter it.
@@ -61,7 +62,7 @@ class PrivatePostgres:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
 
     def _run(self, *args: str) -> None:
-        res = subprocess.run([*self._as_user, *args], capture_output=True, text=True, check=False)
+        res = subprocess.run([*self.as_user, *args], capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
 
@@ -86,7 +87,7 @@ class PrivatePostgres:
         """Stop the server (``mode`` is pg_ctl's: smart, fast or immediate)."""
         if (self.datadir / "postmaster.pid").exists():
             subprocess.run(
-                [*self._as_user, str(self.bin / "pg_ctl"), "-D", str(self.datadir),
+                [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.datadir),
                  "-m", mode, "-w", "stop"],
                 capture_output=True, check=False,
             )

@@ -14,7 +14,7 @@ from cloud.exceptions import GatewayNotFoundError
 from cloud.ingest.batch import apply_batch, desired_state, request_backfill
 from cloud.ingest.limits import IngestLimits
 from cloud.ingest.rollup import fold_pending
-from cloud.query.readings import bucketed, list_devices, list_gateways, stats
+from cloud.query.readings import bucketed, default_width, list_devices, list_gateways, stats
 from shared import batchcodec
 from shared.schemas import DeviceEvent, GatewayState, Reading, SyncBatch
 from tests.fixtures.factories import T0, batch, reading
@@ -277,6 +277,27 @@ def test_buckets_come_from_the_rollups(conn: Conn) -> None:
     assert sum(b.count for b in series.buckets) == 200
     with pytest.raises(ValueError, match="multiple of 60"):
         bucketed(conn, ["dev-1"], "x", since=since, until=since, width_s=90)
+
+
+def test_bucket_width_follows_the_range_when_none_is_given() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    widths = {span: default_width(at, at + span) for span in (
+        timedelta(minutes=10), timedelta(hours=5), timedelta(days=1), timedelta(days=30),
+        timedelta(days=800))}
+    assert list(widths.values()) == [60, 60, 300, 6 * 3600, 7 * 86_400]
+    assert all(span.total_seconds() / w <= 300 for span, w in widths.items())
+
+
+def test_buckets_of_the_last_hour_by_default_show_recent_readings(conn: Conn) -> None:
+    # What a user asks first: no range, no width. Half an hour of readings up to now must
+    # show (an hourly default width dropped the bucket that started before the range).
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    apply_batch(conn, batch(1, [reading(i, ts_ms=now_ms - (30 - i) * 60_000)
+                                for i in range(30)]), "gw-1")
+    series = bucketed(conn, ["dev-1"], "temperature_c")
+    conn.rollback()
+    assert (series.width_s, series.source) == (60, "readings_1m")
+    assert sum(b.count for b in series.buckets) == 30
 
 
 def test_concurrent_folds_fold_each_delta_once(conn: Conn, pg_dsn: str) -> None:

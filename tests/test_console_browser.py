@@ -15,7 +15,6 @@ import httpx
 import psycopg
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
@@ -23,7 +22,6 @@ from selenium.webdriver.remote.webelement import WebElement
 from cloud.access.passwords import set_password
 from tests.fixtures.browser import (
     WAIT_S,
-    body_text,
     check_page,
     connected,
     console_errors,
@@ -304,86 +302,9 @@ def test_the_api_docs_render_without_the_internet(seeded_cloud: SeededCloud,
     driver.save_screenshot(str(tmp_path / "docs.png"))
 
 
-ASKS_FIRST = {"acknowledge", "resolve", "create-order", "audit-trail", "order-history",
-              "deploy", "rollback", "cancel-rollout"}
-DOWNLOADS = {"export-decisions", "download-csv", "report-csv", "report-html", "report-pdf"}
-DONE = {"move-scheduled": "is scheduled now", "move-done": "is done now",
-        "retrain": "queued",  # this cloud runs no job worker: the job stays queued
-        "report-generate": "Report of the whole fleet"}
-
-
-# The page content's enabled, visible action buttons as (marker, element id). The same
-# action on every card of a page runs the same code: the crawler clicks each kind once.
-_ACTIONS = """
-return [...document.querySelectorAll('main.q-page button[data-marker]')]
-  .filter(b => !b.disabled && b.getAttribute('aria-disabled') !== 'true'
-               && b.offsetParent !== null)
-  .map(b => [b.dataset.marker, b.id]);
-"""
-
-
 def at(url: str) -> Callable[[webdriver.Chrome], bool]:
     """A wait condition: the browser shows ``url``."""
     return lambda drv: bool(drv.current_url == url)
-
-
-def new_file(folder: Path, before: set[Path]) -> None:
-    """Wait until a file not in ``before`` appears in ``folder``."""
-    wait_until(lambda: set(folder.iterdir()) != before, 20, f"a new download in {folder}")
-
-
-def test_crawler_clicks_every_navigation_entry_and_action_once(
-        seeded_cloud: SeededCloud, driver: webdriver.Chrome, browser_downloads: Path,
-        tmp_path: Path) -> None:
-    # An open order, so the board has its whole workflow to click through.
-    order = httpx.post(f"{seeded_cloud.base}/api/v1/alerts/gw-1/{ALERTS[2][0]}/orders",
-                       json={"title": "Crawler's order"}, timeout=10,
-                       headers={"Authorization": f"Bearer {seeded_cloud.keys['operator']}"})
-    assert order.status_code == 201
-    sign_in(driver, seeded_cloud, "admin")
-    console_errors(driver)  # start from a clean console log
-    clicked: dict[str, int] = {}
-    for label, path, _ in NAV:
-        driver.find_element(By.XPATH, f"//aside//a[.//div[normalize-space()='{label}']]"
-                            ).click()
-        until(at(f"{seeded_cloud.base}{path}"), f"navigation to {label}", driver)
-        text_shown(driver, "database ok")
-        check_page(driver, seeded_cloud.base)
-        # Every enabled action button of the page's content, once each (a button is known
-        # by its marker and its card's: redraws replace the elements themselves).
-        done: set[str] = set()
-        while True:
-            todo = [(k, i) for k, i in driver.execute_script(_ACTIONS) if k not in done]
-            if not todo:
-                break
-            key, element_id = todo[0]
-            try:
-                act = driver.find_element(By.ID, element_id)
-                files = set(browser_downloads.iterdir())
-                act.click()
-            except StaleElementReferenceException:
-                continue  # redrawn by the page's refresh in between: look again
-            done.add(key)
-            marker = key
-            if marker in ASKS_FIRST:  # an action that asks first: back out of it
-                click_marked(driver, "dialog-cancel", dialog(driver))
-                no_dialog(driver)
-            elif marker in DOWNLOADS:
-                new_file(browser_downloads, files)
-            else:
-                text_shown(driver, DONE[marker])
-            assert not driver.find_elements(By.CSS_SELECTOR, ".q-notification.bg-negative"), (
-                body_text(driver))
-            check_page(driver, seeded_cloud.base)
-        count = len(done)
-        clicked[label] = count
-        driver.save_screenshot(str(tmp_path / f"crawl-{path.strip('/') or 'fleet'}.png"))
-    assert clicked == {"Fleet": 0, "Device explorer": 1, "Alerts": 5, "Orders": 3,
-                       "Models": 1, "Reports": 4}
-    one_marked(driver, "sign-out").click()
-    until(lambda drv: "/login" in drv.current_url, "the sign-in page", driver)
-    driver.get(f"{seeded_cloud.base}/orders")  # signed out: the pages are closed again
-    until(lambda drv: "/login" in drv.current_url, "the sign-in page", driver)
 
 
 def test_the_root_is_the_console_and_cross_site_requests_are_refused(

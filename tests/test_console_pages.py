@@ -41,6 +41,8 @@ from ui.console.explorer_data import View
 from ui.console.pages import register
 from ui.console.server import console_for
 from ui.console.sessions import Sessions
+from ui.panel.pages import device as panel_device
+from ui.score_axis import SCORE_FLOOR
 
 PATIENT = 50  # should_see retries (0.1 s each) for answers that cross the threadpool
 
@@ -181,6 +183,22 @@ def test_a_zoom_event_narrows_the_range_and_a_full_one_does_not() -> None:
     assert got == (view.since + timedelta(minutes=6), view.since + timedelta(minutes=7))
     assert explorer_data.zoomed(view, {"start": 0, "end": 100}) is None
     assert explorer_data.zoomed(view, {"type": "datazoom"}) is None
+
+
+def test_the_score_is_drawn_on_a_log_axis_like_the_panels() -> None:
+    # Normal readings score a fraction of the threshold, a spike thousands: on a linear axis
+    # the normal ones are a flat line at zero. Zero itself sits on the log axis's floor.
+    base = {"device": "m-1", "gateway": "gw-1", "boot": "b", "scorer": "stat",
+            "model_version": None, "anomalous": False}
+    view = _view("raw", readings=[
+        {**base, "seq": i, "ts_ms": 1_735_689_600_000 + i * 1000, "score": score,
+         "metrics": {"temperature_c": 41.0}} for i, score in enumerate((0.0, 0.3, 2500.0))])
+    options = explorer_data.chart_options(view)
+    axis = options["yAxis"][1]
+    assert (axis["type"], axis["min"]) == ("log", SCORE_FLOOR)
+    assert axis["name"] == panel_device.chart_options([], [], [], 0)["yAxis"][1]["name"]
+    scores = next(s for s in options["series"] if s.get("yAxisIndex") == 1)
+    assert [v for _, v in scores["data"]] == [SCORE_FLOOR, 0.3, 2500.0]
 
 
 def test_the_csv_holds_exactly_the_drawn_readings() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
@@ -232,18 +232,36 @@ class BucketSeries(BaseModel):
 
 
 MAX_BUCKET_DEVICES = 1000
+# Widths a chart reads easily, and the most buckets per device a range is cut into when the
+# caller names no width: an hour of recent data gets minute buckets, a year daily ones.
+NICE_WIDTHS_S = (60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 31_536_000)
+MAX_DEFAULT_BUCKETS = 300
+DEFAULT_SPAN = timedelta(hours=1)
+
+
+def default_width(since: datetime, until: datetime) -> int:
+    """The narrowest nice width that cuts [since, until) into at most 300 buckets."""
+    span_s = (as_utc(until) - as_utc(since)).total_seconds()
+    for width in NICE_WIDTHS_S:
+        if span_s <= width * MAX_DEFAULT_BUCKETS:
+            return width
+    return NICE_WIDTHS_S[-1]
 
 
 def bucketed(
-    conn: Conn, devices: list[str], metric: str, *, since: datetime, until: datetime,
-    width_s: int,
+    conn: Conn, devices: list[str], metric: str, *, since: datetime | None = None,
+    until: datetime | None = None, width_s: int | None = None,
 ) -> BucketSeries:
-    """Buckets of ``width_s`` (a multiple of 60) over [since, until) from the coarsest rollup."""
+    """Buckets of ``width_s`` (a multiple of 60; None: ``default_width``) starting in
+    [since, until) (None: now and an hour before ``until``), from the coarsest rollup."""
+    until = as_utc(until) if until is not None else datetime.now(UTC)
+    since = as_utc(since) if since is not None else until - DEFAULT_SPAN
+    if width_s is None:
+        width_s = default_width(since, until)
     if width_s < 60 or width_s % 60:
         raise ValueError("width_s must be a positive multiple of 60")
     if not 1 <= len(devices) <= MAX_BUCKET_DEVICES:
         raise ValueError(f"give 1..{MAX_BUCKET_DEVICES} devices")
-    since, until = as_utc(since), as_utc(until)
     # An hour-aligned width reads the hourly rollup: 60x fewer rows than the minute one.
     # Deltas not folded yet (at most a second or two of ingest) are added, binned the same
     # way, so that a chart never misses what was just acknowledged.

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from ui.console.api import UserApi
+from ui.score_axis import on_log, score_axis
 
 RAW_LIMIT = 5000
 TARGET_BUCKETS = 500
@@ -153,10 +154,9 @@ def chart_options(view: View) -> dict[str, Any]:
             series.append({"name": "SIMULATED fault", "type": "scatter", "symbol": "triangle",
                            "symbolSize": 7, "itemStyle": {"color": _SIMULATED},
                            "data": simulated})
-        scored = [[r["ts_ms"], r["score"]] for r in rows if r["score"] is not None]
+        scored = [[r["ts_ms"], on_log(r["score"])] for r in rows if r["score"] is not None]
         if scored:
-            axes.append({"type": "value", "name": "anomaly score", "position": "right",
-                         "splitLine": {"show": False}})
+            axes.append(score_axis(position="right", splitLine={"show": False}))
             series.append({"name": "anomaly score", "type": "line", "showSymbol": False,
                            "yAxisIndex": 1, "lineStyle": {"width": 1, "opacity": 0.6},
                            "data": scored})

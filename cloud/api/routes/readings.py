@@ -61,12 +61,16 @@ def get_buckets(
     device: Annotated[list[str], Query(
         min_length=1, max_length=MAX_BUCKET_DEVICES, description="device ids (repeatable)")],
     metric: Annotated[str, Query(pattern="^[a-z][a-z0-9_]{0,63}$", description="metric name")],
-    since: Annotated[datetime, Query(description="inclusive; no zone = UTC")],
-    until: Annotated[datetime, Query(description="exclusive; no zone = UTC")],
-    width_s: Annotated[int, Query(ge=60, le=31_536_000, multiple_of=60,
-                                  description="bucket width in seconds")] = 3600,
+    since: Annotated[datetime | None, Query(
+        description="inclusive; no zone = UTC; omitted: an hour before `until`")] = None,
+    until: Annotated[datetime | None, Query(
+        description="exclusive; no zone = UTC; omitted: now")] = None,
+    width_s: Annotated[int | None, Query(
+        ge=60, le=31_536_000, multiple_of=60,
+        description="bucket width in seconds; omitted: the narrowest of 1 min, 5 min, 15 min, "
+                    "1 h, 6 h, 1 d, 7 d, 30 d, 365 d giving at most 300 buckets")] = None,
 ) -> BucketSeries:
-    """Per device and bucket: min, max, mean and count of one metric."""
+    """Per device and bucket starting in [since, until): min, max, mean, count of a metric."""
     for d in device:
         if not ID_RE.fullmatch(d):
             raise RequestValidationError([{"loc": ("query", "device"), "msg": "bad device id",

@@ -19,19 +19,12 @@ from ui.panel import scenario, snapshot, units
 from ui.panel.context import Panel
 from ui.panel.frame import frame, guard, still_signed_in
 from ui.panel.series import BUCKET_MS, HOUR_MS, MAX_DRAWN, LiveHour, Point
+from ui.score_axis import on_log, score_axis
 
 log = logging.getLogger(__name__)
 _ALERT_COLORS = {"high": "#c62828", "medium": "#ef6c00", "low": "#f9a825"}
 _MANUAL = "#1565c0"  # a technician's manual entry
 _SIMULATED = "#8e24aa"  # a reading with an injected SIMULATED fault
-
-
-_SCORE_FLOOR = 0.01
-
-
-def _on_log(score: float) -> float:
-    """A score as the log axis can draw it (zero sits on the floor)."""
-    return max(score, _SCORE_FLOOR)
 
 
 def chart_options(points: list[Point], alerts: list[Alert], shown: list[str],
@@ -61,19 +54,19 @@ def chart_options(points: list[Point], alerts: list[Alert], shown: list[str],
     by_scorer: dict[str, list[list[float]]] = {}
     for p in points:
         if p.score is not None:
-            by_scorer.setdefault(p.scored_by, []).append([p.ts_ms, _on_log(p.score)])
+            by_scorer.setdefault(p.scored_by, []).append([p.ts_ms, on_log(p.score)])
     for name, data in by_scorer.items():
         series.append({"name": f"score ({name})", "type": "line", "showSymbol": False,
                        "xAxisIndex": 1, "yAxisIndex": 1, "data": data})
     series.append({
         "name": "anomalous reading", "type": "scatter", "symbolSize": 5, "xAxisIndex": 1,
         "yAxisIndex": 1, "itemStyle": {"color": "#c62828"},
-        "data": [[p.ts_ms, _on_log(p.score)] for p in points
+        "data": [[p.ts_ms, on_log(p.score)] for p in points
                  if p.anomalous and p.score is not None]})
     series.append({
         "name": "alert opened", "type": "scatter", "symbol": "pin", "symbolSize": 26,
         "xAxisIndex": 1, "yAxisIndex": 1,
-        "data": [{"value": [max(a.opened_ms, start), _on_log(a.score)],
+        "data": [{"value": [max(a.opened_ms, start), on_log(a.score)],
                   "itemStyle": {"color": _ALERT_COLORS[a.severity]},
                   "name": f"{'SIMULATED ' if a.simulated else ''}{a.severity} alert, "
                           f"{a.state}"} for a in alerts],
@@ -90,10 +83,7 @@ def chart_options(points: list[Point], alerts: list[Alert], shown: list[str],
                  {"left": 64, "right": 24, "top": "58%", "height": "32%"}],
         "xAxis": [{**axis, "gridIndex": 0}, {**axis, "gridIndex": 1}],
         "yAxis": [{"type": "value", "gridIndex": 0, "scale": True, "name": "value"},
-                  # Log scale: a spike scores thousands, normal readings a fraction of the
-                  # threshold (1.0), and both must stay readable on one axis.
-                  {"type": "log", "gridIndex": 1, "min": _SCORE_FLOOR,
-                   "name": "anomaly score (1 = threshold, log)"}],
+                  score_axis(gridIndex=1)],
         "series": series,
     }
 
