@@ -251,7 +251,7 @@ def production_problems(s: CloudSettings) -> list[str]:
     if not s.served_over_https:
         problems.append("SMAINT_CLOUD_PUBLIC_URL must be the https:// address of the TLS-"
                         "terminating reverse proxy in front of the cloud (see "
-                        "docs/security-gateway-cloud.md)")
+                        "docs/security.md, 'Production behind a reverse proxy')")
     secrets = {"SMAINT_CLOUD_NOTIFY__WEBHOOK_SECRET": s.notify.webhook_secret,
                "SMAINT_CLOUD_NOTIFY__SMTP_PASSWORD": s.notify.smtp_password,
                "SMAINT_CLOUD_ARTIFACTS__S3_SECRET_ACCESS_KEY": s.artifacts.s3_secret_access_key}
