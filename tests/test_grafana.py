@@ -67,7 +67,7 @@ def scrape_gateway(broker: PrivateMosquitto, tmp_path: Path) -> str:
     import asyncio  # noqa: PLC0415
 
     settings = GatewaySettings(
-        gateway_id="gw-grafana", mqtt={"port": broker.port},
+        gateway_id="gw-grafana", mqtt=broker.gateway_mqtt(),
         storage={"path": str(tmp_path / "gw.db")}, http={"port": free_port()},
         scoring={"models_dir": str(tmp_path / "models")})
 
