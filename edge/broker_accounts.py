@@ -78,11 +78,12 @@ class PasswordFile:
 
     def set(self, username: str, password: str) -> None:
         """Add or replace an account."""
-        # One account per line, split at the first ':' by mosquitto: nothing else is safe.
-        if not username or ":" in username or any(c.isspace() or not c.isprintable()
-                                                  for c in username):
+        # One account per line, split at the first ':' by mosquitto, and a line starting with
+        # '#' is a comment to it: nothing else is safe.
+        if not username or ":" in username or username.startswith("#") or any(
+                c.isspace() or not c.isprintable() for c in username):
             raise ValueError(f"username {username!r} must be non-empty, without ':', spaces "
-                             "or control characters")
+                             "or control characters, and not start with '#'")
         entries = self.read()
         entries[username] = hash_password(password)
         self._write(entries)

@@ -176,9 +176,9 @@ async def test_sim_telemetry_over_mqtt_is_stored_simulated_and_published_so(
             for _, body in sim_payloads(device, range(40), sim_from=30, spike_from=36):
                 pub.publish(topics.telemetry(device), body)
 
-    login = broker.gateway_login()
+    user, password = broker.fixture_login()  # may read what the gateway publishes
     async with aiomqtt.Client(broker.host, broker.port, identifier="sim-alert-watch",
-                              username=login["username"], password=login["password"]) as sub:
+                              username=user, password=password) as sub:
         await sub.subscribe(topics.alerts(gw_id), qos=1)
         async with running_gateway(settings) as gw:
             await asyncio.to_thread(publish)

@@ -50,7 +50,7 @@ def test_security_enrolment_code_becomes_the_token_and_rotation_drops_no_upload(
                             "--dsn", pg_dsn], base, logs, cloud_port)
     cloud_url = f"http://127.0.0.1:{cloud_port}"
     fleet = Fleet("127.0.0.1", fresh_broker.port, n_devices=2, rate_hz=20, seed=4,
-                  id_prefix="enr-")
+                  id_prefix="enr-", login=fresh_broker.fixture_device_login)
     gateway: ServiceProcess | None = None
     try:
         cloud.start()
@@ -66,7 +66,7 @@ def test_security_enrolment_code_becomes_the_token_and_rotation_drops_no_upload(
             [sys.executable, "-m", "edge", "run", "--gateway-id", GATEWAY,
              "--mqtt-port", str(fresh_broker.port), "--db", str(tmp_path / "gw.db"),
              "--cloud-url", cloud_url, "--http-port", str(gw_port), "--log-level", "INFO"],
-            {**base, "SMAINT_GATEWAY_SYNC__ENROL_CODE": code,
+            {**base, **fresh_broker.gateway_env(), "SMAINT_GATEWAY_SYNC__ENROL_CODE": code,
              "SMAINT_GATEWAY_SYNC__INTERVAL_S": "0.2"}, logs, gw_port)
         gateway.start()
         fleet.start()

@@ -18,7 +18,7 @@ ACK = "/api/alerts/0000dead/ack"  # no such alert: an accepted request answers 4
 
 def _settings(broker: PrivateMosquitto, tmp_path: Path, **http: str) -> GatewaySettings:
     return GatewaySettings(
-        gateway_id="gw-sec", mqtt={"port": broker.port}, storage={"path": str(tmp_path / "gw.db")},
+        gateway_id="gw-sec", mqtt=broker.gateway_mqtt(), storage={"path": str(tmp_path / "gw.db")},
         http={"port": free_port(), **http}, panel={"enabled": False})
 
 

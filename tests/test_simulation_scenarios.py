@@ -129,7 +129,7 @@ def test_a_simulated_device_plays_a_request_once_and_marks_its_readings_only_whe
     fleet = Fleet(broker.host, broker.port, 2, 20.0, "motor", seed=3, id_prefix="scn-sim-",
                   source="synthetic", login=broker.fixture_device_login)
     marked, plain = sorted(fleet.devices)
-    fleet.devices[marked].mark_simulated = True  # what the lead turns on with Telemetry.sim
+    fleet.devices[plain].mark_simulated = False  # a device told not to mark (the default marks)
     with fleet:
         wait_until(lambda: all(d.subscribed for d in fleet.devices.values()), 10,
                    "the devices subscribed to their simulate topics")
@@ -167,12 +167,14 @@ def test_a_simulated_device_plays_a_request_once_and_marks_its_readings_only_whe
     during = [doc["metrics"]["temperature_c"] for doc in msgs if doc.get("sim")]
     raised = sum(during) / len(during) - sum(before) / len(before)
     assert raised > OFFSET_SPAN * (m.high - m.low)  # a spike of magnitude 1.5
-    # Unmarked (today's default): every reading, the altered ones too, is what the strict
-    # wire schema accepts, so today's gateway stores them rather than dead-letter them.
+    # Unmarked: no reading carries the flag, the altered ones neither; marked ones decode too.
     plain_msgs = [p for d, p, _ in telemetry.messages if d == plain]
     assert all("sim" not in json.loads(p) for p in plain_msgs)
     for payload in plain_msgs:
         decode_telemetry(payload, topic_device=plain)
+    marked_msgs = [p for d, p, _ in telemetry.messages if d == marked]
+    assert [decode_telemetry(p, topic_device=marked).sim for p in marked_msgs].count(True) == \
+        len(flagged)
 
 
 def gateway_settings(broker: PrivateMosquitto, tmp_path: Path, gateway_id: str, *,
@@ -309,7 +311,7 @@ async def test_a_console_request_travels_cloud_sync_gateway_mqtt_device_once(
             state=gw.actual_state, on_desired=gw.on_desired)
         fleet = Fleet(broker.host, broker.port, 1, 20.0, "motor", seed=9, id_prefix="scn-cloud-",
                       source="synthetic", mark_simulated=True,
-                  login=broker.fixture_device_login)
+                      login=broker.fixture_device_login)
         (device,) = fleet.devices
         path = f"/api/v1/devices/{device}/scenarios"
         try:
@@ -325,6 +327,8 @@ async def test_a_console_request_travels_cloud_sync_gateway_mqtt_device_once(
                 assert (scenario["gateway"], scenario["state"]) == ("gw-1", "queued")
                 # The answer to the next batch is lost after the cloud committed it: the
                 # gateway retries the same batch and gets the request in the stored answer.
+                await wait_until_async(lambda: gw.outbox.backlog() > 0, 15,
+                                       "new readings to upload")
                 link.lose, posts = 1, link.posts
                 assert (await up.sync_once()).outcome == "acked"
                 assert link.posts == posts + 2
