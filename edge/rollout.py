@@ -109,7 +109,7 @@ class ModelRollout:
             for r, s in zip(readings, scores, strict=True):
                 if r.type == profile and s.model_version == version:
                     trial.scored += 1
-                    if trial.n < self.shadow_readings:
+                    if trial.n < self.shadow_readings and not r.sim:  # see Trial.shadow_batch
                         trial.n += 1
                         trial.anomalous += s.anomalous
                         if trial.n == self.shadow_readings:

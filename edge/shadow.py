@@ -106,9 +106,13 @@ class Trial:
         out: list[list[object]] = []
         for i, v in zip(idx, values, strict=True):
             flagged = bool(v > self.model.threshold)
-            self.n += 1
-            self.anomalous += flagged
-            self.baseline += bool(scores[i].anomalous)
+            # A reading carrying an injected SIMULATED fault is a known fault, not a sample of
+            # normal operation: scored and recorded, but not judged (the feature state still
+            # saw it above, as the running detector's did).
+            if not readings[i].sim:
+                self.n += 1
+                self.anomalous += flagged
+                self.baseline += bool(scores[i].anomalous)
             cur = scores[i]
             out.append([readings[i].ts_ms, readings[i].device, readings[i].seq,
                          cur.model_version or cur.scorer, cur.value, int(cur.anomalous),

@@ -74,6 +74,52 @@ def report(rollout: ModelRollout) -> RolloutReport:
     return rep
 
 
+async def test_readings_of_a_simulated_fault_are_not_held_against_a_candidate(
+    tmp_path: Path, bundles: Bundles,
+) -> None:
+    """A SIMULATED fault during the shadow run (the demo injects them) is a known fault: the
+    candidate scores those readings, but only sensor readings decide its alert rate."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "motor.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
+    kept = models / ".ota" / "versions" / "motor"
+    kept.mkdir(parents=True)
+    (kept / f"{V2}.smb").write_bytes(bundles.make(V2, bundles.manifest.created_ms + 1000))
+    registry = ModelRegistry(models, [bundles.key.public_key()])
+    registry.refresh()
+    downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
+    rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05)
+    scorer = ObservedScorer(ModelScorer(registry.get, RuleScorer()), rollout)
+    seqs = count()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollout.run(stop))
+    try:
+        rollout.on_desired(DesiredState(models={"motor": V2}))
+
+        def normal(step: str) -> bool:
+            scorer.score_batch(readings(False, seqs, n=2))
+            return report(rollout).step == step if rollout.reports() else False
+
+        # In shadow, past the candidate's own feature warm-up (it judges from then on).
+        await wait_until_async(lambda: normal("shadow") and report(rollout).shadow_readings > 0,
+                               30, "V2 in shadow, warmed up")
+        # A runaway that every model flags, marked as injected.
+        scorer.score_batch([r.model_copy(update={"sim": True})
+                            for r in readings(True, seqs, n=SHADOW)])
+        await wait_until_async(lambda: normal("running"), 30, "V2 swapped in")
+    finally:
+        stop.set()
+        await task
+    rep = report(rollout)
+    assert rep.shadow_alert_rate is not None
+    assert rep.shadow_alert_rate <= 0.2
+    with (models / ".ota" / "shadow" / f"motor-{V2}.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # The marked readings were scored and recorded all the same.
+    assert len(rows) > rep.shadow_readings
+    assert sum(int(r["shadow_anomalous"]) for r in rows) > 0
+
+
 @pytest.mark.expected_errors("edge.rollout", "rolled back")
 async def test_a_model_misbehaving_after_the_swap_is_rolled_back_to_the_kept_version(
     tmp_path: Path, bundles: Bundles,
