@@ -22,20 +22,18 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from devstack.mosquitto import PrivateMosquitto
-from devstack.ports import free_port
 from devstack.postgres import PrivatePostgres
 from simulator.fleet import Fleet
 from tests.fixtures.browser import marked, one_marked, until
 from tests.fixtures.cloud import prepare_db
 from tests.fixtures.console import SeededCloud, fresh_database, serve
-from tests.fixtures.process import ServiceProcess
+from tests.fixtures.panel import panel_gateway
 from tests.fixtures.waiting import wait_until
 from tests.test_console_browser import alert_card, click_marked, dialog, open_page
 from tests.test_console_browser import no_dialog as console_no_dialog
 from tests.test_console_browser import sign_in as console_sign_in
 from tests.test_panel_browser import PASSWORD, check_page, click, no_dialog, text_shown, wait
 from tests.test_panel_browser import sign_in as panel_sign_in
-from ui.panel.auth import hash_password
 
 pytestmark = pytest.mark.slow
 
@@ -61,26 +59,17 @@ def screens(broker: PrivateMosquitto, pg_cluster: PrivatePostgres, tmp_path: Pat
         cloud = SeededCloud(base="", dsn=dsn, keys=keys, now_ms=int(time.time() * 1000))
         (tmp_path / "cloud").mkdir()
         cloud_proc = serve(cloud, tmp_path / "cloud")
-        port = free_port()
-        gw = ServiceProcess(["-m", "smaint", "gateway", "run"], env={
-            "SMAINT_GATEWAY_GATEWAY_ID": "gw-1",
-            **broker.gateway_env(),
-            "SMAINT_GATEWAY_STORAGE__PATH": str(tmp_path / "gateway.db"),
-            "SMAINT_GATEWAY_HTTP__PORT": str(port),
-            "SMAINT_GATEWAY_PANEL__PASSWORD_HASH": hash_password(PASSWORD),
-            "SMAINT_GATEWAY_PANEL__REFRESH_S": "0.5",
-            "SMAINT_GATEWAY_SCORING__WARMUP": "8",
-            "SMAINT_GATEWAY_ALERTS__OPEN_AFTER": "2",
-            "SMAINT_GATEWAY_ALERTS__RESOLVE_AFTER": "100000",  # only the operators resolve it
-            "SMAINT_GATEWAY_SYNC__CLOUD_URL": cloud.base,
-            "SMAINT_GATEWAY_SYNC__TOKEN": tokens["gw-1"],
-            "SMAINT_GATEWAY_SYNC__INTERVAL_S": "0.5",
-        }, log=tmp_path / "gateway.log", port=port, name="gateway with panel")
-        fleet = Fleet(broker.host, broker.port, n_devices=1, rate_hz=10, profile="motor",
-                      seed=11, id_prefix="as-", login=broker.fixture_device_login)
         try:
-            gw.start(timeout_s=60)
-            base = f"http://127.0.0.1:{port}"
+            gw, base = panel_gateway(
+                broker, tmp_path, cloud.base, tokens["gw-1"], PASSWORD,
+                SMAINT_GATEWAY_ALERTS__OPEN_AFTER="2",
+                SMAINT_GATEWAY_ALERTS__RESOLVE_AFTER="100000")  # only the operators resolve it
+            fleet = Fleet(broker.host, broker.port, n_devices=1, rate_hz=10, profile="motor",
+                          seed=11, id_prefix="as-", login=broker.fixture_device_login)
+        except BaseException:
+            cloud_proc.stop()  # the gateway never started
+            raise
+        try:
             wait_until(lambda: bool(status(base).get("mqtt_connected")), 30,
                        "the gateway's broker session")
             fleet.start()

@@ -74,22 +74,33 @@ def report(rollout: ModelRollout) -> RolloutReport:
     return rep
 
 
+KEPT = Path(".ota") / "versions" / "motor"
+
+
+def v1_running_v2_kept(tmp_path: Path, bundles: Bundles
+                       ) -> tuple[Path, ModelRegistry, ModelRollout, ObservedScorer]:
+    """V1 running, V2 already among the kept versions (no download needed: edge.ota has its
+    own test); the models directory, registry, rollout and the scorer it observes."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "motor.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
+    (models / KEPT).mkdir(parents=True)
+    (models / KEPT / f"{V2}.smb").write_bytes(
+        bundles.make(V2, bundles.manifest.created_ms + 1000))
+    registry = ModelRegistry(models, [bundles.key.public_key()])
+    registry.refresh()
+    downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
+    rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05)
+    return models, registry, rollout, ObservedScorer(
+        ModelScorer(registry.get, RuleScorer()), rollout)
+
+
 async def test_readings_of_a_simulated_fault_are_not_held_against_a_candidate(
     tmp_path: Path, bundles: Bundles,
 ) -> None:
     """A SIMULATED fault during the shadow run (the demo injects them) is a known fault: the
     candidate scores those readings, but only sensor readings decide its alert rate."""
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "motor.smb").write_bytes(bundles.make(V1, bundles.manifest.created_ms))
-    kept = models / ".ota" / "versions" / "motor"
-    kept.mkdir(parents=True)
-    (kept / f"{V2}.smb").write_bytes(bundles.make(V2, bundles.manifest.created_ms + 1000))
-    registry = ModelRegistry(models, [bundles.key.public_key()])
-    registry.refresh()
-    downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
-    rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05)
-    scorer = ObservedScorer(ModelScorer(registry.get, RuleScorer()), rollout)
+    models, _registry, rollout, scorer = v1_running_v2_kept(tmp_path, bundles)
     seqs = count()
     stop = asyncio.Event()
     task = asyncio.create_task(rollout.run(stop))
@@ -124,20 +135,10 @@ async def test_readings_of_a_simulated_fault_are_not_held_against_a_candidate(
 async def test_a_model_misbehaving_after_the_swap_is_rolled_back_to_the_kept_version(
     tmp_path: Path, bundles: Bundles,
 ) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    v1 = bundles.make(V1, bundles.manifest.created_ms)
-    v2 = bundles.make(V2, bundles.manifest.created_ms + 1000)
-    (models / "motor.smb").write_bytes(v1)
-    # V2 is already among the kept versions: no download needed (edge.ota has its own test).
-    kept = models / ".ota" / "versions" / "motor"
-    kept.mkdir(parents=True)
-    (kept / f"{V2}.smb").write_bytes(v2)
-    registry = ModelRegistry(models, [bundles.key.public_key()])
-    registry.refresh()
-    downloader = BundleDownloader("http://127.0.0.1:9", "unused", tmp_path / "dl")
-    rollout = ModelRollout(registry, downloader, shadow_readings=SHADOW, retry_s=0.05)
-    scorer = ObservedScorer(ModelScorer(registry.get, RuleScorer()), rollout)
+    models, registry, rollout, scorer = v1_running_v2_kept(tmp_path, bundles)
+    v1, v2 = (models / "motor.smb").read_bytes(), (models / KEPT / f"{V2}.smb").read_bytes()
+    kept = models / KEPT
+    downloader = rollout.downloader
     seqs = count()
     stop = asyncio.Event()
     task = asyncio.create_task(rollout.run(stop))

@@ -20,13 +20,13 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from devstack.mosquitto import PrivateMosquitto
-from devstack.ports import free_port
 from devstack.postgres import PrivatePostgres
 from shared.bundle import generate_key, public_key_text
 from simulator.fleet import Fleet
+from tests.fixtures.browser import check_page as console_check_page
 from tests.fixtures.browser import marked, one_marked, until
 from tests.fixtures.console import SeededCloud, fresh_database, seed, serve
-from tests.fixtures.process import ServiceProcess
+from tests.fixtures.panel import panel_gateway
 from tests.fixtures.waiting import wait_until
 from tests.test_alert_sync_browser import status
 from tests.test_console_browser import click_marked, dialog, no_dialog, open_page
@@ -34,7 +34,6 @@ from tests.test_console_browser import sign_in as console_sign_in
 from tests.test_console_models import TRAINING_S, _card
 from tests.test_panel_browser import PASSWORD, button, check_page, text_shown, wait
 from tests.test_panel_browser import sign_in as panel_sign_in
-from ui.panel.auth import hash_password
 
 pytestmark = pytest.mark.slow
 
@@ -67,27 +66,18 @@ def system(broker: PrivateMosquitto, pg_cluster: PrivatePostgres,
                            SMAINT_CLOUD_TRAINING__N_ESTIMATORS="20",
                            SMAINT_CLOUD_TRAINING__MIN_TRAIN_WINDOWS="200",
                            SMAINT_CLOUD_TRAINING__MIN_HELDOUT_WINDOWS="50")
-        port = free_port()
-        gw = ServiceProcess(["-m", "smaint", "gateway", "run"], env={
-            "SMAINT_GATEWAY_GATEWAY_ID": "gw-1",
-            **broker.gateway_env(),
-            "SMAINT_GATEWAY_STORAGE__PATH": str(work / "gateway.db"),
-            "SMAINT_GATEWAY_HTTP__PORT": str(port),
-            "SMAINT_GATEWAY_PANEL__PASSWORD_HASH": hash_password(PASSWORD),
-            "SMAINT_GATEWAY_PANEL__REFRESH_S": "0.5",
-            "SMAINT_GATEWAY_SCORING__WARMUP": "8",
-            "SMAINT_GATEWAY_SCORING__MODELS_DIR": str(work / "models"),
-            "SMAINT_GATEWAY_SCORING__TRUSTED_KEYS": json.dumps([public_key_text(public)]),
-            "SMAINT_GATEWAY_ROLLOUT__SHADOW_READINGS": "30",
-            "SMAINT_GATEWAY_SYNC__CLOUD_URL": cloud.base,
-            "SMAINT_GATEWAY_SYNC__TOKEN": cloud.tokens["gw-1"],
-            "SMAINT_GATEWAY_SYNC__INTERVAL_S": "0.5",
-        }, log=work / "gateway.log", port=port, name="gateway with panel")
+        try:
+            gw, base = panel_gateway(
+                broker, work, cloud.base, cloud.tokens["gw-1"], PASSWORD,
+                SMAINT_GATEWAY_SCORING__MODELS_DIR=str(work / "models"),
+                SMAINT_GATEWAY_SCORING__TRUSTED_KEYS=json.dumps([public_key_text(public)]),
+                SMAINT_GATEWAY_ROLLOUT__SHADOW_READINGS="30")
+        except BaseException:
+            cloud_proc.stop()  # the gateway never started
+            raise
         fleet = Fleet(broker.host, broker.port, n_devices=1, rate_hz=10, profile="motor",
                       seed=13, id_prefix="ts-", login=broker.fixture_device_login)
         try:
-            gw.start(timeout_s=60)
-            base = f"http://127.0.0.1:{port}"
             wait_until(lambda: bool(status(base).get("mqtt_connected")), 30,
                        "the gateway's broker session")
             fleet.start()
@@ -125,9 +115,11 @@ def test_a_note_recorded_on_the_panel_shows_in_the_console_explorer(
     console_sign_in(driver, system.cloud, "viewer")
     open_page(driver, system.cloud, f"/explorer?device={DEVICE}", "Device explorer")
     until(lambda drv: any(note in e.text for e in marked(drv, "manual-note")),
-          "the technician's note in the explorer", driver, WAIT_S)
+          "the technician's note in the explorer", driver, 2 * WAIT_S)
     text_shown(driver, "MANUAL")
+    console_check_page(driver, system.cloud.base)
     driver.save_screenshot(str(tmp_path / "02-console-note.png"))
+    close_other_tabs(driver)
 
 
 def test_a_model_deployed_in_the_console_runs_on_the_gateway_and_the_panel_shows_it(
@@ -164,3 +156,14 @@ def test_a_model_deployed_in_the_console_runs_on_the_gateway_and_the_panel_shows
     assert "running" in body
     check_page(driver, system.panel)
     driver.save_screenshot(str(tmp_path / "02-panel-model-running.png"))
+    close_other_tabs(driver)
+
+
+def close_other_tabs(d: webdriver.Chrome) -> None:
+    """Close every tab but the first: a live page left open keeps running in the shared
+    browser, and its console would speak in the next test's checks."""
+    first, *others = d.window_handles
+    for handle in others:
+        d.switch_to.window(handle)
+        d.close()
+    d.switch_to.window(first)

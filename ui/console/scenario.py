@@ -14,14 +14,11 @@ from typing import Any
 
 from nicegui import ui
 
-from shared.schemas import MAX_SCENARIO_SECONDS, SCENARIO_KINDS
 from ui.console import timefmt
 from ui.console.context import Console
 from ui.console.frame import call, session_of
+from ui.scenario_controls import KIND_LABELS, scenario_controls
 
-KIND_LABELS = {"spike": "Spike", "drift": "Drift", "stuck": "Stuck sensor",
-               "noise": "Noise burst"}
-DEFAULT_SECONDS = 10
 STATES = {"queued": "queued for the gateway's next sync", "published": "published to the device",
           "refused": "refused by the gateway", "expired": "expired: never picked up"}
 
@@ -51,14 +48,7 @@ async def controls(console: Console, device: Callable[[], str]) -> None:
         ui.label("For simulated devices only (this cloud runs with simulation enabled): the "
                  "request goes to the device's gateway with its next sync answer. Readings, "
                  "alerts and reports it causes are simulated.").classes("text-caption")
-        with ui.row().classes("items-end gap-4"):
-            kind = ui.select({k: KIND_LABELS[k] for k in SCENARIO_KINDS}, value="spike",
-                             label="Scenario").classes("w-48").mark("scenario-kind")
-            seconds = ui.number("Seconds", value=DEFAULT_SECONDS, min=1,
-                                max=MAX_SCENARIO_SECONDS, step=1).classes("w-32").mark(
-                "scenario-seconds")
-            button = ui.button("Inject SIMULATED scenario", icon="science").props(
-                "color=deep-orange").mark("scenario-inject")
+        kind, seconds, button = scenario_controls()
         if not may:
             button.set_enabled(False)
             ui.label("Operators and admins may inject scenarios.").classes(

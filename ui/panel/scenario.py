@@ -13,14 +13,10 @@ from pydantic import ValidationError
 
 from edge.scenarios import SimulationOffError
 from edge.store import now_ms
-from shared.schemas import MAX_SCENARIO_SECONDS, SCENARIO_KINDS
 from ui.panel import units
 from ui.panel.context import Panel
 from ui.panel.frame import still_signed_in
-
-KIND_LABELS = {"spike": "Spike", "drift": "Drift", "stuck": "Stuck sensor",
-               "noise": "Noise burst"}
-DEFAULT_SECONDS = 10
+from ui.scenario_controls import KIND_LABELS, scenario_controls
 
 
 def history_rows(panel: Panel, device_id: str) -> list[dict[str, str]]:
@@ -46,14 +42,7 @@ def controls(panel: Panel, device_id: str) -> None:
         ui.label("For simulated devices only (this gateway runs with simulation enabled). "
                  "Readings, alerts and reports it causes are simulated.").classes(
             "text-caption")
-        with ui.row().classes("items-end gap-4"):
-            kind = ui.select({k: KIND_LABELS[k] for k in SCENARIO_KINDS}, value="spike",
-                             label="Scenario").classes("w-48").mark("scenario-kind")
-            seconds = ui.number("Seconds", value=DEFAULT_SECONDS, min=1,
-                                max=MAX_SCENARIO_SECONDS, step=1).classes("w-32").mark(
-                "scenario-seconds")
-            button = ui.button("Inject SIMULATED scenario", icon="science").props(
-                "color=deep-orange").mark("scenario-inject")
+        kind, seconds, button = scenario_controls()
         table = ui.table(columns=[
             {"name": n, "label": label, "field": n, "align": "left"} for n, label in (
                 ("requested", "Requested"), ("scenario", "Scenario"), ("seconds", "Seconds"),
