@@ -52,8 +52,10 @@ class TwoScreens:
 
 
 @pytest.fixture
-def screens(broker: PrivateMosquitto, pg_cluster: PrivatePostgres, tmp_path: Path
+def screens(fresh_broker: PrivateMosquitto, pg_cluster: PrivatePostgres, tmp_path: Path
             ) -> Iterator[TwoScreens]:
+    # A broker of its own: its devices' retained statuses must not reach later tests' gateways.
+    broker = fresh_broker
     with fresh_database(pg_cluster, "alertsync") as dsn:
         keys, tokens = prepare_db(dsn)
         cloud = SeededCloud(base="", dsn=dsn, keys=keys, now_ms=int(time.time() * 1000))

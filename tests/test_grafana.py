@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloud.api.metrics import CloudMetrics
 from devstack.mosquitto import PrivateMosquitto
 from devstack.ports import free_port
+from edge.broker_stats import SYS_TOPICS
 from edge.settings import GatewaySettings
 from tests.fixtures.cloud import running_biz
 from tests.fixtures.gateway import running_gateway
@@ -72,8 +73,15 @@ def scrape_gateway(broker: PrivateMosquitto, tmp_path: Path) -> str:
         scoring={"models_dir": str(tmp_path / "models")})
 
     async def scrape() -> str:
+        # The broker's counters appear once its next $SYS publication has reached the gateway.
+        wanted = [f"smaint_broker_{name}" for name, _ in SYS_TOPICS.values()]
         async with running_gateway(settings) as gw:
-            return (await gw.http.get(f"{gw.base_url}/metrics")).text
+            for _ in range(300):
+                text = (await gw.http.get(f"{gw.base_url}/metrics")).text
+                if all(name in text for name in wanted):
+                    return text
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"the broker's counters never all reached /metrics: {wanted}")
 
     return asyncio.run(scrape())
 

@@ -52,9 +52,10 @@ class System:
 
 
 @pytest.fixture(scope="module")
-def system(broker: PrivateMosquitto, pg_cluster: PrivatePostgres,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with fresh_database(pg_cluster, "two_screens") as dsn:
+def system(pg_cluster: PrivatePostgres, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[System]:
+    # A broker of its own: its devices' retained statuses must not reach later tests' gateways.
+    with PrivateMosquitto() as broker, fresh_database(pg_cluster, "two_screens") as dsn:
         cloud = seed(dsn)
         work = tmp_path_factory.mktemp("two-screens")
         (work / "cloud").mkdir()
