@@ -39,7 +39,15 @@ from shared.schemas import (
 )
 from tests.fixtures.cloud import Biz
 from tests.fixtures.factories import T0, make_alert
-from tests.fixtures.panel import PATIENT, feed, gateway, panel, panel_user, sign_in
+from tests.fixtures.panel import (
+    PATIENT,
+    acknowledge_on_alerts_page,
+    feed,
+    gateway,
+    panel,
+    panel_user,
+    sign_in,
+)
 from tests.fixtures.waiting import wait_until
 
 _seq = itertools.count(10_000)  # apart from the factories' batch numbers
@@ -402,10 +410,7 @@ async def test_the_panel_shows_the_acknowledgement_and_follows_cloud_decisions(
     async with panel_user(panel(gw)) as user:
         await sign_in(user)
         await user.open("/alerts")
-        user.find(marker="ack-button").click()
-        user.find(marker="ack-comment").type("grease added")
-        user.find(marker="ack-author").type("Ana")
-        user.find(marker="ack-confirm").click()
+        acknowledge_on_alerts_page(user, "grease added", "Ana")
         await user.should_see("acknowledged on this gateway by Ana")
         await user.should_see("Ana: grease added")
         # The cloud acknowledged it too, before it heard of Ana's: no new version here, yet

@@ -30,8 +30,16 @@ from shared import batchcodec, topics
 from shared.schemas import MANUAL_BOOT
 from tests.fixtures.cloud import prepare_db
 from tests.fixtures.gateway import Publisher, running_gateway
-from tests.fixtures.panel import BOOT, PATIENT, feed, gateway, panel, panel_user, sign_in
-from tests.fixtures.process import ServiceProcess
+from tests.fixtures.panel import (
+    BOOT,
+    PATIENT,
+    cloud_serving,
+    feed,
+    gateway,
+    panel,
+    panel_user,
+    sign_in,
+)
 
 
 @pytest.fixture
@@ -205,13 +213,7 @@ async def test_panel_entries_and_simulated_alerts_reach_the_cloud_once(
     the gateway, listed on the device page, synced, and in the cloud once (a retried batch
     adds nothing); a simulated alert and readings are marked simulated in the cloud."""
     keys, tokens = prepare_db(pg_dsn)
-    port = free_port()
-    cloud = ServiceProcess(["-m", "cloud", "serve"], env={
-        "SMAINT_CLOUD_DB__DSN": pg_dsn, "SMAINT_CLOUD_API__HOST": "127.0.0.1",
-        "SMAINT_CLOUD_API__PORT": str(port)}, log=tmp_path / "cloud.log", port=port,
-        name="cloud")
-    cloud.start(timeout_s=60)
-    base = f"http://127.0.0.1:{port}"
+    cloud, base = cloud_serving(pg_dsn, tmp_path)
     g = gateway(tmp_path, "gw-1", sync={"cloud_url": base, "token": tokens["gw-1"]})
     try:
         feed_sim(g, "motor-1", range(40), sim_from=30, spike_from=36)

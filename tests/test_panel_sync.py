@@ -12,10 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.ports import free_port
 from tests.fixtures.cloud import prepare_db
-from tests.fixtures.panel import PATIENT, feed, gateway, panel, panel_user, sign_in
-from tests.fixtures.process import ServiceProcess
+from tests.fixtures.panel import (
+    PATIENT,
+    acknowledge_on_alerts_page,
+    cloud_serving,
+    feed,
+    gateway,
+    panel,
+    panel_user,
+    sign_in,
+)
 from ui.panel import units
 
 pytestmark = pytest.mark.slow
@@ -24,13 +31,7 @@ pytestmark = pytest.mark.slow
 async def test_an_alert_acknowledged_on_the_panel_is_acknowledged_in_the_cloud_and_back(
         pg_dsn: str, tmp_path: Path) -> None:
     keys, tokens = prepare_db(pg_dsn)
-    port = free_port()
-    cloud = ServiceProcess(["-m", "cloud", "serve"], env={
-        "SMAINT_CLOUD_DB__DSN": pg_dsn, "SMAINT_CLOUD_API__HOST": "127.0.0.1",
-        "SMAINT_CLOUD_API__PORT": str(port)}, log=tmp_path / "cloud.log", port=port,
-        name="cloud")
-    cloud.start(timeout_s=60)
-    base = f"http://127.0.0.1:{port}"
+    cloud, base = cloud_serving(pg_dsn, tmp_path)
     gw = gateway(tmp_path, "gw-1", sync={"cloud_url": base, "token": tokens["gw-1"]})
     try:
         feed(gw, "motor-1", 40, spike_at=36)
@@ -38,10 +39,7 @@ async def test_an_alert_acknowledged_on_the_panel_is_acknowledged_in_the_cloud_a
         async with panel_user(panel(gw)) as user:
             await sign_in(user)
             await user.open("/alerts")
-            user.find(marker="ack-button").click()
-            user.find(marker="ack-comment").type("vibration checked on site")
-            user.find(marker="ack-author").type("Ana")
-            user.find(marker="ack-confirm").click()
+            acknowledge_on_alerts_page(user, "vibration checked on site", "Ana")
             await user.should_see("Alert on motor-1 acknowledged.")
             # The gateway's own sync loop would do this within a second: one upload round.
             assert (await gw.uploader.sync_once()).outcome == "acked"
