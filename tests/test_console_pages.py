@@ -201,6 +201,25 @@ def test_the_score_is_drawn_on_a_log_axis_like_the_panels() -> None:
     assert [v for _, v in scores["data"]] == [SCORE_FLOOR, 0.3, 2500.0]
 
 
+def test_a_refresh_of_the_same_layout_has_the_same_shape_and_a_new_layout_does_not() -> None:
+    # A refresh with the same shape is merged into the mounted chart; only then does
+    # ECharts' merge overwrite every setting.
+    base = {"device": "m-1", "gateway": "gw-1", "boot": "b", "scorer": "stat",
+            "model_version": None, "anomalous": False, "score": 0.2}
+
+    def raw(n: int, anomalous: bool = False) -> dict[str, Any]:
+        return explorer_data.chart_options(_view("raw", readings=[
+            {**base, "seq": i, "ts_ms": 1_735_689_600_000 + i * 1000, "anomalous": anomalous,
+             "metrics": {"temperature_c": 41.0 + i}} for i in range(n)]))
+
+    assert explorer_data.shape(raw(3)) == explorer_data.shape(raw(7))
+    assert explorer_data.shape(raw(3)) != explorer_data.shape(
+        explorer_data.chart_options(_view("buckets")))
+    changed = raw(3)
+    changed["series"][0]["markLine"] = {"data": []}
+    assert explorer_data.shape(changed) != explorer_data.shape(raw(3))
+
+
 def test_the_csv_holds_exactly_the_drawn_readings() -> None:
     base = {"device": "m-1", "gateway": "gw-1", "boot": "b", "scorer": "stat",
             "model_version": None, "score": 0.5, "anomalous": False}
@@ -271,6 +290,7 @@ async def test_the_fleet_and_the_explorer_follow_new_uploads_without_a_reload(
         await h.user.open("/explorer?device=motor-001&metric=temperature_c")
         await h.user.should_see("raw readings of temperature_c", retries=PATIENT)
         before = caption_text(h)
+        chart_before = {e.id for e in h.user.find(marker="explorer-chart").elements}
         newest = later + 10_000
         push(h.cloud.dsn, 101, [r.model_copy(update={"seq": 6000})
                                 for r in readings("motor-001", 1, 100, newest)])
@@ -278,6 +298,8 @@ async def test_the_fleet_and_the_explorer_follow_new_uploads_without_a_reload(
         await wait_until_async(lambda: caption_text(h) != before, 15,
                                "the explorer to redraw with the new reading")
         assert caption_text(h).split(" raw readings")[0] != before.split(" raw readings")[0]
+        # Redrawn in place: a chart replaced on every refresh raced its own mounting.
+        assert {e.id for e in h.user.find(marker="explorer-chart").elements} == chart_before
 
 
 async def test_manual_entries_and_simulated_faults_are_marked_in_explorer_and_alerts(

@@ -133,6 +133,17 @@ def notes(view: View) -> list[str]:
     return out
 
 
+def shape(options: Any) -> Any:
+    """The layout of chart options without their values: two options of one shape set the
+    same settings, so ECharts merging the second into the first draws exactly the second."""
+    if isinstance(options, dict):
+        return {k: "data" if k == "data" else shape(v) for k, v in options.items()}
+    if isinstance(options, list):
+        return [shape(x) for x in options] if any(isinstance(x, dict) for x in options) \
+            else "list"
+    return "value"
+
+
 def chart_options(view: View) -> dict[str, Any]:
     """ECharts options: raw values with scores and anomalous readings, or a min-max band."""
     series: list[dict[str, Any]]

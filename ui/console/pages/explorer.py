@@ -97,6 +97,8 @@ class Explorer:
         self.view: View | None = None
         self.history: list[tuple[datetime, datetime]] = []
         self._zoom_generation = 0
+        self.chart: ui.echart | None = None
+        self.note_lines: list[str] = []
 
     def build(self) -> None:
         """Lay out the filters, the chart and its caption, and start the refresh timer."""
@@ -158,22 +160,35 @@ class Explorer:
         if view is None:
             return
         self.view = view
-        # A new chart per view: ECharts merges new options into old ones (an axis or a line
-        # style of the previous view would survive), and a fresh one draws exactly these.
-        self.chart_box.clear()
-        with self.chart_box:
-            chart = ui.echart(explorer_data.chart_options(view)).classes(
-                "w-full h-[30rem]").mark("explorer-chart")
-            # For tests and the render benchmark: when the browser finished drawing.
-            chart.on("chart:finished",
-                     js_handler="() => performance.mark('explorer-chart-finished')")
-            chart.on("chart:datazoom", self._zoom_event)
-        expose_markers(self.client)
+        options = explorer_data.chart_options(view)
+        if self.chart is not None and explorer_data.shape(options) == \
+                explorer_data.shape(self.chart.options):
+            # Same layout, new values (the usual refresh): merging then overwrites every
+            # setting, and the chart stays mounted. Replacing it on every refresh raced its
+            # own mounting in the browser (an unmount before ECharts was set up).
+            self.chart.options.clear()
+            self.chart.options.update(options)
+            self.chart.update()
+        else:
+            # A new layout gets a new chart: ECharts merges new options into old ones (an
+            # axis or a line style of the previous view would survive).
+            self.chart_box.clear()
+            with self.chart_box:
+                self.chart = ui.echart(options).classes("w-full h-[30rem]").mark(
+                    "explorer-chart")
+                # For tests and the render benchmark: when the browser finished drawing.
+                self.chart.on("chart:finished",
+                              js_handler="() => performance.mark('explorer-chart-finished')")
+                self.chart.on("chart:datazoom", self._zoom_event)
         self.caption.set_text(explorer_data.describe(view))
-        self.notes_box.clear()
-        with self.notes_box:
-            for line in explorer_data.notes(view):
-                ui.label(line).classes("text-body2").mark("manual-note")
+        lines = explorer_data.notes(view)
+        if lines != self.note_lines:  # unchanged notes keep their elements
+            self.note_lines = lines
+            self.notes_box.clear()
+            with self.notes_box:
+                for line in lines:
+                    ui.label(line).classes("text-body2").mark("manual-note")
+        expose_markers(self.client)
         self.back.set_enabled(bool(self.history))
 
     async def _follow(self) -> None:
