@@ -16,7 +16,7 @@ from nicegui import ui
 from edge.service import Gateway
 from edge.site_ca import ensure_site_ca
 from shared.bundle import public_key_text
-from shared.schemas import DesiredState
+from shared.schemas import DesiredState, RolloutReport, RolloutStep
 from tests.fixtures.panel import (
     PASSWORD,
     PATIENT,
@@ -27,6 +27,7 @@ from tests.fixtures.panel import (
     sign_in,
 )
 from tests.fixtures.waiting import wait_until_async
+from ui.panel import snapshot
 from ui.panel.pages.alerts import acknowledge, explanation_rows
 
 
@@ -219,6 +220,21 @@ def test_password_hash_is_scrypt_salted_and_checks_only_the_password(gw: Gateway
     assert oct(p.auth.password_file.stat().st_mode & 0o777) == "0o600"
 
 
+def test_kept_for_rollback_names_neither_the_running_version_nor_one_on_trial() -> None:
+    # The panel said the running version was kept for rollback after an over-the-air swap.
+    def report(version: str, step: RolloutStep) -> RolloutReport:
+        return RolloutReport(profile="motor", version=version, step=step, at_ms=1)
+
+    kept = ["motor-3", "motor-2", "motor-1"]
+    assert snapshot.rollback_versions(kept, "motor-2", report("motor-3", "shadow")) == [
+        "motor-1"]
+    assert snapshot.rollback_versions(kept, "motor-3", report("motor-3", "running")) == [
+        "motor-2", "motor-1"]
+    assert snapshot.rollback_versions(kept, "motor-2", report("motor-3", "rolled_back")) == [
+        "motor-1"]
+    assert snapshot.rollback_versions(["motor-1"], "motor-1", None) == []
+
+
 async def test_models_page_shows_the_running_bundle_and_a_rollout_in_shadow(
         tmp_path: Path) -> None:
     from tests.fixtures.bundles import V1, V2, make_bundles  # noqa: PLC0415  (trains: slow)
@@ -254,6 +270,9 @@ async def test_models_page_shows_the_running_bundle_and_a_rollout_in_shadow(
             assert run > 0
             await user.should_see(f"{run} readings scored beside the running model")
             await user.should_see(f"of {run} readings the candidate flagged")
+            # V1 runs and V2 is on trial: neither is a version to go back to.
+            await user.should_see("no earlier bundle on disk: a rollback resumes the "
+                                  "statistical detector")
     finally:
         stop.set()
         await task

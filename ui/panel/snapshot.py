@@ -208,8 +208,18 @@ def models(gw: Gateway) -> list[ModelRow]:
             model.manifest.created_ms if model else None, desired.get(profile), rep,
             shadow_run(gw.rollout.dir / "shadow" / f"{profile}-{rep.version}.csv")
             if rep is not None and rep.step == "shadow" else None,
-            gw.rollout.kept_versions(profile), gw.models.refused.get(profile)))
+            rollback_versions(gw.rollout.kept_versions(profile),
+                              model.version if model else None, rep),
+            gw.models.refused.get(profile)))
     return out
+
+
+def rollback_versions(kept: list[str], running: str | None,
+                      rep: RolloutReport | None) -> list[str]:
+    """The kept versions a rollback could go back to: not the one running, nor the one a
+    rollout is trying or turned down (all are kept on disk too)."""
+    not_back = rep.version if rep is not None and rep.step != "running" else None
+    return [v for v in kept if v not in {running, not_back}]
 
 
 def health(gw: Gateway) -> dict[str, Any]:

@@ -32,8 +32,9 @@ def _card(row: snapshot.ModelRow) -> None:
                 fact("Source", row.source, "model-source")
             fact("Cloud wants", row.desired or "nothing named (keeps what runs)",
                  "model-desired")
-            fact("Kept for rollback", ", ".join(row.kept) or "no earlier version on disk",
-                 "model-kept")
+            fact("Kept for rollback", ", ".join(row.kept) or (
+                "no earlier bundle on disk: a rollback resumes the statistical detector"
+                if row.version else "no earlier version on disk"), "model-kept")
             if row.refused:
                 fact("Last bundle refused", row.refused, "model-refused")
         rep = row.rollout
