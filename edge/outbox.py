@@ -60,13 +60,14 @@ class Outbox:
         return BatchInfo(*row) if row else None
 
     def record(self, max_readings: int, created_ms: int, *, backlog_max: int | None = None,
-               catchup_after: int | None = None) -> BatchInfo | None:
+               catchup_after: int | None = None, heartbeat: bool = False) -> BatchInfo | None:
         """Record the next cycle's batches (live, then one catch-up); returns the first or None.
 
         While at most ``catchup_after`` readings are unsent, one batch takes the oldest of them.
         Beyond that (an outage), the live batch takes the newest ``max_readings`` and a backlog
         batch the oldest ``backlog_max``, marked replay. The live batch also takes up to
         ``backlog_max`` unsent per-minute aggregates (readings retention folded), oldest first.
+        With nothing to send, ``heartbeat`` records an empty batch (for the state it carries).
         """
         backlog_max = backlog_max or max_readings
         catchup_after = catchup_after or 2 * max_readings
@@ -99,7 +100,7 @@ class Outbox:
                                    ).fetchone()
             seq = int(last)
             first: BatchInfo | None = None
-            if alert_rows or events or live or done or aggregates or scenarios:
+            if heartbeat or alert_rows or events or live or done or aggregates or scenarios:
                 seq += 1
                 first = self._insert_batch(seq, created_ms, "live", live,
                                            n_alerts=len(alert_rows), done=done,

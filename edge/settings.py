@@ -138,6 +138,11 @@ class SyncSettings(_Section):
     interval_s: float = Field(
         default=1.0, gt=0, le=3600, description="pause between uploads once the outbox is empty"
     )
+    heartbeat_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="with nothing to upload for this long, an empty batch carries the "
+                    "gateway's state up and the cloud's decisions down (and keeps it online)"
+    )
     batch_max: int = Field(default=5000, ge=1, le=50_000, description="most readings in one upload")
     backlog_max: int = Field(
         default=5000, ge=1, le=50_000,

@@ -88,6 +88,7 @@ class Uploader:
         self._client = client
         self._own_client = client is None
         self.last_ack_ms: int | None = None
+        self._started_ms = now_ms()
         self.last_error: str | None = None
         # Pause between idle uploads; the desired config may change it (edge.desired_config).
         self.interval_s = settings.sync.interval_s
@@ -128,9 +129,13 @@ class Uploader:
     async def sync_once(self) -> SyncResult:
         """Upload the pending batch (recording a new one first if none is pending)."""
         s = self.settings
+        now = now_ms()
+        # An idle gateway still reports in: its state goes up, the cloud's decisions (models,
+        # config, alert reviews, scenarios) come down, and the fleet sees it online.
+        heartbeat = now - (self.last_ack_ms or self._started_ms) >= s.sync.heartbeat_s * 1000
         info = self.outbox.pending() or self.outbox.record(
-            s.sync.batch_max, now_ms(), backlog_max=s.sync.backlog_max,
-            catchup_after=s.sync.catchup_after)
+            s.sync.batch_max, now, backlog_max=s.sync.backlog_max,
+            catchup_after=s.sync.catchup_after, heartbeat=heartbeat)
         if info is None:
             return SyncResult("idle")
         body = await self._encode(info)

@@ -254,3 +254,35 @@ async def test_sample_interval_is_published_as_each_devices_retained_config(
     stop.set()
     await publisher
     assert gw.device_config.published == 6
+
+
+async def test_an_idle_gateway_reports_in_with_a_heartbeat_and_gets_the_cloud_decisions(
+    biz: Biz, tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    # No device publishes: without a heartbeat the gateway would never reach the cloud, which
+    # would show it offline and never hand it the config below.
+    gw = start(biz, tmp_path, gateways)
+    put = biz.send("PUT", "admin", CONFIG, {"alerts.open_after": 5})
+    assert put.status_code == 200, put.text
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=biz.client.app),
+                                 base_url="http://cloud") as client:
+        quiet = Uploader(gw.settings, gw.outbox, client, state=gw.actual_state,
+                         on_desired=gw.on_desired)
+        assert (await quiet.sync_once()).outcome == "idle"  # started now: no heartbeat due
+        assert gw.outbox.backlog() == 0
+
+        due = gw.settings.model_copy(update={"sync": gw.settings.sync.model_copy(
+            update={"heartbeat_s": 0.001})})
+        up = Uploader(due, gw.outbox, client, state=gw.actual_state, on_desired=gw.on_desired)
+        result = await up.sync_once()
+        for _ in range(100):  # due a millisecond after the start
+            if result.outcome != "idle":
+                break
+            await asyncio.sleep(0.005)
+            result = await up.sync_once()
+    assert result.outcome == "acked", result
+    assert gw.alerts.open_after == 5  # the cloud's decision came down with the answer
+    assert gw.store.conn.execute(
+        "SELECT count(*) FROM sync_batches WHERE n_readings = 0").fetchone() == (1,)
+    fleet = {g["gateway"]: g for g in biz.get("viewer", "/api/v1/gateways").json()}
+    assert fleet[GW]["online"] is True
