@@ -52,7 +52,7 @@ async def test_a_viewer_previews_the_fleet_and_downloads_one_device_in_three_for
         text = "\n".join(p.extract_text() for p in pypdf.PdfReader(
             io.BytesIO(pdf.content)).pages)
         assert "Maintenance report: motor-001" in text
-        assert ALERTS[0][0] in text
+        assert ALERTS[0][0] in text, text
         assert "mill-001" not in text
 
         h.user.find(marker="report-csv").click()

@@ -1,9 +1,10 @@
 """The range report (cloud/query/range_report.py) as CSV, as a self-contained HTML page and as
 a PDF; the HTML and the PDF carry the same sections and the same SVG charts.
 
-PDF: fpdf2 (pure Python, no system libraries) with its built-in Helvetica, whose encoding is
-Latin-1: typographic dashes and quotes are written plain, any other character outside it (a
-comment in another script, say) as "?".
+PDF: fpdf2 (pure Python, no system libraries) with DejaVu Sans, shipped in ``fonts/`` (its
+license beside it): a comment in Greek or Cyrillic, a "≥" or a "µm" prints as typed, where
+the PDF core fonts know Latin-1 only. A character outside DejaVu Sans (CJK, say) is drawn as
+its missing-glyph box; fpdf2 logs which.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import html
 import io
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from fpdf import FPDF
 from fpdf.fonts import FontFace
@@ -194,14 +196,8 @@ def to_html(report: RangeReport) -> str:
 
 # -- PDF ---------------------------------------------------------------------------------------
 
-# Typographic punctuation people type (or their keyboards do) has a plain Latin-1 stand-in.
-_PLAIN = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'",
-                        "\u201c": '"', "\u201d": '"', "\u2026": "...", "\u2022": "*"})
-
-
-def _latin1(text: str) -> str:
-    """``text`` in the core fonts' encoding (dashes and quotes made plain, others "?")."""
-    return text.translate(_PLAIN).encode("latin-1", "replace").decode("latin-1")
+FONT = "DejaVu"
+_FONTS = Path(__file__).with_name("fonts")
 
 
 class _Pdf(FPDF):
@@ -209,6 +205,8 @@ class _Pdf(FPDF):
 
     def __init__(self, footer_text: str) -> None:
         super().__init__(orientation="portrait", unit="mm", format="A4")
+        self.add_font(FONT, "", _FONTS / "DejaVuSans.ttf")
+        self.add_font(FONT, "B", _FONTS / "DejaVuSans-Bold.ttf")
         self._footer_text = footer_text
         self.set_margins(15, 15, 15)
         self.set_auto_page_break(auto=True, margin=15)
@@ -216,9 +214,13 @@ class _Pdf(FPDF):
     def footer(self) -> None:
         """Report title on the left, page x of y on the right."""
         self.set_y(-11)
-        self.set_font("Helvetica", size=8)
+        self.set_font(FONT, size=7)
         self.set_text_color(117, 117, 117)
-        self.cell(0, 5, self._footer_text, align="L")
+        text = self._footer_text
+        room = self.epw - self.get_string_width("page 999 of 999") - 4
+        while text and self.get_string_width(text) > room:  # never under the page number
+            text = text[:-2] + "…"
+        self.cell(0, 5, text, align="L")
         self.set_x(self.l_margin)
         self.cell(0, 5, f"page {self.page_no()} of {{nb}}", align="R")
         self.set_text_color(33, 33, 33)
@@ -226,10 +228,10 @@ class _Pdf(FPDF):
 
 def _pdf_table(pdf: FPDF, head: Sequence[str], rows: list[list[str]], empty: str,
                widths: Sequence[int]) -> None:
-    pdf.set_font("Helvetica", size=8)
+    pdf.set_font(FONT, size=7)  # DejaVu's 7 pt is as wide as Helvetica's 8 (and as legible)
     if not rows:
         pdf.set_text_color(117, 117, 117)
-        pdf.multi_cell(0, 5, _latin1(empty), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5, empty, new_x="LMARGIN", new_y="NEXT")
         pdf.set_text_color(33, 33, 33)
         return
     with pdf.table(col_widths=tuple(widths), text_align="LEFT", line_height=4.2,
@@ -238,19 +240,19 @@ def _pdf_table(pdf: FPDF, head: Sequence[str], rows: list[list[str]], empty: str
         for row in [list(head), *rows]:
             cells = table.row()
             for value in row:
-                cells.cell(_latin1(value))
+                cells.cell(value)
     pdf.ln(2)
 
 
 def to_pdf(report: RangeReport) -> bytes:
     """The same sections as :func:`to_html`, charts drawn from the same SVG."""
-    pdf = _Pdf(_latin1(f"{title(report)} - {_span(report)}"))
-    pdf.set_title(_latin1(title(report)))
+    pdf = _Pdf(f"{title(report)} · {_span(report)}")
+    pdf.set_title(title(report))
     pdf.set_creator("Smart Maintenance cloud")
     pdf.add_page()
     pdf.set_text_color(33, 33, 33)
-    pdf.set_font("Helvetica", style="B", size=17)
-    pdf.multi_cell(0, 9, _latin1(title(report)), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(FONT, style="B", size=17)
+    pdf.multi_cell(0, 9, title(report), new_x="LMARGIN", new_y="NEXT")
     _para(pdf, _span(report))
     if report.scope == "fleet":
         _heading(pdf, "Overview", 13)
@@ -271,7 +273,7 @@ def to_pdf(report: RangeReport) -> bytes:
             pdf.ln(2)
         _heading(pdf, "Alerts opened in the range", 11)
         _pdf_table(pdf, _ALERT_HEAD, _review(d), "No alert opened in the range.",
-                   (27, 14, 12, 30, 20, 22, 17, 38))
+                   (22, 13, 11, 30, 20, 24, 18, 42))
         _heading(pdf, "Maintenance orders", 11)
         _pdf_table(pdf, _ORDER_HEAD, _orders(d), "No maintenance order.",
                    (13, 55, 17, 17, 23, 20, 35))
@@ -280,14 +282,14 @@ def to_pdf(report: RangeReport) -> bytes:
 
 def _heading(pdf: FPDF, text: str, size: int) -> None:
     pdf.ln(2)
-    pdf.set_font("Helvetica", style="B", size=size)
-    pdf.multi_cell(0, size * 0.5, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(FONT, style="B", size=size)
+    pdf.multi_cell(0, size * 0.5, text, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(1)
 
 
 def _para(pdf: FPDF, text: str) -> None:
-    pdf.set_font("Helvetica", size=9)
-    pdf.multi_cell(0, 4.5, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(FONT, size=9)
+    pdf.multi_cell(0, 4.5, text, new_x="LMARGIN", new_y="NEXT")
 
 
 RENDERERS: dict[str, tuple[str, Callable[[RangeReport], str | bytes]]] = {
