@@ -15,6 +15,7 @@ from cloud.ingest.batch import apply_batch, desired_state, request_backfill
 from cloud.ingest.limits import IngestLimits
 from cloud.ingest.rollup import fold_pending
 from cloud.query.readings import bucketed, default_width, list_devices, list_gateways, stats
+from cloud.rollout import gateway_models
 from shared import batchcodec
 from shared.schemas import DeviceEvent, GatewayState, Reading, SyncBatch
 from tests.fixtures.factories import T0, batch, reading
@@ -390,3 +391,27 @@ def test_backfill_cli(conn: Conn, pg_dsn: str, capsys: pytest.CaptureFixture[str
     conn.rollback()
     assert main(["backfill", "nobody", "--since", "2024-01-01", "--until", "2024-01-02",
                  "--dsn", pg_dsn]) == 1
+
+
+def test_a_model_no_longer_reported_is_no_longer_shown_running(conn: Conn) -> None:
+    # A gateway rolled back to the statistical detector reports no model for the profile:
+    # the registry of running models (console, drift check) must drop the old version.
+    def report(seq: int, models: dict[str, str]) -> None:
+        apply_batch(conn, SyncBatch(gateway="gw-1", batch_seq=seq, created_ms=T0,
+                                    state=GatewayState(models=models)), "gw-1")
+
+    def running() -> list[tuple[object, object]]:
+        rows = [(m["profile"], m["version"]) for m in gateway_models(conn, "gw-1")]
+        conn.rollback()
+        return sorted(rows, key=str)
+
+    report(1, {"motor": "if-6", "mill": "mi-2"})
+    assert running() == [("mill", "mi-2"), ("motor", "if-6")]
+    report(2, {"mill": "mi-2"})  # empty batch: a heartbeat carries the state too
+    assert running() == [("mill", "mi-2")]
+    (change,) = conn.execute(
+        "SELECT before, after FROM audit_log WHERE action = 'model.change'"
+        " AND after ->> 'version' IS NULL").fetchall()
+    conn.rollback()
+    assert change[0] == {"profile": "motor", "version": "if-6"}
+    assert change[1]["reason"] == "the gateway reports no model: statistical detector"

@@ -108,6 +108,18 @@ def _record_models(conn: Conn, gateway_id: str, models: dict[str, str],
         audit.record(conn, f"gateway:{gateway_id}", "model.change", "gateway", gateway_id,
                      before={"profile": profile, "version": current.get(profile)},
                      after={"profile": profile, "version": version, "reason": why})
+    # A profile no longer reported runs on the statistical detector (a rollback to none, a
+    # bundle removed by hand): the console must not go on naming the old version.
+    for profile in sorted(set(current) - set(models)):
+        report = reports.get(profile)
+        why = (f"{report.step} {report.version}: {report.reason}"
+               if report is not None and report.step in _FAILED
+               else "the gateway reports no model: statistical detector")
+        conn.execute("DELETE FROM gateway_models WHERE gateway_id = %s AND profile = %s",
+                     (gateway_id, profile))
+        audit.record(conn, f"gateway:{gateway_id}", "model.change", "gateway", gateway_id,
+                     before={"profile": profile, "version": current[profile]},
+                     after={"profile": profile, "version": None, "reason": why})
 
 
 def _record_step(conn: Conn, gateway_id: str, report: RolloutReport) -> int | None:
