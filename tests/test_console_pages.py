@@ -300,6 +300,11 @@ async def test_the_fleet_and_the_explorer_follow_new_uploads_without_a_reload(
         assert caption_text(h).split(" raw readings")[0] != before.split(" raw readings")[0]
         # Redrawn in place: a chart replaced on every refresh raced its own mounting.
         assert {e.id for e in h.user.find(marker="explorer-chart").elements} == chart_before
+        # Another range, asked for, gets a chart of its own (no zoom window merged over).
+        h.user.find(marker="range-select").click()
+        h.user.find("Latest 15 minutes of data").click()
+        await wait_until_async(lambda: {e.id for e in h.user.find(
+            marker="explorer-chart").elements} != chart_before, 15, "a new chart for the range")
 
 
 async def test_manual_entries_and_simulated_faults_are_marked_in_explorer_and_alerts(

@@ -141,15 +141,16 @@ class Explorer:
     def _range(self) -> tuple[datetime, datetime]:
         return span_of(self.devices[self.device], self.choice)
 
-    async def show_range(self) -> None:
+    async def show_range(self, *, refresh: bool = False) -> None:
         """Load the chosen range (a custom one waits for its fields to be filled in)."""
         self.history.clear()
         if self.choice == CUSTOM:
             return
         since, until = self._range()
-        await self._load(since, until)
+        await self._load(since, until, refresh=refresh)
 
-    async def _load(self, since: datetime, until: datetime) -> None:
+    async def _load(self, since: datetime, until: datetime, *, refresh: bool = False) -> None:
+        """Draw [since, until); ``refresh``: the timer's update of the range shown."""
         if not self.metric:
             self.caption.set_text(f"Device {self.device} has no known metrics "
                                   f"(type {self.devices[self.device]['type']}).")
@@ -161,17 +162,19 @@ class Explorer:
             return
         self.view = view
         options = explorer_data.chart_options(view)
-        if self.chart is not None and explorer_data.shape(options) == \
+        if refresh and self.chart is not None and explorer_data.shape(options) == \
                 explorer_data.shape(self.chart.options):
-            # Same layout, new values (the usual refresh): merging then overwrites every
+            # The timer's refresh, same layout, new values: merging then overwrites every
             # setting, and the chart stays mounted. Replacing it on every refresh raced its
-            # own mounting in the browser (an unmount before ECharts was set up).
+            # own mounting in the browser (an unmount before ECharts was set up). What a
+            # person asks for (a zoom, another range) gets a new chart: a merge would keep
+            # the toolbox's zoom window.
             self.chart.options.clear()
             self.chart.options.update(options)
             self.chart.update()
         else:
-            # A new layout gets a new chart: ECharts merges new options into old ones (an
-            # axis or a line style of the previous view would survive).
+            # A new layout or a person's choice gets a new chart: ECharts merges new options
+            # into old ones (an axis, a line style or a zoom window would survive).
             self.chart_box.clear()
             with self.chart_box:
                 self.chart = ui.echart(options).classes("w-full h-[30rem]").mark(
@@ -203,7 +206,7 @@ class Explorer:
                 self.devices[self.device]["last_seen_at"]:
             return
         self.devices.update(fresh)
-        await self.show_range()
+        await self.show_range(refresh=True)
 
     # -- controls ----------------------------------------------------------------------------
 
